@@ -1,0 +1,386 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_core::Secret;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::BigQueryError;
+
+/// How requests are authorised.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// No credentials (the local emulator).
+    None,
+    /// A fixed OAuth access token (for example from `gcloud auth print-access-token`).
+    Token(Secret),
+    /// The GCE/Cloud Run metadata server's token for the attached service account.
+    MetadataServer,
+}
+
+/// `project.dataset.table`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    pub project: String,
+    pub dataset: String,
+    pub table: String,
+}
+
+impl std::fmt::Display for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.project, self.dataset, self.table)
+    }
+}
+
+/// A named query parameter. `value: None` binds SQL NULL.
+#[derive(Debug, Clone)]
+pub struct QueryParam {
+    pub name: String,
+    /// A BigQuery scalar type name: `TIMESTAMP`, `DATETIME`, `DATE`, `INT64`, `STRING`, ...
+    pub type_name: String,
+    pub value: Option<String>,
+}
+
+impl QueryParam {
+    pub fn new(name: &str, type_name: &str, value: impl Into<String>) -> Self {
+        Self { name: name.into(), type_name: type_name.into(), value: Some(value.into()) }
+    }
+}
+
+/// A result-schema field (recursive for RECORD).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub fields: Vec<Field>,
+}
+
+impl Field {
+    /// `REPEATED` mode.
+    pub fn is_repeated(&self) -> bool {
+        self.mode.as_deref() == Some("REPEATED")
+    }
+}
+
+/// One page of rows, each row the REST `{"f":[{"v":..}]}` form.
+#[derive(Debug)]
+pub struct Page {
+    pub rows: Vec<Value>,
+}
+
+const SCOPE_HEADER: &str = "Metadata-Flavor";
+
+#[derive(Default)]
+struct CachedToken {
+    token: Option<(String, Instant)>,
+}
+
+/// A BigQuery REST client for one project.
+#[derive(Clone)]
+pub struct BigQuery {
+    http: reqwest::Client,
+    base: String,
+    project: String,
+    auth: Auth,
+    token: Arc<Mutex<CachedToken>>,
+    location: Option<String>,
+}
+
+impl std::fmt::Debug for BigQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BigQuery").field("base", &self.base).field("project", &self.project).finish_non_exhaustive()
+    }
+}
+
+impl BigQuery {
+    /// `endpoint` is `https://bigquery.googleapis.com` in production or the emulator's address.
+    pub fn new(endpoint: &str, project: &str, auth: Auth) -> Result<Self, BigQueryError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| BigQueryError::Transport { op: "client", endpoint: endpoint.into(), reason: e.to_string() })?;
+        Ok(Self {
+            http,
+            base: format!("{}/bigquery/v2/projects/{}", endpoint.trim_end_matches('/'), project),
+            project: project.into(),
+            auth,
+            token: Arc::new(Mutex::new(CachedToken::default())),
+            location: None,
+        })
+    }
+
+    /// The billing project queries run in.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    async fn bearer(&self) -> Result<Option<String>, BigQueryError> {
+        match &self.auth {
+            Auth::None => Ok(None),
+            Auth::Token(t) => Ok(Some(t.expose().to_owned())),
+            Auth::MetadataServer => {
+                let mut cache = self.token.lock().await;
+                if let Some((tok, until)) = &cache.token {
+                    if Instant::now() < *until {
+                        return Ok(Some(tok.clone()));
+                    }
+                }
+                #[derive(Deserialize)]
+                struct Tok {
+                    access_token: String,
+                    expires_in: u64,
+                }
+                let resp = self
+                    .http
+                    .get("http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token")
+                    .header(SCOPE_HEADER, "Google")
+                    .send()
+                    .await
+                    .map_err(|e| BigQueryError::Auth(format!("metadata server unreachable: {e}")))?;
+                if !resp.status().is_success() {
+                    return Err(BigQueryError::Auth(format!("metadata server answered {}", resp.status())));
+                }
+                let tok: Tok = resp.json().await.map_err(|e| BigQueryError::Auth(format!("metadata server token: {e}")))?;
+                let until = Instant::now() + Duration::from_secs(tok.expires_in.saturating_sub(60));
+                cache.token = Some((tok.access_token.clone(), until));
+                Ok(Some(tok.access_token))
+            }
+        }
+    }
+
+    async fn call(&self, op: &'static str, method: reqwest::Method, url: String, body: Option<&Value>) -> Result<Value, BigQueryError> {
+        let mut req = self.http.request(method, &url);
+        if let Some(tok) = self.bearer().await? {
+            req = req.bearer_auth(tok);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| BigQueryError::Transport {
+            op,
+            endpoint: self.base.clone(),
+            reason: e.without_url().to_string(),
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| BigQueryError::Transport {
+            op,
+            endpoint: self.base.clone(),
+            reason: e.without_url().to_string(),
+        })?;
+        let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        if !status.is_success() {
+            let err = &value["error"];
+            let reason = err["errors"][0]["reason"].as_str().or(err["status"].as_str()).unwrap_or_default();
+            let message =
+                err["message"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect());
+            return Err(BigQueryError::Api {
+                op,
+                status: status.as_u16(),
+                status_text: status.to_string(),
+                reason: if reason.is_empty() { String::new() } else { format!(" ({reason})") },
+                message,
+            });
+        }
+        // Some servers report a failed job with HTTP 200 and an `errors` list.
+        if let Some(e) = value["status"]["errorResult"].as_object().or_else(|| value["errors"][0].as_object()) {
+            return Err(BigQueryError::Api {
+                op,
+                status: status.as_u16(),
+                status_text: "job failed".into(),
+                reason: e.get("reason").and_then(Value::as_str).map(|r| format!(" ({r})")).unwrap_or_default(),
+                message: e.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            });
+        }
+        Ok(value)
+    }
+
+    /// Starts a query with named parameters and waits until it is complete.
+    pub async fn query(&self, sql: &str, params: &[QueryParam], page_size: u32) -> Result<QueryJob, BigQueryError> {
+        let params: Vec<Value> = params
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "parameterType": {"type": p.type_name},
+                    "parameterValue": match &p.value { Some(v) => json!({"value": v}), None => json!({}) },
+                })
+            })
+            .collect();
+        let body = json!({
+            "query": sql,
+            "useLegacySql": false,
+            "parameterMode": "NAMED",
+            "queryParameters": params,
+            "maxResults": page_size,
+            "timeoutMs": 10000,
+            "formatOptions": {"useInt64Timestamp": true},
+        });
+        let mut resp = self.call("jobs.query", reqwest::Method::POST, format!("{}/queries", self.base), Some(&body)).await?;
+        let job_id = resp["jobReference"]["jobId"].as_str().unwrap_or_default().to_owned();
+        let location = resp["jobReference"]["location"].as_str().map(str::to_owned).or_else(|| self.location.clone());
+        while resp["jobComplete"].as_bool() == Some(false) {
+            resp = self.results_raw(&job_id, location.as_deref(), None, 0).await?;
+        }
+        let schema: Vec<Field> = serde_json::from_value(resp["schema"]["fields"].clone()).unwrap_or_default();
+        let first = take_rows(&mut resp);
+        Ok(QueryJob {
+            client: self.clone(),
+            job_id,
+            location,
+            schema,
+            total_rows: resp["totalRows"].as_str().and_then(|s| s.parse().ok()),
+            dml_affected: resp["numDmlAffectedRows"].as_str().and_then(|s| s.parse().ok()),
+            first: Some(first),
+            next_token: resp["pageToken"].as_str().map(str::to_owned),
+            page_size,
+        })
+    }
+
+    async fn results_raw(
+        &self,
+        job_id: &str,
+        location: Option<&str>,
+        page_token: Option<&str>,
+        page_size: u32,
+    ) -> Result<Value, BigQueryError> {
+        let mut url =
+            format!("{}/queries/{}?formatOptions.useInt64Timestamp=true&timeoutMs=10000&maxResults={}", self.base, job_id, page_size);
+        if let Some(loc) = location {
+            url.push_str(&format!("&location={loc}"));
+        }
+        if let Some(t) = page_token {
+            url.push_str(&format!("&pageToken={}", urlencode(t)));
+        }
+        self.call("jobs.getQueryResults", reqwest::Method::GET, url, None).await
+    }
+
+    /// Runs a statement (DDL/DML) and returns the number of affected rows when BigQuery reports it.
+    pub async fn execute(&self, sql: &str, params: &[QueryParam]) -> Result<Option<u64>, BigQueryError> {
+        Ok(self.query(sql, params, 1).await?.dml_affected)
+    }
+
+    /// Streams rows into a table with `tabledata.insertAll`.
+    pub async fn insert_rows(&self, table: &TableRef, rows: &[Value]) -> Result<(), BigQueryError> {
+        let body = json!({"rows": rows.iter().map(|r| json!({"json": r})).collect::<Vec<_>>()});
+        let url = format!(
+            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
+            self.base.split("/bigquery/v2/").next().unwrap_or_default(),
+            table.project,
+            table.dataset,
+            table.table
+        );
+        let resp = self.call("tabledata.insertAll", reqwest::Method::POST, url, Some(&body)).await?;
+        if let Some(errs) = resp["insertErrors"].as_array().filter(|e| !e.is_empty()) {
+            return Err(BigQueryError::Api {
+                op: "tabledata.insertAll",
+                status: 200,
+                status_text: "rows rejected".into(),
+                reason: String::new(),
+                message: errs[0].to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates a dataset in the client's project; an existing one is fine.
+    pub async fn create_dataset(&self, dataset: &str) -> Result<(), BigQueryError> {
+        let body = json!({"datasetReference": {"projectId": self.project, "datasetId": dataset}});
+        match self.call("datasets.insert", reqwest::Method::POST, format!("{}/datasets", self.base), Some(&body)).await {
+            Err(BigQueryError::Api { status: 409, .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Deletes a dataset and its tables.
+    pub async fn delete_dataset(&self, dataset: &str) -> Result<(), BigQueryError> {
+        match self
+            .call("datasets.delete", reqwest::Method::DELETE, format!("{}/datasets/{}?deleteContents=true", self.base, dataset), None)
+            .await
+        {
+            Err(BigQueryError::Api { status: 404, .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// The schema of a table, or `None` when it does not exist.
+    pub async fn table_schema(&self, table: &TableRef) -> Result<Option<Vec<Field>>, BigQueryError> {
+        let url = format!(
+            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}",
+            self.base.split("/bigquery/v2/").next().unwrap_or_default(),
+            table.project,
+            table.dataset,
+            table.table
+        );
+        match self.call("tables.get", reqwest::Method::GET, url, None).await {
+            Err(BigQueryError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+            Ok(v) => Ok(Some(
+                serde_json::from_value(v["schema"]["fields"].clone())
+                    .map_err(|e| BigQueryError::Decode { op: "tables.get", reason: e.to_string() })?,
+            )),
+        }
+    }
+}
+
+fn take_rows(resp: &mut Value) -> Vec<Value> {
+    match resp.get_mut("rows").map(Value::take) {
+        Some(Value::Array(rows)) => rows,
+        _ => Vec::new(),
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A completed query whose rows are read page by page.
+#[derive(Debug)]
+pub struct QueryJob {
+    client: BigQuery,
+    job_id: String,
+    location: Option<String>,
+    /// The result schema.
+    pub schema: Vec<Field>,
+    /// Row count BigQuery reported.
+    pub total_rows: Option<u64>,
+    /// Rows changed by a DML statement.
+    pub dml_affected: Option<u64>,
+    first: Option<Vec<Value>>,
+    next_token: Option<String>,
+    page_size: u32,
+}
+
+impl QueryJob {
+    /// The next page of rows, `None` after the last. Only one page is held at a time.
+    pub async fn next_page(&mut self) -> Result<Option<Page>, BigQueryError> {
+        if let Some(rows) = self.first.take() {
+            if !rows.is_empty() || self.next_token.is_none() {
+                return Ok(Some(Page { rows }));
+            }
+        }
+        let Some(token) = self.next_token.take() else { return Ok(None) };
+        let mut resp = self.client.results_raw(&self.job_id, self.location.as_deref(), Some(&token), self.page_size).await?;
+        self.next_token = resp["pageToken"].as_str().map(str::to_owned);
+        Ok(Some(Page { rows: take_rows(&mut resp) }))
+    }
+
+    /// Reads every remaining row (tests and small results only).
+    pub async fn collect(mut self) -> Result<Vec<Value>, BigQueryError> {
+        let mut all = Vec::new();
+        while let Some(p) = self.next_page().await? {
+            all.extend(p.rows);
+        }
+        Ok(all)
+    }
+}

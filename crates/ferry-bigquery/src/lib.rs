@@ -1,0 +1,11 @@
+//! BigQuery for ferry: a thin REST client (jobs.query, getQueryResults paging, insertAll,
+//! dataset and table administration) that works against BigQuery and the local emulator.
+//!
+//! TIMESTAMP values are requested as int64 microseconds (`formatOptions.useInt64Timestamp`);
+//! the float-seconds form that some servers send anyway is accepted too.
+
+mod client;
+mod error;
+
+pub use client::{Auth, BigQuery, Field, Page, QueryJob, QueryParam, TableRef};
+pub use error::BigQueryError;

@@ -1,0 +1,1 @@
+//! Notifiers (email, Slack): see the notifications issue.

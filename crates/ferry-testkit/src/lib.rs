@@ -1,0 +1,198 @@
+//! Test kit: reach the local stack (`dev/stack up`) and isolate each test.
+//!
+//! Addresses and credentials come from the `FERRY_*` variables that `dev/stack env` prints, or,
+//! when they are not set, from the `.stack/env` file that `dev/stack up` writes. A test that
+//! needs a service which is not there fails with a message saying so; nothing is skipped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ferry_bigquery::{Auth, BigQuery};
+use serde_json::Value;
+
+pub mod pubsub;
+
+/// The local stack's settings.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    vars: HashMap<String, String>,
+}
+
+static STACK: OnceLock<Stack> = OnceLock::new();
+
+/// The stack settings, loaded once per test binary.
+pub fn stack() -> &'static Stack {
+    STACK.get_or_init(Stack::load)
+}
+
+impl Stack {
+    fn load() -> Self {
+        let mut vars: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("FERRY_")).collect();
+        if !vars.contains_key("FERRY_BQ_ENDPOINT") {
+            let file = workspace_root().join(".stack/env");
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+                panic!("the local stack is not up: no FERRY_* variables and no {}; run `dev/stack up`", file.display())
+            });
+            for line in text.lines() {
+                if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                    vars.insert(k.to_owned(), v.trim_matches('\'').to_owned());
+                }
+            }
+        }
+        Self { vars }
+    }
+
+    /// One stack variable; panics with a clear message when it is missing.
+    pub fn var(&self, name: &str) -> String {
+        self.vars.get(name).cloned().unwrap_or_else(|| panic!("stack variable {name} is not set; run `dev/stack up`"))
+    }
+
+    /// Contents of the file a stack variable points at, trimmed.
+    pub fn file(&self, name: &str) -> String {
+        let p = self.var(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{name}={p}: {e}")).trim().to_owned()
+    }
+
+    /// The BigQuery emulator's REST endpoint.
+    pub fn bq_endpoint(&self) -> String {
+        self.var("FERRY_BQ_ENDPOINT")
+    }
+
+    /// The emulator's project.
+    pub fn bq_project(&self) -> String {
+        self.var("FERRY_BQ_PROJECT")
+    }
+
+    /// A BigQuery client for the emulator.
+    pub fn bigquery(&self) -> BigQuery {
+        BigQuery::new(&self.bq_endpoint(), &self.bq_project(), Auth::None).expect("bigquery client")
+    }
+}
+
+/// The workspace root (where `.stack/` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// A name unique to this call: `prefix_<hex>`, safe as a dataset, topic or directory name.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple().to_string().get(..12).unwrap_or_default())
+}
+
+/// A dataset of its own for one test, in the emulator.
+pub struct TestDataset {
+    pub bq: BigQuery,
+    pub name: String,
+}
+
+impl TestDataset {
+    /// Creates `prefix_<hex>`.
+    pub async fn create(prefix: &str) -> Self {
+        let bq = stack().bigquery();
+        let name = unique(prefix);
+        bq.create_dataset(&name).await.unwrap_or_else(|e| panic!("creating dataset {name} in the BigQuery emulator: {e}"));
+        Self { bq, name }
+    }
+
+    /// `project.dataset.table` for a table in this dataset.
+    pub fn table(&self, table: &str) -> String {
+        format!("{}.{}.{}", self.bq.project(), self.name, table)
+    }
+
+    /// Runs SQL (DDL/DML), panicking with the statement on failure.
+    pub async fn exec(&self, sql: &str) {
+        self.bq.execute(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}\n-> {e}"));
+    }
+
+    /// Runs a query and returns its rows in the REST form.
+    pub async fn rows(&self, sql: &str) -> Vec<Value> {
+        self.bq.query(sql, &[], 10_000).await.unwrap_or_else(|e| panic!("{sql}\n-> {e}")).collect().await.expect("rows")
+    }
+}
+
+/// A directory of its own on the SFTP server. Without a chroot the server path and the local
+/// path are the same, so tests read delivered bytes straight from disk.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    /// Creates a fresh directory under the SFTP root, writable by both SFTP users.
+    pub fn create(prefix: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let path = PathBuf::from(stack().var("FERRY_SFTP_ROOT")).join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("create SFTP test directory");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod SFTP test directory");
+        Self { path }
+    }
+
+    /// The directory as the server names it.
+    pub fn remote(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// File names in the directory, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.path)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Bytes of one file.
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path.join(name)).unwrap_or_else(|e| panic!("{}: {e}", self.path.join(name).display()))
+    }
+}
+
+/// Mails the SMTP capture received for `recipient`, as (index record, raw message).
+pub fn mails_to(recipient: &str) -> Vec<(Value, String)> {
+    let dir = PathBuf::from(stack().var("FERRY_SMTP_OUT"));
+    let index = std::fs::read_to_string(dir.join("index.jsonl")).unwrap_or_default();
+    index
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["rcpt_tos"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(recipient))))
+        .map(|r| {
+            let raw = std::fs::read_to_string(dir.join(r["file"].as_str().unwrap_or_default())).unwrap_or_default();
+            (r, raw)
+        })
+        .collect()
+}
+
+/// A Slack webhook URL on the local capture, unique to one test.
+pub fn slack_url(test: &str) -> String {
+    format!("{}/hooks/{test}", stack().var("FERRY_SLACK_ENDPOINT"))
+}
+
+/// Requests the Slack capture received on paths that contain `/hooks/<test>`.
+pub fn slack_posts(test: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(stack().var("FERRY_SLACK_OUT")).unwrap_or_default();
+    let needle = format!("/hooks/{test}");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains(&needle)))
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

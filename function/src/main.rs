@@ -1,0 +1,5 @@
+//! `ferry`: the Cloud Run service and the CLI, one binary.
+
+fn main() {
+    println!("ferry {}", env!("CARGO_PKG_VERSION"));
+}

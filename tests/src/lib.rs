@@ -1,0 +1,2 @@
+//! Integration tests for ferry against the local stack of real servers (`dev/stack up`).
+//! The test binaries live next to this file: `smoke/` proves each service is real and reachable.
