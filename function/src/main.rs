@@ -1,5 +1,218 @@
-//! `ferry`: the Cloud Run service and the CLI, one binary.
+//! `ferry`: the CLI (and, later, the Cloud Run service), one binary.
 
-fn main() {
-    println!("ferry {}", env!("CARGO_PKG_VERSION"));
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+use ferry_core::config::Config;
+use ferry_core::run::{Progress, RunOptions, RunReport, Runner};
+use ferry_core::{RunStatus, StateStore};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Deliver warehouse data to partners: BigQuery → CSV → SFTP, with watermarks that move only after verified delivery"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, env = "FERRY_CONFIG", default_value = "configs/default.json", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run exports: all enabled ones, or those named with --export.
+    Run {
+        /// Export to run (repeatable).
+        #[arg(long = "export")]
+        exports: Vec<String>,
+        /// Ignore the watermark: deliver every row up to the current maximum.
+        #[arg(long)]
+        full: bool,
+        /// Read and encode, deliver and record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run date for `{date}` in queries (YYYY-MM-DD); today (UTC) by default.
+        #[arg(long)]
+        date: Option<NaiveDate>,
+    },
+    /// Show what a run would do: window, SQL, file names.
+    Plan {
+        #[arg(long = "export")]
+        exports: Vec<String>,
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        date: Option<NaiveDate>,
+    },
+    /// Validate the configuration offline.
+    Check,
+    /// Show recent runs from the metadata table.
+    History {
+        /// Only this export.
+        #[arg(long)]
+        export: Option<String>,
+        /// How many rows.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+fn options(exports: Vec<String>, full: bool, dry_run: bool, date: Option<NaiveDate>) -> RunOptions {
+    let mut o = RunOptions::new();
+    o.exports = (!exports.is_empty()).then_some(exports);
+    o.full = full;
+    o.dry_run = dry_run;
+    if let Some(d) = date {
+        o.run_date = d;
+    }
+    o
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn print_report(r: &RunReport) {
+    println!("run {}{}", r.run_id, if r.dry_run { " (dry run)" } else { "" });
+    for o in &r.outcomes {
+        let window = format!(
+            "({}, {}]",
+            o.window.lo.as_ref().map(|v| v.canonical()).unwrap_or_else(|| "-∞".into()),
+            o.window.hi.as_ref().map(|v| v.canonical()).unwrap_or_else(|| "∞".into())
+        );
+        match o.status {
+            RunStatus::Failed => println!("  {:<24} FAILED   {}", o.export, o.error.as_deref().unwrap_or_default()),
+            RunStatus::Empty => {
+                println!("  {:<24} EMPTY    no rows after {}", o.export, o.window.lo.as_ref().map(|v| v.canonical()).unwrap_or_default())
+            }
+            _ => println!(
+                "  {:<24} {:<8} {} rows, {} bytes -> {} window {window} in {:.1}s",
+                o.export,
+                o.status.as_str(),
+                o.rows,
+                o.bytes,
+                o.file.as_deref().unwrap_or_default(),
+                o.seconds
+            ),
+        }
+        for rc in &o.reconciled {
+            println!("  {:<24} reconciled interrupted run {rc}", "");
+        }
+    }
+    for e in &r.notify_errors {
+        println!("  notification failed: {e}");
+    }
+}
+
+fn progress_printer(p: Progress<'_>) {
+    let secs = p.elapsed.as_secs_f64().max(0.001);
+    eprint!("\r{}: {} rows, {:.1} MB, {:.0} rows/s   ", p.export, p.rows, p.bytes as f64 / 1e6, p.rows as f64 / secs);
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "warn,ferry=info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = match load(&cli.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    match cli.command {
+        Command::Check => {
+            println!("{}: ok", cli.config.display());
+            for x in &config.exports {
+                println!(
+                    "  {:<24} {}{} -> {}",
+                    x.name,
+                    if x.incremental { "incremental on " } else { "full" },
+                    x.cursor.as_deref().filter(|_| x.incremental).unwrap_or_default(),
+                    x.template.as_str()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { exports, full, date } => {
+            let opts = options(exports, full, true, date);
+            let bq = ferry::bigquery(&config)?;
+            let source = ferry_bigquery::BigQuerySource::new(bq, config.bigquery.page_size);
+            let state = ferry::metadata_store(&config).await?;
+            let runner = Runner {
+                config: &config,
+                source: &source,
+                sink: Err((ferry_core::ErrorClass::Permanent, String::new())),
+                state: &state,
+                notifiers: Vec::new(),
+                progress: None,
+            };
+            let plans = runner.plan(&opts).await.map_err(anyhow::Error::msg)?;
+            for p in plans {
+                println!("{}", p.export);
+                println!(
+                    "  window: ({}, {}]{}",
+                    p.window.lo.map(|v| v.canonical()).unwrap_or_else(|| "-∞".into()),
+                    p.window.hi.map(|v| v.canonical()).unwrap_or_else(|| "∞".into()),
+                    if p.full { " (full)" } else { "" }
+                );
+                println!("  file:   {}", p.file_name.as_deref().unwrap_or("(nothing new: no file)"));
+                println!("  sql:    {}", p.sql);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { export, limit } => {
+            let state = ferry::metadata_store(&config).await?;
+            let rows = state.history(export.as_deref(), limit).await.context("reading the metadata table")?;
+            println!(
+                "{:<20} {:<20} {:<8} {:>10} {:>12}  {:<32} file / error",
+                "completed_at", "export", "status", "rows", "bytes", "watermark"
+            );
+            for r in rows {
+                println!(
+                    "{:<20} {:<20} {:<8} {:>10} {:>12}  {:<32} {}",
+                    r.completed_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.export_name,
+                    r.status.as_str(),
+                    r.rows_exported,
+                    r.bytes,
+                    r.last_exported_value.unwrap_or_default(),
+                    r.error_message.or(r.file_name).unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { exports, full, dry_run, date } => {
+            let opts = options(exports, full, dry_run, date);
+            let show = std::io::stderr().is_terminal();
+            let progress: Option<&(dyn Fn(Progress<'_>) + Sync)> = if show { Some(&progress_printer) } else { None };
+            let report = ferry::run(&config, &opts, progress).await?;
+            if show {
+                eprintln!();
+            }
+            print_report(&report);
+            Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
 }

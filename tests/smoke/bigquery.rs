@@ -1,6 +1,6 @@
 use ferry_bigquery::QueryParam;
+use ferry_core::encode::Cell;
 use ferry_testkit::TestDataset;
-use serde_json::json;
 
 #[tokio::test]
 async fn parameterized_query_against_the_emulator() {
@@ -19,7 +19,8 @@ async fn parameterized_query_against_the_emulator() {
     assert_eq!(job.schema.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["id", "ts"]);
     let rows = job.collect().await.expect("pages");
     // Page size 1: three pages were fetched. Timestamps come back as int64 microseconds.
-    assert_eq!(rows, vec![json!({"f": [{"v": "2"}, {"v": "1704153600000000"}]}), json!({"f": [{"v": "3"}, {"v": "1704240000000000"}]})]);
+    let t = |s: &str| Cell::Text(s.into());
+    assert_eq!(rows, vec![vec![t("2"), t("1704153600000000")], vec![t("3"), t("1704240000000000")]]);
 }
 
 #[tokio::test]

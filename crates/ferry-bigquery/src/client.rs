@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_core::encode::Cell;
 use ferry_core::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -67,11 +68,8 @@ impl Field {
     }
 }
 
-/// One page of rows, each row the REST `{"f":[{"v":..}]}` form.
-#[derive(Debug)]
-pub struct Page {
-    pub rows: Vec<Value>,
-}
+/// One page of rows.
+pub type Page = Vec<Vec<Cell>>;
 
 const SCOPE_HEADER: &str = "Metadata-Flavor";
 
@@ -154,7 +152,13 @@ impl BigQuery {
         }
     }
 
-    async fn call(&self, op: &'static str, method: reqwest::Method, url: String, body: Option<&Value>) -> Result<Value, BigQueryError> {
+    async fn call_bytes(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        url: String,
+        body: Option<&Value>,
+    ) -> Result<bytes::Bytes, BigQueryError> {
         let mut req = self.http.request(method, &url);
         if let Some(tok) = self.bearer().await? {
             req = req.bearer_auth(tok);
@@ -173,8 +177,8 @@ impl BigQuery {
             endpoint: self.base.clone(),
             reason: e.without_url().to_string(),
         })?;
-        let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         if !status.is_success() {
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let err = &value["error"];
             let reason = err["errors"][0]["reason"].as_str().or(err["status"].as_str()).unwrap_or_default();
             let message =
@@ -187,17 +191,32 @@ impl BigQuery {
                 message,
             });
         }
+        Ok(bytes)
+    }
+
+    async fn call(&self, op: &'static str, method: reqwest::Method, url: String, body: Option<&Value>) -> Result<Value, BigQueryError> {
+        let bytes = self.call_bytes(op, method, url, body).await?;
+        let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         // Some servers report a failed job with HTTP 200 and an `errors` list.
         if let Some(e) = value["status"]["errorResult"].as_object().or_else(|| value["errors"][0].as_object()) {
-            return Err(BigQueryError::Api {
-                op,
-                status: status.as_u16(),
-                status_text: "job failed".into(),
-                reason: e.get("reason").and_then(Value::as_str).map(|r| format!(" ({r})")).unwrap_or_default(),
-                message: e.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            });
+            return Err(job_error(op, e.get("reason").and_then(Value::as_str), e.get("message").and_then(Value::as_str)));
         }
         Ok(value)
+    }
+
+    async fn call_results(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        url: String,
+        body: Option<&Value>,
+    ) -> Result<Results, BigQueryError> {
+        let bytes = self.call_bytes(op, method, url, body).await?;
+        let r: Results = serde_json::from_slice(&bytes).map_err(|e| BigQueryError::Decode { op, reason: e.to_string() })?;
+        if let Some(e) = r.status.as_ref().and_then(|s| s.error_result.as_ref()).or(r.errors.first()) {
+            return Err(job_error(op, e.reason.as_deref(), e.message.as_deref()));
+        }
+        Ok(r)
     }
 
     /// Starts a query with named parameters and waits until it is complete.
@@ -221,23 +240,21 @@ impl BigQuery {
             "timeoutMs": 10000,
             "formatOptions": {"useInt64Timestamp": true},
         });
-        let mut resp = self.call("jobs.query", reqwest::Method::POST, format!("{}/queries", self.base), Some(&body)).await?;
-        let job_id = resp["jobReference"]["jobId"].as_str().unwrap_or_default().to_owned();
-        let location = resp["jobReference"]["location"].as_str().map(str::to_owned).or_else(|| self.location.clone());
-        while resp["jobComplete"].as_bool() == Some(false) {
+        let mut resp = self.call_results("jobs.query", reqwest::Method::POST, format!("{}/queries", self.base), Some(&body)).await?;
+        let job_id = resp.job_reference.as_ref().map(|j| j.job_id.clone()).unwrap_or_default();
+        let location = resp.job_reference.as_ref().and_then(|j| j.location.clone()).or_else(|| self.location.clone());
+        while resp.job_complete == Some(false) {
             resp = self.results_raw(&job_id, location.as_deref(), None, 0).await?;
         }
-        let schema: Vec<Field> = serde_json::from_value(resp["schema"]["fields"].clone()).unwrap_or_default();
-        let first = take_rows(&mut resp);
         Ok(QueryJob {
             client: self.clone(),
             job_id,
             location,
-            schema,
-            total_rows: resp["totalRows"].as_str().and_then(|s| s.parse().ok()),
-            dml_affected: resp["numDmlAffectedRows"].as_str().and_then(|s| s.parse().ok()),
-            first: Some(first),
-            next_token: resp["pageToken"].as_str().map(str::to_owned),
+            schema: resp.schema.map(|s| s.fields).unwrap_or_default(),
+            total_rows: resp.total_rows.as_deref().and_then(|s| s.parse().ok()),
+            dml_affected: resp.num_dml_affected_rows.as_deref().and_then(|s| s.parse().ok()),
+            first: Some(resp.rows.into_iter().map(|r| r.f.into_iter().map(|c| c.0).collect()).collect()),
+            next_token: resp.page_token,
             page_size,
         })
     }
@@ -248,7 +265,7 @@ impl BigQuery {
         location: Option<&str>,
         page_token: Option<&str>,
         page_size: u32,
-    ) -> Result<Value, BigQueryError> {
+    ) -> Result<Results, BigQueryError> {
         let mut url =
             format!("{}/queries/{}?formatOptions.useInt64Timestamp=true&timeoutMs=10000&maxResults={}", self.base, job_id, page_size);
         if let Some(loc) = location {
@@ -257,7 +274,7 @@ impl BigQuery {
         if let Some(t) = page_token {
             url.push_str(&format!("&pageToken={}", urlencode(t)));
         }
-        self.call("jobs.getQueryResults", reqwest::Method::GET, url, None).await
+        self.call_results("jobs.getQueryResults", reqwest::Method::GET, url, None).await
     }
 
     /// Runs a statement (DDL/DML) and returns the number of affected rows when BigQuery reports it.
@@ -328,13 +345,6 @@ impl BigQuery {
     }
 }
 
-fn take_rows(resp: &mut Value) -> Vec<Value> {
-    match resp.get_mut("rows").map(Value::take) {
-        Some(Value::Array(rows)) => rows,
-        _ => Vec::new(),
-    }
-}
-
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -356,7 +366,7 @@ pub struct QueryJob {
     pub total_rows: Option<u64>,
     /// Rows changed by a DML statement.
     pub dml_affected: Option<u64>,
-    first: Option<Vec<Value>>,
+    first: Option<Page>,
     next_token: Option<String>,
     page_size: u32,
 }
@@ -366,21 +376,161 @@ impl QueryJob {
     pub async fn next_page(&mut self) -> Result<Option<Page>, BigQueryError> {
         if let Some(rows) = self.first.take() {
             if !rows.is_empty() || self.next_token.is_none() {
-                return Ok(Some(Page { rows }));
+                return Ok(Some(rows));
             }
         }
         let Some(token) = self.next_token.take() else { return Ok(None) };
-        let mut resp = self.client.results_raw(&self.job_id, self.location.as_deref(), Some(&token), self.page_size).await?;
-        self.next_token = resp["pageToken"].as_str().map(str::to_owned);
-        Ok(Some(Page { rows: take_rows(&mut resp) }))
+        let resp = self.client.results_raw(&self.job_id, self.location.as_deref(), Some(&token), self.page_size).await?;
+        self.next_token = resp.page_token;
+        Ok(Some(resp.rows.into_iter().map(|r| r.f.into_iter().map(|c| c.0).collect()).collect()))
     }
 
     /// Reads every remaining row (tests and small results only).
-    pub async fn collect(mut self) -> Result<Vec<Value>, BigQueryError> {
+    pub async fn collect(mut self) -> Result<Page, BigQueryError> {
         let mut all = Vec::new();
         while let Some(p) = self.next_page().await? {
-            all.extend(p.rows);
+            all.extend(p);
         }
         Ok(all)
+    }
+}
+
+fn job_error(op: &'static str, reason: Option<&str>, message: Option<&str>) -> BigQueryError {
+    BigQueryError::Api {
+        op,
+        status: 200,
+        status_text: "job failed".into(),
+        reason: reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+        message: message.unwrap_or_default().to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Results {
+    job_reference: Option<JobRef>,
+    job_complete: Option<bool>,
+    schema: Option<Schema>,
+    #[serde(default)]
+    rows: Vec<Row>,
+    page_token: Option<String>,
+    total_rows: Option<String>,
+    num_dml_affected_rows: Option<String>,
+    #[serde(default)]
+    errors: Vec<ErrorProto>,
+    status: Option<JobStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobRef {
+    job_id: String,
+    location: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Schema {
+    #[serde(default)]
+    fields: Vec<Field>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobStatus {
+    error_result: Option<ErrorProto>,
+}
+
+#[derive(Deserialize)]
+struct ErrorProto {
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    f: Vec<RestCell>,
+}
+
+/// A cell in BigQuery's REST form: `{"v": null | "text" | [{"v":..}] | {"f":[..]}}`.
+struct RestCell(Cell);
+
+impl<'de> Deserialize<'de> for RestCell {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Outer;
+        impl<'de> serde::de::Visitor<'de> for Outer {
+            type Value = RestCell;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a cell {\"v\": ...}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RestCell, A::Error> {
+                let mut cell = Cell::Null;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "v" {
+                        cell = map.next_value::<Inner>()?.0;
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(RestCell(cell))
+            }
+        }
+        d.deserialize_map(Outer)
+    }
+}
+
+struct Inner(Cell);
+
+impl<'de> Deserialize<'de> for Inner {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Inner;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("null, a string, a list of cells or a record")
+            }
+            fn visit_unit<E>(self) -> Result<Inner, E> {
+                Ok(Inner(Cell::Null))
+            }
+            fn visit_none<E>(self) -> Result<Inner, E> {
+                Ok(Inner(Cell::Null))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Inner, E> {
+                Ok(Inner(Cell::Text(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Inner, E> {
+                Ok(Inner(Cell::Text(v)))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Inner, E> {
+                Ok(Inner(Cell::Text(v.to_string())))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Inner, E> {
+                Ok(Inner(Cell::Text(v.to_string())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Inner, E> {
+                Ok(Inner(Cell::Text(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Inner, E> {
+                Ok(Inner(Cell::Text(v.to_string())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Inner, A::Error> {
+                let mut items = Vec::new();
+                while let Some(c) = seq.next_element::<RestCell>()? {
+                    items.push(c.0);
+                }
+                Ok(Inner(Cell::List(items)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Inner, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "f" {
+                        fields = map.next_value::<Vec<RestCell>>()?.into_iter().map(|c| c.0).collect();
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Inner(Cell::Record(fields)))
+            }
+        }
+        d.deserialize_any(V)
     }
 }

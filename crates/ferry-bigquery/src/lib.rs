@@ -1,11 +1,17 @@
 //! BigQuery for ferry: a thin REST client (jobs.query, getQueryResults paging, insertAll,
-//! dataset and table administration) that works against BigQuery and the local emulator.
+//! dataset and table administration) that works against BigQuery and the local emulator, the
+//! query [`Source`](ferry_core::Source) and the metadata-table
+//! [`StateStore`](ferry_core::StateStore).
 //!
 //! TIMESTAMP values are requested as int64 microseconds (`formatOptions.useInt64Timestamp`);
 //! the float-seconds form that some servers send anyway is accepted too.
 
 mod client;
 mod error;
+mod source;
+mod state;
 
 pub use client::{Auth, BigQuery, Field, Page, QueryJob, QueryParam, TableRef};
 pub use error::BigQueryError;
+pub use source::BigQuerySource;
+pub use state::MetadataStore;

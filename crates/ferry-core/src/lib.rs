@@ -1,13 +1,22 @@
-//! ferry's core: the roles an export run is made of and the pieces that do not talk to any
-//! external system.
+//! ferry's core: the roles an export run is made of and the pieces that talk to no external
+//! system.
 //!
 //! Data flows one way: trigger → plan → read ([`Source`]) → encode → deliver ([`Sink`]) →
 //! verify → record ([`StateStore`]) → notify ([`Notifier`]).
 
+pub mod config;
+pub mod cursor;
+pub mod encode;
 pub mod error;
+pub mod failpoint;
+pub mod ident;
+pub mod roles;
+pub mod run;
 pub mod secret;
 pub mod sink;
+pub mod template;
 
 pub use error::{BoxError, Classify, ErrorClass, Failure};
+pub use roles::{Notifier, RowReader, RunRecord, RunStatus, Source, StateStore, Window};
 pub use secret::Secret;
 pub use sink::{Published, PutMode, Sink, Upload};

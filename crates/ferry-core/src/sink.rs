@@ -40,6 +40,9 @@ pub trait Sink: Send + Sync {
     /// Starts an upload of `name` into the sink's directory.
     async fn begin(&self, name: &str, mode: PutMode) -> Result<Box<dyn Upload>, Failure>;
 
+    /// Size of the file `name` in the sink's directory, `None` when there is none.
+    async fn stat(&self, name: &str) -> Result<Option<u64>, Failure>;
+
     /// Human-readable destination, e.g. `sftp://host:22/path`, for logs and notifications.
     fn describe(&self) -> String;
 }

@@ -308,6 +308,15 @@ impl Sink for SftpSink {
         }))
     }
 
+    async fn stat(&self, name: &str) -> Result<Option<u64>, Failure> {
+        let path = self.path_of(name);
+        match self.conn.sftp.metadata(path.clone()).await {
+            Ok(m) => Ok(m.size),
+            Err(russh_sftp::client::error::Error::Status(s)) if s.status_code == StatusCode::NoSuchFile => Ok(None),
+            Err(e) => Err(self.io("stat", &path, e).into()),
+        }
+    }
+
     fn describe(&self) -> String {
         format!("sftp://{}@{}{}", self.settings.username, self.settings.server(), self.settings.directory)
     }

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ferry_bigquery::{Auth, BigQuery};
+use ferry_core::encode::Cell;
 use serde_json::Value;
 
 pub mod pubsub;
@@ -106,8 +107,8 @@ impl TestDataset {
         self.bq.execute(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}\n-> {e}"));
     }
 
-    /// Runs a query and returns its rows in the REST form.
-    pub async fn rows(&self, sql: &str) -> Vec<Value> {
+    /// Runs a query and returns its rows.
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<Cell>> {
         self.bq.query(sql, &[], 10_000).await.unwrap_or_else(|e| panic!("{sql}\n-> {e}")).collect().await.expect("rows")
     }
 }

@@ -1,0 +1,183 @@
+//! The metadata table as ferry's [`StateStore`]: one appended row per run and export.
+//!
+//! Columns: the seed deployment's (export_name, source_table, last_export_timestamp,
+//! last_exported_value, rows_exported, file_name, export_status, started_at, completed_at,
+//! error_message) plus ferry's (run_id, cursor_type, window_lo, bytes, sha256, message_id).
+//! A table created by the seed deployment is extended with ferry's columns.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ferry_core::encode::Cell;
+use ferry_core::ident::TableName;
+use ferry_core::{Failure, RunRecord, RunStatus, StateStore};
+
+use crate::client::{BigQuery, QueryParam};
+use crate::BigQueryError;
+
+const SEED_COLUMNS: &str = "export_name STRING NOT NULL, source_table STRING NOT NULL, last_export_timestamp TIMESTAMP, \
+     last_exported_value STRING, rows_exported INT64, file_name STRING, export_status STRING, started_at TIMESTAMP, \
+     completed_at TIMESTAMP, error_message STRING";
+
+const FERRY_COLUMNS: &[(&str, &str)] = &[
+    ("run_id", "STRING"),
+    ("cursor_type", "STRING"),
+    ("window_lo", "STRING"),
+    ("bytes", "INT64"),
+    ("sha256", "STRING"),
+    ("message_id", "STRING"),
+];
+
+const SELECT: &str = "run_id, export_name, source_table, export_status, last_exported_value, cursor_type, window_lo, \
+     rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id";
+
+/// Records runs in a BigQuery table.
+#[derive(Debug, Clone)]
+pub struct MetadataStore {
+    bq: BigQuery,
+    table: String,
+    name: TableName,
+}
+
+impl MetadataStore {
+    /// The store for `table` (queried through `bq`).
+    pub fn new(bq: BigQuery, table: &TableName) -> Self {
+        Self { table: table.quoted(bq.project()), bq, name: table.clone() }
+    }
+
+    fn fail(&self, e: BigQueryError) -> Failure {
+        let class = ferry_core::Classify::class(&e);
+        Failure::with_class(class, format!("metadata table {}: {e}", self.name))
+    }
+
+    async fn records(&self, sql: &str, params: &[QueryParam]) -> Result<Vec<RunRecord>, Failure> {
+        let rows = self.bq.query(sql, params, 1000).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
+        Ok(rows.iter().map(|r| parse_record(r)).collect())
+    }
+}
+
+fn text(c: Option<&Cell>) -> Option<String> {
+    match c {
+        Some(Cell::Text(t)) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+fn ts(c: Option<&Cell>) -> DateTime<Utc> {
+    text(c)
+        .and_then(|t| ferry_core::cursor::parse_rest_timestamp(&t))
+        .and_then(DateTime::<Utc>::from_timestamp_micros)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+fn parse_record(r: &[Cell]) -> RunRecord {
+    let g = |i: usize| text(r.get(i));
+    RunRecord {
+        run_id: g(0).unwrap_or_default(),
+        export_name: g(1).unwrap_or_default(),
+        source_table: g(2).unwrap_or_default(),
+        status: g(3).and_then(|s| RunStatus::parse(&s.to_ascii_uppercase())).unwrap_or(RunStatus::Failed),
+        last_exported_value: g(4),
+        cursor_type: g(5),
+        window_lo: g(6),
+        rows_exported: g(7).and_then(|v| v.parse().ok()).unwrap_or(0),
+        bytes: g(8).and_then(|v| v.parse().ok()).unwrap_or(0),
+        sha256: g(9),
+        file_name: g(10),
+        started_at: ts(r.get(11)),
+        completed_at: ts(r.get(12)),
+        error_message: g(13),
+        message_id: g(14),
+    }
+}
+
+fn p(name: &str, ty: &str, v: Option<String>) -> QueryParam {
+    QueryParam { name: name.into(), type_name: ty.into(), value: v }
+}
+
+fn ts_param(t: DateTime<Utc>) -> Option<String> {
+    Some(t.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string())
+}
+
+#[async_trait]
+impl StateStore for MetadataStore {
+    async fn ensure(&self) -> Result<(), Failure> {
+        let t = &self.table;
+        self.bq.execute(&format!("CREATE TABLE IF NOT EXISTS {t} ({SEED_COLUMNS})"), &[]).await.map_err(|e| self.fail(e))?;
+        let table_ref = crate::client::TableRef {
+            project: self.name.project.clone().unwrap_or_else(|| self.bq.project().to_owned()),
+            dataset: self.name.dataset.clone(),
+            table: self.name.table.clone(),
+        };
+        let existing = self.bq.table_schema(&table_ref).await.map_err(|e| self.fail(e))?.unwrap_or_default();
+        for (col, ty) in FERRY_COLUMNS {
+            if !existing.iter().any(|f| f.name.eq_ignore_ascii_case(col)) {
+                self.bq.execute(&format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {col} {ty}"), &[]).await.map_err(|e| self.fail(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn watermark(&self, export: &str) -> Result<Option<(String, String)>, Failure> {
+        let sql = format!(
+            "SELECT cursor_type, last_exported_value FROM {} WHERE export_name = @export AND UPPER(export_status) = 'SUCCESS' \
+             AND last_exported_value IS NOT NULL ORDER BY completed_at DESC LIMIT 1",
+            self.table
+        );
+        let rows = self
+            .bq
+            .query(&sql, &[QueryParam::new("export", "STRING", export)], 10)
+            .await
+            .map_err(|e| self.fail(e))?
+            .collect()
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(rows.first().and_then(|r| Some((text(r.first()).unwrap_or_default(), text(r.get(1))?))))
+    }
+
+    async fn pending(&self, export: &str) -> Result<Vec<RunRecord>, Failure> {
+        let t = &self.table;
+        let sql = format!(
+            "SELECT {SELECT} FROM {t} AS p WHERE p.export_name = @export AND p.export_status = 'PENDING' \
+             AND NOT EXISTS (SELECT 1 FROM {t} AS q WHERE q.run_id = p.run_id AND q.export_name = p.export_name AND q.export_status != 'PENDING') \
+             ORDER BY p.completed_at"
+        );
+        self.records(&sql, &[QueryParam::new("export", "STRING", export)]).await
+    }
+
+    async fn append(&self, r: &RunRecord) -> Result<(), Failure> {
+        let sql = format!(
+            "INSERT INTO {} (export_name, source_table, last_export_timestamp, last_exported_value, rows_exported, file_name, \
+             export_status, started_at, completed_at, error_message, run_id, cursor_type, window_lo, bytes, sha256, message_id) \
+             VALUES (@export_name, @source_table, @last_export_timestamp, @last_exported_value, @rows_exported, @file_name, \
+             @export_status, @started_at, @completed_at, @error_message, @run_id, @cursor_type, @window_lo, @bytes, @sha256, @message_id)",
+            self.table
+        );
+        let params = [
+            p("export_name", "STRING", Some(r.export_name.clone())),
+            p("source_table", "STRING", Some(r.source_table.clone())),
+            p("last_export_timestamp", "TIMESTAMP", (r.status == RunStatus::Success).then(|| ts_param(r.completed_at)).flatten()),
+            p("last_exported_value", "STRING", r.last_exported_value.clone()),
+            p("rows_exported", "INT64", Some(r.rows_exported.to_string())),
+            p("file_name", "STRING", r.file_name.clone()),
+            p("export_status", "STRING", Some(r.status.as_str().to_owned())),
+            p("started_at", "TIMESTAMP", ts_param(r.started_at)),
+            p("completed_at", "TIMESTAMP", ts_param(r.completed_at)),
+            p("error_message", "STRING", r.error_message.clone()),
+            p("run_id", "STRING", Some(r.run_id.clone())),
+            p("cursor_type", "STRING", r.cursor_type.clone()),
+            p("window_lo", "STRING", r.window_lo.clone()),
+            p("bytes", "INT64", Some(r.bytes.to_string())),
+            p("sha256", "STRING", r.sha256.clone()),
+            p("message_id", "STRING", r.message_id.clone()),
+        ];
+        self.bq.execute(&sql, &params).await.map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    async fn history(&self, export: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, Failure> {
+        let filter = if export.is_some() { "WHERE export_name = @export " } else { "" };
+        let sql = format!("SELECT {SELECT} FROM {} {filter}ORDER BY completed_at DESC LIMIT {}", self.table, limit.clamp(1, 10_000));
+        let params: Vec<QueryParam> = export.map(|e| QueryParam::new("export", "STRING", e)).into_iter().collect();
+        self.records(&sql, &params).await
+    }
+}

@@ -1,0 +1,863 @@
+//! Configuration: the JSON file users write, checked in two phases.
+//!
+//! 1. [`RawConfig::from_json`]: syntax and shape. Unknown fields are errors; every error names
+//!    the field path (`exports[1].timestamp_column`).
+//! 2. [`RawConfig::validate`]: meaning, without any network call: identifiers, templates,
+//!    which settings go together, and secrets resolved from the environment or files. All
+//!    problems are reported at once.
+//!
+//! Secrets never live in the file: the file names environment variables or files that hold
+//! them, and resolved values are [`Secret`]s.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::ident::{is_column, TableName};
+use crate::template::FileTemplate;
+use crate::Secret;
+
+/// One configuration problem: where it is and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, e.g. `exports[1].timestamp_column`; empty for the document itself.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All problems found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "invalid configuration ({n} problem{})", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn one(path: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError { path: path.into(), message: message.into() }])
+}
+
+// ------------------------------------------------------------------ the file's shape
+
+/// The configuration file as written. The seed format (exports, sftp, metadata_table) loads
+/// unchanged; everything else is optional with a safe default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The exports this file defines.
+    pub exports: Vec<RawExport>,
+    /// The partner's SFTP server.
+    pub sftp: RawSftp,
+    /// `project.dataset.table` (or `dataset.table`) of the run history and watermarks.
+    pub metadata_table: String,
+    /// Where queries run.
+    #[serde(default)]
+    pub bigquery: RawBigQuery,
+    /// Who hears about runs.
+    #[serde(default)]
+    pub notifications: Option<RawNotifications>,
+}
+
+/// One export.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExport {
+    /// Unique name: letters, digits, `_` and `-`.
+    pub name: String,
+    /// `dataset.table` or `project.dataset.table`; or use `query`.
+    #[serde(default)]
+    pub source_table: Option<String>,
+    /// A SELECT whose result is exported; `{date}` becomes the `@run_date` DATE parameter.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// File name template: `{date}`, `{datetime}`, `{name}`.
+    pub destination_filename: String,
+    /// Cursor column for incremental windows (TIMESTAMP, DATETIME, DATE or INT64).
+    #[serde(default)]
+    pub timestamp_column: Option<String>,
+    /// Deliver only rows newer than the last delivered watermark.
+    #[serde(default)]
+    pub incremental: bool,
+    /// Columns to export, in order; all columns when absent.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Output format; only `CSV` for now.
+    #[serde(default)]
+    pub format: Format,
+    /// `NONE` or `GZIP`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Field delimiter, one ASCII character; `,` by default.
+    #[serde(default)]
+    pub delimiter: Option<String>,
+    /// Write a header row; true by default.
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// Skip this export when false.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// File format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Format {
+    /// RFC 4180 CSV.
+    #[default]
+    Csv,
+}
+
+/// Compression of the delivered file.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Compression {
+    /// Plain bytes.
+    #[default]
+    None,
+    /// gzip; `.gz` is not appended automatically, write it in the template.
+    Gzip,
+}
+
+/// What to do when the final file name already exists on the server.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExisting {
+    /// Fail the export and leave the existing file alone.
+    #[default]
+    Fail,
+    /// Replace it atomically.
+    Overwrite,
+}
+
+/// SFTP settings. Host, user and password may come from `SFTP_HOST`, `SFTP_USERNAME`,
+/// `SFTP_PASSWORD` as in the seed deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSftp {
+    /// Target directory on the server.
+    pub path: String,
+    /// Port; 22 by default.
+    #[serde(default = "port22")]
+    pub port: u16,
+    /// Host; `SFTP_HOST` when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Login; `SFTP_USERNAME` when absent.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the password; `SFTP_PASSWORD` by default.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (a mounted secret).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// OpenSSH private key file for key authentication.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// Environment variable holding the key's passphrase.
+    #[serde(default)]
+    pub private_key_passphrase_env: Option<String>,
+    /// OpenSSH known_hosts file listing the server's host keys.
+    #[serde(default)]
+    pub known_hosts_file: Option<PathBuf>,
+    /// Pinned host key fingerprint, `SHA256:…` as `ssh-keygen -l -E sha256` prints it.
+    #[serde(default)]
+    pub host_key_fingerprint: Option<String>,
+    /// `fail` (default) or `overwrite` when the final name exists.
+    #[serde(default)]
+    pub on_existing: OnExisting,
+    /// Connect and per-request timeout in seconds; 30 by default.
+    #[serde(default = "secs30")]
+    pub timeout_secs: u64,
+}
+
+fn port22() -> u16 {
+    22
+}
+
+fn secs30() -> u64 {
+    30
+}
+
+/// BigQuery settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBigQuery {
+    /// Project that runs the queries; `GOOGLE_CLOUD_PROJECT`, else the metadata table's project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// API endpoint; `FERRY_BIGQUERY_ENDPOINT`, else `https://bigquery.googleapis.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `metadata_server` (default: Cloud Run's service account), `token_env`, or `none`
+    /// (emulators only).
+    #[serde(default)]
+    pub auth: BigQueryAuthKind,
+    /// With `auth: token_env`: the variable holding an OAuth access token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Rows per result page; 20000 by default.
+    #[serde(default)]
+    pub page_size: Option<u32>,
+}
+
+/// How BigQuery requests are authorised.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BigQueryAuthKind {
+    /// The metadata server's token for the attached service account.
+    #[default]
+    MetadataServer,
+    /// An access token from an environment variable.
+    TokenEnv,
+    /// No credentials: only for a local emulator.
+    None,
+}
+
+/// Notification channels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotifications {
+    /// Email over SMTP.
+    #[serde(default)]
+    pub email: Option<RawEmail>,
+    /// Slack incoming webhook.
+    #[serde(default)]
+    pub slack: Option<RawSlack>,
+}
+
+/// When a channel sends.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Only after a run in which every export succeeded.
+    Success,
+    /// Only after a run with a failed export.
+    Failure,
+    /// After every run.
+    #[default]
+    Always,
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// STARTTLS, required.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// No TLS: local relays only.
+    None,
+}
+
+/// Email settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmail {
+    /// SMTP server.
+    pub smtp_host: String,
+    /// SMTP port; 587 by default.
+    #[serde(default = "port587")]
+    pub smtp_port: u16,
+    /// `starttls` (default), `implicit` or `none`.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// SMTP login; no authentication when absent.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Variable holding the SMTP password; `EMAIL_PASSWORD` by default.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the SMTP password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Extra PEM CA certificate to trust (private relays, tests).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Sender address.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// `success`, `failure` or `always` (default).
+    #[serde(default)]
+    pub when: When,
+}
+
+fn port587() -> u16 {
+    587
+}
+
+/// Slack settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlack {
+    /// Variable holding the webhook URL; `SLACK_WEBHOOK_URL` by default.
+    #[serde(default)]
+    pub webhook_url_env: Option<String>,
+    /// File holding the webhook URL.
+    #[serde(default)]
+    pub webhook_url_file: Option<PathBuf>,
+    /// `success`, `failure` or `always` (default).
+    #[serde(default)]
+    pub when: When,
+}
+
+impl RawConfig {
+    /// Parses the JSON text. Errors name the field path and line.
+    pub fn from_json(text: &str) -> Result<Self, ConfigErrors> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let path = if path == "." { String::new() } else { path };
+            one(path, inner.to_string())
+        })
+    }
+
+    /// Checks meaning and resolves secrets. `env` looks up environment variables.
+    pub fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut err = |path: String, message: String| errs.push(ConfigError { path, message });
+
+        let metadata_table = match TableName::parse(&self.metadata_table) {
+            Ok(t) => Some(t),
+            Err(m) => {
+                err("metadata_table".into(), m);
+                None
+            }
+        };
+
+        // BigQuery
+        let project = self
+            .bigquery
+            .project
+            .clone()
+            .or_else(|| env("GOOGLE_CLOUD_PROJECT"))
+            .or_else(|| metadata_table.as_ref().and_then(|t| t.project.clone()));
+        if project.is_none() {
+            err(
+                "bigquery.project".into(),
+                "no project: set bigquery.project, GOOGLE_CLOUD_PROJECT, or write metadata_table as project.dataset.table".into(),
+            );
+        }
+        let endpoint = self
+            .bigquery
+            .endpoint
+            .clone()
+            .or_else(|| env("FERRY_BIGQUERY_ENDPOINT"))
+            .unwrap_or_else(|| "https://bigquery.googleapis.com".into());
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            err("bigquery.endpoint".into(), format!("expected an http(s) URL, found {endpoint:?}"));
+        }
+        let bq_auth = match self.bigquery.auth {
+            BigQueryAuthKind::MetadataServer => BigQueryAuth::MetadataServer,
+            BigQueryAuthKind::None => BigQueryAuth::None,
+            BigQueryAuthKind::TokenEnv => match self.bigquery.token_env.as_deref() {
+                None => {
+                    err("bigquery.token_env".into(), "auth is token_env: name the environment variable that holds the access token".into());
+                    BigQueryAuth::None
+                }
+                Some(var) => match env(var) {
+                    Some(t) if !t.is_empty() => BigQueryAuth::Token(Secret::new(t)),
+                    _ => {
+                        err("bigquery.token_env".into(), format!("environment variable {var} is not set"));
+                        BigQueryAuth::None
+                    }
+                },
+            },
+        };
+        let page_size = self.bigquery.page_size.unwrap_or(20_000);
+        if !(1..=100_000).contains(&page_size) {
+            err("bigquery.page_size".into(), format!("expected 1 to 100000 rows, found {page_size}"));
+        }
+
+        // Exports
+        if self.exports.is_empty() {
+            err("exports".into(), "expected at least one export".into());
+        }
+        let mut names = HashSet::new();
+        let mut exports = Vec::new();
+        for (i, x) in self.exports.iter().enumerate() {
+            let at = |f: &str| format!("exports[{i}].{f}");
+            if x.name.is_empty() || x.name.len() > 64 || !x.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                err(at("name"), format!("expected 1 to 64 letters, digits, '_' or '-', found {:?}", x.name));
+            } else if !names.insert(x.name.clone()) {
+                err(at("name"), format!("duplicate export name {:?}", x.name));
+            }
+            let source = match (&x.source_table, &x.query) {
+                (Some(_), Some(_)) => {
+                    err(at("query"), "set either source_table or query, not both".into());
+                    None
+                }
+                (None, None) => {
+                    err(at("source_table"), "missing: set source_table (dataset.table) or query".into());
+                    None
+                }
+                (Some(t), None) => match TableName::parse(t) {
+                    Ok(t) => Some(SourceSpec::Table(t)),
+                    Err(m) => {
+                        err(at("source_table"), m);
+                        None
+                    }
+                },
+                (None, Some(q)) => {
+                    let trimmed = q.trim().trim_end_matches(';').trim();
+                    if trimmed.is_empty() {
+                        err(at("query"), "the query is empty".into());
+                        None
+                    } else if trimmed.contains(';') {
+                        err(at("query"), "expected a single SELECT statement, found ';'".into());
+                        None
+                    } else {
+                        Some(SourceSpec::Query(trimmed.replace("'{date}'", "@run_date").replace("{date}", "@run_date")))
+                    }
+                }
+            };
+            let cursor = match &x.timestamp_column {
+                Some(c) if !is_column(c) => {
+                    err(
+                        at("timestamp_column"),
+                        format!("{c:?} is not a valid column name (letters, digits and '_', not starting with a digit)"),
+                    );
+                    None
+                }
+                Some(c) => Some(c.clone()),
+                None => None,
+            };
+            if x.incremental && x.timestamp_column.is_none() {
+                err(at("timestamp_column"), "incremental exports need a timestamp_column (TIMESTAMP, DATETIME, DATE or INT64)".into());
+            }
+            let mut columns = Vec::new();
+            if let Some(cols) = &x.columns {
+                if cols.is_empty() {
+                    err(at("columns"), "expected at least one column, or leave columns out to export all".into());
+                }
+                let mut seen = HashSet::new();
+                for (j, c) in cols.iter().enumerate() {
+                    if !is_column(c) {
+                        err(
+                            format!("exports[{i}].columns[{j}]"),
+                            format!("{c:?} is not a valid column name (letters, digits and '_', not starting with a digit)"),
+                        );
+                    } else if !seen.insert(c.to_ascii_lowercase()) {
+                        err(format!("exports[{i}].columns[{j}]"), format!("duplicate column {c:?}"));
+                    } else {
+                        columns.push(c.clone());
+                    }
+                }
+            }
+            let template = match FileTemplate::parse(&x.destination_filename) {
+                Ok(t) => Some(t),
+                Err(m) => {
+                    err(at("destination_filename"), m);
+                    None
+                }
+            };
+            let delimiter = match x.delimiter.as_deref() {
+                None => b',',
+                Some(d) if d.len() == 1 && d.is_ascii() && !matches!(d, "\"" | "\r" | "\n") => d.as_bytes()[0],
+                Some("\\t") => b'\t',
+                Some(d) => {
+                    err(at("delimiter"), format!("expected one ASCII character other than a quote or line break, found {d:?}"));
+                    b','
+                }
+            };
+            if let (Some(source), Some(template)) = (source, template) {
+                exports.push(ExportSpec {
+                    name: x.name.clone(),
+                    source,
+                    columns,
+                    cursor,
+                    incremental: x.incremental,
+                    template,
+                    compression: x.compression,
+                    delimiter,
+                    header: x.header,
+                    enabled: x.enabled,
+                });
+            }
+        }
+
+        // SFTP
+        let s = &self.sftp;
+        let host = s.host.clone().or_else(|| env("SFTP_HOST")).filter(|h| !h.is_empty());
+        if host.is_none() {
+            err("sftp.host".into(), "missing: set sftp.host or the SFTP_HOST environment variable".into());
+        }
+        let username = s.username.clone().or_else(|| env("SFTP_USERNAME")).filter(|h| !h.is_empty());
+        if username.is_none() {
+            err("sftp.username".into(), "missing: set sftp.username or the SFTP_USERNAME environment variable".into());
+        }
+        if s.path.is_empty() || s.path.contains('\0') {
+            err("sftp.path".into(), "expected the target directory on the server, e.g. \"/upload\"".into());
+        }
+        if s.port == 0 {
+            err("sftp.port".into(), "expected a port from 1 to 65535".into());
+        }
+        if s.timeout_secs == 0 || s.timeout_secs > 3600 {
+            err("sftp.timeout_secs".into(), format!("expected 1 to 3600 seconds, found {}", s.timeout_secs));
+        }
+        let auth = if let Some(key) = &s.private_key_file {
+            let passphrase = match &s.private_key_passphrase_env {
+                Some(var) => match env(var) {
+                    Some(p) => Some(Secret::new(p)),
+                    None => {
+                        err("sftp.private_key_passphrase_env".into(), format!("environment variable {var} is not set"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            if !key.exists() {
+                err("sftp.private_key_file".into(), format!("file {} does not exist", key.display()));
+            }
+            Some(SftpAuth::PrivateKey { path: key.clone(), passphrase })
+        } else if let Some(file) = &s.password_file {
+            match std::fs::read_to_string(file) {
+                Ok(p) => Some(SftpAuth::Password(Secret::new(p.trim_end_matches(['\r', '\n'])))),
+                Err(e) => {
+                    err("sftp.password_file".into(), format!("cannot read {}: {e}", file.display()));
+                    None
+                }
+            }
+        } else {
+            let var = s.password_env.as_deref().unwrap_or("SFTP_PASSWORD");
+            match env(var) {
+                Some(p) if !p.is_empty() => Some(SftpAuth::Password(Secret::new(p))),
+                _ => {
+                    err(
+                        "sftp.password_env".into(),
+                        format!(
+                            "no credentials: environment variable {var} is not set (or set sftp.password_file or sftp.private_key_file)"
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let host_key = match (&s.known_hosts_file, &s.host_key_fingerprint) {
+            (Some(_), Some(_)) => {
+                err("sftp.host_key_fingerprint".into(), "set either known_hosts_file or host_key_fingerprint, not both".into());
+                None
+            }
+            (None, None) => {
+                err(
+                    "sftp.known_hosts_file".into(),
+                    "missing: ferry never trusts an unknown host key; set known_hosts_file or host_key_fingerprint (SHA256:…)".into(),
+                );
+                None
+            }
+            (Some(f), None) => {
+                if !f.exists() {
+                    err("sftp.known_hosts_file".into(), format!("file {} does not exist", f.display()));
+                }
+                Some(HostKey::KnownHosts(f.clone()))
+            }
+            (None, Some(fp)) => {
+                let body = fp.strip_prefix("SHA256:").unwrap_or("");
+                if body.len() != 43 || !body.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/') {
+                    err(
+                        "sftp.host_key_fingerprint".into(),
+                        format!("expected SHA256: followed by 43 base64 characters (ssh-keygen -l -E sha256), found {fp:?}"),
+                    );
+                }
+                Some(HostKey::Fingerprint(fp.clone()))
+            }
+        };
+
+        let notifications = self.notifications.as_ref().map(|n| validate_notifications(n, env, &mut err)).unwrap_or_default();
+
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        let (Some(metadata_table), Some(project), Some(host), Some(username), Some(auth), Some(host_key)) =
+            (metadata_table, project, host, username, auth, host_key)
+        else {
+            unreachable!("every missing piece recorded an error");
+        };
+        Ok(Config {
+            exports,
+            sftp: SftpSpec {
+                host,
+                port: s.port,
+                username,
+                auth,
+                host_key,
+                path: s.path.clone(),
+                on_existing: s.on_existing,
+                timeout_secs: s.timeout_secs,
+            },
+            metadata_table,
+            bigquery: BigQuerySpec { project, endpoint, auth: bq_auth, page_size },
+            notifications,
+        })
+    }
+}
+
+fn resolve_secret(
+    path_env: &str,
+    var: Option<&str>,
+    default_var: &str,
+    path_file: &str,
+    file: Option<&PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &mut dyn FnMut(String, String),
+) -> Option<Secret> {
+    if let Some(f) = file {
+        return match std::fs::read_to_string(f) {
+            Ok(v) => Some(Secret::new(v.trim_end_matches(['\r', '\n']))),
+            Err(e) => {
+                err(path_file.into(), format!("cannot read {}: {e}", f.display()));
+                None
+            }
+        };
+    }
+    let var = var.unwrap_or(default_var);
+    match env(var) {
+        Some(v) if !v.is_empty() => Some(Secret::new(v)),
+        _ => {
+            err(path_env.into(), format!("environment variable {var} is not set"));
+            None
+        }
+    }
+}
+
+fn is_email(s: &str) -> bool {
+    let addr = match (s.rfind('<'), s.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &s[a + 1..b],
+        _ => s,
+    };
+    let mut parts = addr.split('@');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(l), Some(d), None) if !l.is_empty() && d.contains('.') && !d.starts_with('.') && !addr.contains(char::is_whitespace))
+}
+
+fn validate_notifications(
+    n: &RawNotifications,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &mut dyn FnMut(String, String),
+) -> Notifications {
+    let email = n.email.as_ref().map(|e| {
+        if !is_email(&e.from) {
+            err("notifications.email.from".into(), format!("expected an email address, found {:?}", e.from));
+        }
+        if e.to.is_empty() {
+            err("notifications.email.to".into(), "expected at least one recipient".into());
+        }
+        for (i, to) in e.to.iter().enumerate() {
+            if !is_email(to) {
+                err(format!("notifications.email.to[{i}]"), format!("expected an email address, found {to:?}"));
+            }
+        }
+        if e.smtp_host.is_empty() {
+            err("notifications.email.smtp_host".into(), "expected the SMTP server's host name".into());
+        }
+        let password = e.username.as_ref().and_then(|_| {
+            resolve_secret(
+                "notifications.email.password_env",
+                e.password_env.as_deref(),
+                "EMAIL_PASSWORD",
+                "notifications.email.password_file",
+                e.password_file.as_ref(),
+                env,
+                err,
+            )
+        });
+        if let Some(ca) = &e.ca_file {
+            if !ca.exists() {
+                err("notifications.email.ca_file".into(), format!("file {} does not exist", ca.display()));
+            }
+        }
+        EmailSpec {
+            host: e.smtp_host.clone(),
+            port: e.smtp_port,
+            tls: e.tls,
+            username: e.username.clone(),
+            password,
+            ca_file: e.ca_file.clone(),
+            from: e.from.clone(),
+            to: e.to.clone(),
+            when: e.when,
+        }
+    });
+    let slack = n.slack.as_ref().and_then(|s| {
+        let url = resolve_secret(
+            "notifications.slack.webhook_url_env",
+            s.webhook_url_env.as_deref(),
+            "SLACK_WEBHOOK_URL",
+            "notifications.slack.webhook_url_file",
+            s.webhook_url_file.as_ref(),
+            env,
+            err,
+        )?;
+        if !(url.expose().starts_with("https://") || url.expose().starts_with("http://")) {
+            err("notifications.slack.webhook_url_env".into(), "the webhook URL must start with https://".into());
+        }
+        Some(SlackSpec { webhook_url: url, when: s.when })
+    });
+    Notifications { email, slack }
+}
+
+// ------------------------------------------------------------------ validated
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub exports: Vec<ExportSpec>,
+    pub sftp: SftpSpec,
+    pub metadata_table: TableName,
+    pub bigquery: BigQuerySpec,
+    pub notifications: Notifications,
+}
+
+impl Config {
+    /// Loads and validates a file, with the process environment.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| one("", format!("cannot read config file {}: {e}", path.display())))?;
+        RawConfig::from_json(&text)?.validate(&|k| std::env::var(k).ok())
+    }
+
+    /// Every secret the configuration resolved, for redaction of text that leaves ferry.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut v = Vec::new();
+        match &self.sftp.auth {
+            SftpAuth::Password(p) => v.push(p),
+            SftpAuth::PrivateKey { passphrase: Some(p), .. } => v.push(p),
+            SftpAuth::PrivateKey { .. } => {}
+        }
+        if let BigQueryAuth::Token(t) = &self.bigquery.auth {
+            v.push(t);
+        }
+        if let Some(e) = &self.notifications.email {
+            v.extend(e.password.as_ref());
+        }
+        if let Some(s) = &self.notifications.slack {
+            v.push(&s.webhook_url);
+        }
+        v
+    }
+}
+
+/// Where rows come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A table.
+    Table(TableName),
+    /// A SELECT statement (with `@run_date` in place of `{date}`).
+    Query(String),
+}
+
+/// A validated export.
+#[derive(Debug, Clone)]
+pub struct ExportSpec {
+    pub name: String,
+    pub source: SourceSpec,
+    /// Empty means all columns.
+    pub columns: Vec<String>,
+    pub cursor: Option<String>,
+    pub incremental: bool,
+    pub template: FileTemplate,
+    pub compression: Compression,
+    pub delimiter: u8,
+    pub header: bool,
+    pub enabled: bool,
+}
+
+/// SFTP credentials.
+#[derive(Debug, Clone)]
+pub enum SftpAuth {
+    Password(Secret),
+    PrivateKey { path: PathBuf, passphrase: Option<Secret> },
+}
+
+/// Host-key trust.
+#[derive(Debug, Clone)]
+pub enum HostKey {
+    KnownHosts(PathBuf),
+    Fingerprint(String),
+}
+
+/// Validated SFTP settings.
+#[derive(Debug, Clone)]
+pub struct SftpSpec {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub auth: SftpAuth,
+    pub host_key: HostKey,
+    pub path: String,
+    pub on_existing: OnExisting,
+    pub timeout_secs: u64,
+}
+
+/// BigQuery credentials.
+#[derive(Debug, Clone)]
+pub enum BigQueryAuth {
+    MetadataServer,
+    Token(Secret),
+    None,
+}
+
+/// Validated BigQuery settings.
+#[derive(Debug, Clone)]
+pub struct BigQuerySpec {
+    pub project: String,
+    pub endpoint: String,
+    pub auth: BigQueryAuth,
+    pub page_size: u32,
+}
+
+/// Validated notification channels.
+#[derive(Debug, Clone, Default)]
+pub struct Notifications {
+    pub email: Option<EmailSpec>,
+    pub slack: Option<SlackSpec>,
+}
+
+/// Validated email settings.
+#[derive(Debug, Clone)]
+pub struct EmailSpec {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub from: String,
+    pub to: Vec<String>,
+    pub when: When,
+}
+
+/// Validated Slack settings.
+#[derive(Debug, Clone)]
+pub struct SlackSpec {
+    pub webhook_url: Secret,
+    pub when: When,
+}

@@ -1,0 +1,183 @@
+//! Cursor values: the watermark of an incremental export, typed like its column.
+//!
+//! Canonical text forms (stored as `last_exported_value` in the metadata table):
+//! - TIMESTAMP: RFC 3339 in UTC with exactly six fractional digits, `2024-01-02T03:04:05.123456Z`
+//! - DATETIME: `2024-01-02T03:04:05.123456` (six fractional digits)
+//! - DATE: `2024-01-02`
+//! - INT64: the decimal integer
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+
+/// Column types a cursor may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorType {
+    Timestamp,
+    Datetime,
+    Date,
+    Int64,
+}
+
+impl CursorType {
+    /// From a BigQuery type name (standard or legacy).
+    pub fn from_bigquery(type_name: &str) -> Option<Self> {
+        match type_name {
+            "TIMESTAMP" => Some(Self::Timestamp),
+            "DATETIME" => Some(Self::Datetime),
+            "DATE" => Some(Self::Date),
+            "INT64" | "INTEGER" => Some(Self::Int64),
+            _ => None,
+        }
+    }
+
+    /// The standard SQL type name, used for query parameters.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            Self::Timestamp => "TIMESTAMP",
+            Self::Datetime => "DATETIME",
+            Self::Date => "DATE",
+            Self::Int64 => "INT64",
+        }
+    }
+}
+
+/// A typed cursor value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorValue {
+    /// Microseconds since the Unix epoch, UTC.
+    Timestamp(i64),
+    Datetime(NaiveDateTime),
+    Date(NaiveDate),
+    Int64(i64),
+}
+
+impl CursorValue {
+    /// Its type.
+    pub fn ty(&self) -> CursorType {
+        match self {
+            Self::Timestamp(_) => CursorType::Timestamp,
+            Self::Datetime(_) => CursorType::Datetime,
+            Self::Date(_) => CursorType::Date,
+            Self::Int64(_) => CursorType::Int64,
+        }
+    }
+
+    /// Parses the canonical text form (and, for TIMESTAMP, int64 microseconds or float
+    /// seconds as BigQuery's REST API sends them).
+    pub fn parse(ty: CursorType, s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a valid {} value", ty.sql_name());
+        match ty {
+            CursorType::Int64 => s.parse().map(Self::Int64).map_err(|_| bad()),
+            CursorType::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d").map(Self::Date).map_err(|_| bad()),
+            CursorType::Datetime => NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+                .map(Self::Datetime)
+                .map_err(|_| bad()),
+            CursorType::Timestamp => {
+                if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+                    return Ok(Self::Timestamp(dt.with_timezone(&Utc).timestamp_micros()));
+                }
+                parse_rest_timestamp(s).map(Self::Timestamp).ok_or_else(bad)
+            }
+        }
+    }
+
+    /// The canonical text form.
+    pub fn canonical(&self) -> String {
+        match self {
+            Self::Timestamp(us) => format_timestamp(*us),
+            Self::Datetime(dt) => dt.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+            Self::Date(d) => d.format("%Y-%m-%d").to_string(),
+            Self::Int64(i) => i.to_string(),
+        }
+    }
+
+    /// The value as a query parameter literal of its type.
+    pub fn param_literal(&self) -> String {
+        match self {
+            Self::Timestamp(us) => {
+                DateTime::<Utc>::from_timestamp_micros(*us).map(|d| d.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()).unwrap_or_default()
+            }
+            other => other.canonical(),
+        }
+    }
+
+    /// Compares two values of the same type; `None` across types.
+    pub fn compare(&self, other: &Self) -> Option<Ordering> {
+        match (self, other) {
+            (Self::Timestamp(a), Self::Timestamp(b)) | (Self::Int64(a), Self::Int64(b)) => Some(a.cmp(b)),
+            (Self::Datetime(a), Self::Datetime(b)) => Some(a.cmp(b)),
+            (Self::Date(a), Self::Date(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    }
+}
+
+/// A BigQuery REST TIMESTAMP: int64 microseconds, or float seconds (`1704164645.123456`,
+/// `1.704164645123456E9`). Float seconds are parsed as decimal text, not through f64, so
+/// microseconds survive.
+pub fn parse_rest_timestamp(s: &str) -> Option<i64> {
+    if !s.contains(['.', 'e', 'E']) {
+        return s.parse().ok();
+    }
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    let neg = mantissa.starts_with('-');
+    let m = mantissa.trim_start_matches(['-', '+']);
+    let (int, frac) = m.split_once('.').unwrap_or((m, ""));
+    let mut digits: String = format!("{int}{frac}");
+    let point = int.len() as i32 + exp + 6; // digits before the point of the microsecond value
+    if point < 0 {
+        return Some(0);
+    }
+    let point = point as usize;
+    while digits.len() < point {
+        digits.push('0');
+    }
+    let whole = &digits[..point];
+    let v: i64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    Some(if neg { -v } else { v })
+}
+
+/// RFC 3339, UTC, six fractional digits.
+pub fn format_timestamp(us: i64) -> String {
+    match DateTime::<Utc>::from_timestamp_micros(us) {
+        Some(d) => d.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        None => us.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_keep_microseconds() {
+        assert_eq!(parse_rest_timestamp("1704164645123456"), Some(1704164645123456));
+        assert_eq!(parse_rest_timestamp("1704164645.123456"), Some(1704164645123456));
+        assert_eq!(parse_rest_timestamp("1.704164645123456E9"), Some(1704164645123456));
+        assert_eq!(parse_rest_timestamp("1704067200.0"), Some(1704067200000000));
+        assert_eq!(parse_rest_timestamp("0.0"), Some(0));
+        let v = CursorValue::parse(CursorType::Timestamp, "1704164645123456").unwrap();
+        assert_eq!(v.canonical(), "2024-01-02T03:04:05.123456Z");
+        assert_eq!(CursorValue::parse(CursorType::Timestamp, &v.canonical()).unwrap(), v);
+        assert_eq!(v.param_literal(), "2024-01-02 03:04:05.123456+00:00");
+    }
+
+    #[test]
+    fn other_types_round_trip_and_compare() {
+        for (ty, s) in [(CursorType::Datetime, "2024-01-02T03:04:05.000001"), (CursorType::Date, "2024-01-02"), (CursorType::Int64, "-42")]
+        {
+            let v = CursorValue::parse(ty, s).unwrap();
+            assert_eq!(v.canonical(), s);
+        }
+        let a = CursorValue::parse(CursorType::Datetime, "2024-01-02T03:04:05").unwrap();
+        let b = CursorValue::parse(CursorType::Datetime, "2024-01-02T03:04:05.5").unwrap();
+        assert_eq!(a.compare(&b), Some(Ordering::Less));
+        assert_eq!(a.compare(&CursorValue::Int64(1)), None);
+        assert!(CursorValue::parse(CursorType::Int64, "1; DROP").is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! The roles a run is made of, besides the [`Sink`](crate::Sink): where rows come from
+//! ([`Source`]), where runs and watermarks are recorded ([`StateStore`]) and who hears about
+//! them ([`Notifier`]).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::ExportSpec;
+use crate::cursor::CursorValue;
+use crate::encode::{Cell, Column};
+use crate::Failure;
+
+/// The rows an export reads: `(lo, hi]` of its cursor column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Exclusive lower bound; `None` reads from the beginning (first run, full export).
+    pub lo: Option<CursorValue>,
+    /// Inclusive upper bound fixed at plan time; `None` when the export has no cursor.
+    pub hi: Option<CursorValue>,
+}
+
+/// A stream of row pages.
+#[async_trait]
+pub trait RowReader: Send {
+    /// The result columns, in the order of each row's cells.
+    fn columns(&self) -> &[Column];
+    /// The next page of rows; `None` after the last.
+    async fn next_page(&mut self) -> Result<Option<Vec<Vec<Cell>>>, Failure>;
+}
+
+/// Where rows come from.
+///
+/// Contract:
+/// - Identifiers are validated and quoted; every value (window bounds, run date) is bound as a
+///   typed query parameter, never pasted into SQL.
+/// - [`Source::read`] returns exactly the rows with `lo < cursor <= hi`, ordered by the cursor,
+///   and holds at most one page in memory.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// `MAX(cursor)` over the export's rows now, typed like the column; `None` when there are no
+    /// rows (or no cursor column).
+    async fn upper_bound(&self, export: &ExportSpec, run_date: &str) -> Result<Option<CursorValue>, Failure>;
+
+    /// Starts reading the window.
+    async fn read(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<Box<dyn RowReader>, Failure>;
+
+    /// The statement [`Source::read`] runs, for `ferry plan`.
+    fn read_sql(&self, export: &ExportSpec, window: &Window) -> String;
+
+    /// The source's display name (table, or `query`).
+    fn describe(&self, export: &ExportSpec) -> String;
+}
+
+/// Status of a run, as recorded in the metadata table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// The file was verified on the server and is about to be published.
+    Pending,
+    /// Delivered; the watermark moved to this run's `hi`.
+    Success,
+    /// Nothing new to deliver.
+    Empty,
+    /// Failed; the watermark did not move.
+    Failed,
+}
+
+impl RunStatus {
+    /// The text stored in `export_status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Success => "SUCCESS",
+            Self::Empty => "EMPTY",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// Parses `export_status`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PENDING" => Self::Pending,
+            "SUCCESS" => Self::Success,
+            "EMPTY" => Self::Empty,
+            "FAILED" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the metadata table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub export_name: String,
+    pub source_table: String,
+    pub status: RunStatus,
+    /// `hi` of the window; for SUCCESS the new watermark (canonical text).
+    pub last_exported_value: Option<String>,
+    /// `TIMESTAMP`, `DATETIME`, `DATE` or `INT64`.
+    pub cursor_type: Option<String>,
+    pub window_lo: Option<String>,
+    pub rows_exported: u64,
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub file_name: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    pub error_message: Option<String>,
+    pub message_id: Option<String>,
+}
+
+/// Where runs and watermarks are recorded.
+///
+/// Contract:
+/// - Records are appended, never updated; the watermark of an export is the
+///   `last_exported_value` of its latest SUCCESS record.
+/// - [`StateStore::append`] returns only once the record is durable and visible to
+///   [`StateStore::watermark`] and [`StateStore::pending`].
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Creates the table if it does not exist.
+    async fn ensure(&self) -> Result<(), Failure>;
+    /// The latest SUCCESS record's `(cursor_type, last_exported_value)`.
+    async fn watermark(&self, export: &str) -> Result<Option<(String, String)>, Failure>;
+    /// PENDING records with no later record of the same run: runs interrupted between
+    /// recording their verified upload and publishing the final result.
+    async fn pending(&self, export: &str) -> Result<Vec<RunRecord>, Failure>;
+    /// Appends one record.
+    async fn append(&self, record: &RunRecord) -> Result<(), Failure>;
+    /// The latest records, newest first.
+    async fn history(&self, export: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, Failure>;
+}
+
+/// Who hears about runs.
+///
+/// Contract: a notifier's failure is reported and recorded by the caller, but never changes
+/// the outcome of a run that already committed.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Sends one message summarising the run.
+    async fn notify(&self, report: &crate::run::RunReport) -> Result<(), Failure>;
+    /// The channel's name for logs (`email`, `slack`).
+    fn name(&self) -> &'static str;
+}

@@ -1,0 +1,478 @@
+//! One run: for each export, plan → read → encode → deliver → verify → record, then notify.
+//!
+//! Delivery and the watermark move together through the metadata table:
+//! 1. Rows `(lo, hi]` stream into a temporary file on the server.
+//! 2. When every byte is written, a PENDING record stores the file name, size, SHA-256 and `hi`.
+//! 3. The sink verifies the size and publishes the final name.
+//! 4. A SUCCESS record moves the watermark to `hi`.
+//!
+//! A failure before 2 removes the temporary file and records FAILED: the watermark stays, and
+//! the next run reads the same rows again. A failure between 2 and 4 leaves a PENDING record;
+//! the next run reconciles it first: if the final file is on the server with the recorded size,
+//! the delivery happened and a SUCCESS record is added (no second copy of those rows is sent);
+//! otherwise the run is recorded FAILED and its rows are read again.
+
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::config::{Config, ExportSpec, OnExisting};
+use crate::cursor::{CursorType, CursorValue};
+use crate::encode::{CsvEncoder, CsvOptions};
+use crate::roles::{Notifier, RunRecord, RunStatus, Source, StateStore, Window};
+use crate::{failpoint, ErrorClass, Failure, PutMode, Sink};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Only these exports (all enabled ones when `None`).
+    pub exports: Option<Vec<String>>,
+    /// Ignore the watermark and deliver everything up to `hi`.
+    pub full: bool,
+    /// Plan and read, but deliver and record nothing.
+    pub dry_run: bool,
+    /// The date `{date}` in queries stands for.
+    pub run_date: NaiveDate,
+    /// The triggering Pub/Sub message, recorded with each run.
+    pub message_id: Option<String>,
+    /// Run id; a fresh one when `None`.
+    pub run_id: Option<String>,
+}
+
+impl RunOptions {
+    /// All exports, incremental, today (UTC).
+    pub fn new() -> Self {
+        Self { exports: None, full: false, dry_run: false, run_date: Utc::now().date_naive(), message_id: None, run_id: None }
+    }
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The plan for one export.
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    pub export: String,
+    pub window: Window,
+    /// `None` when there is nothing new to deliver.
+    pub file_name: Option<String>,
+    pub sql: String,
+    pub full: bool,
+}
+
+/// How one export ended.
+#[derive(Debug, Clone)]
+pub struct ExportOutcome {
+    pub export: String,
+    pub source: String,
+    pub status: RunStatus,
+    pub window: Window,
+    pub rows: u64,
+    pub bytes: u64,
+    pub file: Option<String>,
+    pub sha256: Option<String>,
+    /// What went wrong, in words a data engineer can act on; secrets redacted.
+    pub error: Option<String>,
+    pub error_class: Option<ErrorClass>,
+    pub seconds: f64,
+    /// Earlier interrupted runs this run reconciled.
+    pub reconciled: Vec<String>,
+}
+
+/// The whole run, for notifications and callers.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub dry_run: bool,
+    pub destination: String,
+    pub outcomes: Vec<ExportOutcome>,
+    /// Notification channels that failed, with the reason.
+    pub notify_errors: Vec<String>,
+}
+
+impl RunReport {
+    /// True when no export failed.
+    pub fn succeeded(&self) -> bool {
+        self.outcomes.iter().all(|o| o.status != RunStatus::Failed)
+    }
+
+    /// The most hopeful class among failures: transient when any failure is transient.
+    pub fn failure_class(&self) -> Option<ErrorClass> {
+        let mut classes = self.outcomes.iter().filter_map(|o| o.error_class);
+        let first = classes.next()?;
+        Some(if first == ErrorClass::Transient || classes.any(|c| c == ErrorClass::Transient) {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        })
+    }
+}
+
+/// Progress of the export being delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    pub export: &'a str,
+    pub rows: u64,
+    pub bytes: u64,
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs exports with the roles it is given.
+pub struct Runner<'a> {
+    pub config: &'a Config,
+    pub source: &'a dyn Source,
+    /// The connected sink, or why connecting failed.
+    pub sink: Result<&'a dyn Sink, (ErrorClass, String)>,
+    pub state: &'a dyn StateStore,
+    pub notifiers: Vec<Box<dyn Notifier>>,
+    pub progress: Option<&'a (dyn Fn(Progress<'_>) + Sync)>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl Runner<'_> {
+    fn redact(&self, text: &str) -> String {
+        self.config.secrets().iter().fold(text.to_owned(), |t, s| s.redact_in(&t))
+    }
+
+    fn selected(&self, opts: &RunOptions) -> Result<Vec<&ExportSpec>, String> {
+        match &opts.exports {
+            None => Ok(self.config.exports.iter().filter(|e| e.enabled).collect()),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    self.config.exports.iter().find(|e| &e.name == n).ok_or_else(|| {
+                        let known: Vec<&str> = self.config.exports.iter().map(|e| e.name.as_str()).collect();
+                        format!("unknown export {n:?}; this config has {}", known.join(", "))
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Plans every selected export without changing anything.
+    pub async fn plan(&self, opts: &RunOptions) -> Result<Vec<ExportPlan>, String> {
+        let mut plans = Vec::new();
+        for export in self.selected(opts)? {
+            let plan = self.plan_export(export, opts).await.map_err(|e| format!("{}: {}", export.name, self.redact(&e.to_string())))?;
+            plans.push(plan);
+        }
+        Ok(plans)
+    }
+
+    async fn plan_export(&self, export: &ExportSpec, opts: &RunOptions) -> Result<ExportPlan, Failure> {
+        let run_date = opts.run_date.format("%Y-%m-%d").to_string();
+        let hi = match &export.cursor {
+            Some(_) => self.source.upper_bound(export, &run_date).await?,
+            None => None,
+        };
+        let full = opts.full || !export.incremental;
+        let lo = if full { None } else { self.watermark(export, hi.as_ref().map(CursorValue::ty)).await? };
+        let window = Window { lo, hi };
+        let nothing_new = match (&window.lo, &window.hi) {
+            (_, None) if export.cursor.is_some() => true,
+            (Some(lo), Some(hi)) => lo.compare(hi) != Some(std::cmp::Ordering::Less),
+            _ => false,
+        };
+        let file_name = (!nothing_new).then(|| export.template.render(&export.name, Utc::now()));
+        Ok(ExportPlan { export: export.name.clone(), sql: self.source.read_sql(export, &window), window, file_name, full })
+    }
+
+    async fn watermark(&self, export: &ExportSpec, column_type: Option<CursorType>) -> Result<Option<CursorValue>, Failure> {
+        let Some((ty, value)) = self.state.watermark(&export.name).await? else { return Ok(None) };
+        // Rows written by the seed deployment carry no cursor type: take the column's.
+        let stored = (if ty.is_empty() { column_type } else { CursorType::from_bigquery(&ty) }).ok_or_else(|| {
+            Failure::with_class(ErrorClass::Permanent, format!("metadata table: unknown cursor type {ty:?} for export {}", export.name))
+        })?;
+        if let Some(col) = column_type {
+            if col != stored {
+                return Err(Failure::with_class(
+                    ErrorClass::Permanent,
+                    format!(
+                        "export {}: the watermark was recorded as {} but column {} is now {}; deliver once with a full export",
+                        export.name,
+                        stored.sql_name(),
+                        export.cursor.as_deref().unwrap_or_default(),
+                        col.sql_name()
+                    ),
+                ));
+            }
+        }
+        CursorValue::parse(stored, &value)
+            .map(Some)
+            .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("metadata table: watermark of export {}: {e}", export.name)))
+    }
+
+    /// Runs every selected export, then notifies.
+    pub async fn run(&self, opts: &RunOptions) -> RunReport {
+        let run_id = opts.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let started_at = Utc::now();
+        let mut outcomes = Vec::new();
+        let destination = match &self.sink {
+            Ok(s) => s.describe(),
+            Err(_) => format!("sftp://{}:{}{}", self.config.sftp.host, self.config.sftp.port, self.config.sftp.path),
+        };
+        match self.selected(opts) {
+            Err(e) => outcomes.push(ExportOutcome {
+                export: opts.exports.clone().unwrap_or_default().join(","),
+                source: String::new(),
+                status: RunStatus::Failed,
+                window: Window { lo: None, hi: None },
+                rows: 0,
+                bytes: 0,
+                file: None,
+                sha256: None,
+                error: Some(e),
+                error_class: Some(ErrorClass::Permanent),
+                seconds: 0.0,
+                reconciled: Vec::new(),
+            }),
+            Ok(exports) => {
+                for export in exports {
+                    outcomes.push(self.run_export(export, opts, &run_id).await);
+                }
+            }
+        }
+        let mut report = RunReport {
+            run_id,
+            started_at,
+            finished_at: Utc::now(),
+            dry_run: opts.dry_run,
+            destination,
+            outcomes,
+            notify_errors: Vec::new(),
+        };
+        if !opts.dry_run {
+            for n in &self.notifiers {
+                if let Err(e) = n.notify(&report).await {
+                    let msg = self.redact(&e.to_string());
+                    tracing::error!(run_id = %report.run_id, channel = n.name(), error = %msg, "notification failed; the run's outcome stands");
+                    report.notify_errors.push(format!("{}: {msg}", n.name()));
+                }
+            }
+        }
+        report
+    }
+
+    async fn run_export(&self, export: &ExportSpec, opts: &RunOptions, run_id: &str) -> ExportOutcome {
+        let t0 = Instant::now();
+        let started_at = Utc::now();
+        let mut outcome = ExportOutcome {
+            export: export.name.clone(),
+            source: self.source.describe(export),
+            status: RunStatus::Failed,
+            window: Window { lo: None, hi: None },
+            rows: 0,
+            bytes: 0,
+            file: None,
+            sha256: None,
+            error: None,
+            error_class: None,
+            seconds: 0.0,
+            reconciled: Vec::new(),
+        };
+        let ctx = RunCtx { run_id, started_at, message_id: opts.message_id.as_deref() };
+        let result = self.deliver(export, opts, &ctx, &mut outcome).await;
+        outcome.seconds = t0.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => {
+                tracing::info!(run_id, export = %export.name, status = outcome.status.as_str(), rows = outcome.rows, bytes = outcome.bytes, file = ?outcome.file, "export finished");
+            }
+            Err(Stop { failure, record }) => {
+                let msg = self.redact(&failure.to_string());
+                tracing::error!(run_id, export = %export.name, error = %msg, class = failure.class().as_str(), "export failed");
+                outcome.status = RunStatus::Failed;
+                outcome.error = Some(msg.clone());
+                outcome.error_class = Some(failure.class());
+                if record && !opts.dry_run {
+                    let rec = self.record(export, &ctx, RunStatus::Failed, &outcome, Some(msg));
+                    if let Err(e) = self.state.append(&rec).await {
+                        tracing::error!(run_id, export = %export.name, error = %self.redact(&e.to_string()), "could not record the failure in the metadata table");
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    fn record(&self, export: &ExportSpec, ctx: &RunCtx<'_>, status: RunStatus, o: &ExportOutcome, error: Option<String>) -> RunRecord {
+        RunRecord {
+            run_id: ctx.run_id.to_owned(),
+            export_name: export.name.clone(),
+            source_table: o.source.clone(),
+            status,
+            last_exported_value: o.window.hi.as_ref().map(CursorValue::canonical),
+            cursor_type: o.window.hi.as_ref().map(|v| v.ty().sql_name().to_owned()),
+            window_lo: o.window.lo.as_ref().map(CursorValue::canonical),
+            rows_exported: o.rows,
+            bytes: o.bytes,
+            sha256: o.sha256.clone(),
+            file_name: o.file.clone(),
+            started_at: ctx.started_at,
+            completed_at: Utc::now(),
+            error_message: error,
+            message_id: ctx.message_id.map(str::to_owned),
+        }
+    }
+
+    /// Settles runs that stopped between their PENDING record and their outcome.
+    async fn reconcile(&self, export: &ExportSpec, sink: &dyn Sink, outcome: &mut ExportOutcome) -> Result<(), Failure> {
+        for pending in self.state.pending(&export.name).await? {
+            let file = pending.file_name.clone().unwrap_or_default();
+            let found = sink.stat(&file).await?;
+            let mut rec = pending.clone();
+            rec.completed_at = Utc::now();
+            if found == Some(pending.bytes) {
+                rec.status = RunStatus::Success;
+                rec.error_message =
+                    Some(format!("reconciled: {file} was found on the server with the recorded size after an interrupted run"));
+            } else {
+                rec.status = RunStatus::Failed;
+                rec.error_message = Some(format!("interrupted before {file} was published; its rows are delivered again"));
+            }
+            tracing::warn!(export = %export.name, run_id = %pending.run_id, file = %file, status = rec.status.as_str(), "reconciled an interrupted run");
+            self.state.append(&rec).await?;
+            outcome.reconciled.push(format!("{} {}", pending.run_id, rec.status.as_str()));
+        }
+        Ok(())
+    }
+
+    async fn deliver(&self, export: &ExportSpec, opts: &RunOptions, ctx: &RunCtx<'_>, o: &mut ExportOutcome) -> Result<(), Stop> {
+        let sink = match &self.sink {
+            Ok(s) => *s,
+            Err((class, msg)) => return Err(Stop::record(Failure::with_class(*class, msg.clone()))),
+        };
+        if !opts.dry_run {
+            self.reconcile(export, sink, o).await.map_err(Stop::record)?;
+        }
+        let plan = self.plan_export(export, opts).await.map_err(Stop::record)?;
+        o.window = plan.window.clone();
+        let Some(file) = plan.file_name.clone() else {
+            o.status = RunStatus::Empty;
+            // An EMPTY record keeps the history complete; it never moves the watermark.
+            if !opts.dry_run {
+                o.window.hi = o.window.lo.clone();
+                let rec = self.record(export, ctx, RunStatus::Empty, o, None);
+                self.state.append(&rec).await.map_err(Stop::quiet)?;
+            }
+            return Ok(());
+        };
+        let run_date = opts.run_date.format("%Y-%m-%d").to_string();
+        let mut reader = self.source.read(export, &plan.window, &run_date).await.map_err(Stop::record)?;
+        let mut encoder = CsvEncoder::new(
+            reader.columns().to_vec(),
+            CsvOptions { delimiter: export.delimiter, header: export.header, compression: export.compression },
+        );
+        if opts.dry_run {
+            while let Some(page) = reader.next_page().await.map_err(Stop::quiet)? {
+                for row in &page {
+                    encoder.write_row(row).map_err(|e| Stop::quiet(Failure::with_class(ErrorClass::Permanent, e)))?;
+                }
+                encoder.take();
+            }
+            let (_, totals) = encoder.finish();
+            o.rows = totals.rows;
+            o.bytes = totals.bytes;
+            o.status = RunStatus::Success;
+            o.file = Some(file);
+            return Ok(());
+        }
+
+        let mode = match self.config.sftp.on_existing {
+            OnExisting::Fail => PutMode::Create,
+            OnExisting::Overwrite => PutMode::Overwrite,
+        };
+        let mut upload = sink.begin(&file, mode).await.map_err(Stop::record)?;
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        let streamed: Result<crate::encode::Encoded, Failure> = async {
+            let mut first = true;
+            while let Some(page) = reader.next_page().await? {
+                for row in &page {
+                    encoder
+                        .write_row(row)
+                        .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("encoding a row of {}: {e}", export.name)))?;
+                }
+                if encoder.buffered() >= CHUNK {
+                    let chunk = encoder.take();
+                    sent += chunk.len() as u64;
+                    upload.write(&chunk).await?;
+                    if first {
+                        failpoint::hit("upload:during", &export.name)?;
+                        first = false;
+                    }
+                }
+                if let Some(p) = self.progress {
+                    p(crate::run::Progress { export: &export.name, rows: encoder.rows(), bytes: sent, elapsed: t0.elapsed() });
+                }
+            }
+            let (tail, totals) = encoder.finish();
+            upload.write(&tail).await?;
+            failpoint::hit("upload:during", &export.name)?;
+            Ok(totals)
+        }
+        .await;
+        let totals = match streamed {
+            Ok(t) => t,
+            Err(e) => {
+                upload.abort().await;
+                return Err(Stop::record(e));
+            }
+        };
+        o.rows = totals.rows;
+        o.bytes = totals.bytes;
+        o.sha256 = Some(totals.sha256.clone());
+        o.file = Some(file.clone());
+        if let Err(e) = failpoint::hit("upload:after", &export.name) {
+            upload.abort().await;
+            return Err(Stop::record(e));
+        }
+        let pending = self.record(export, ctx, RunStatus::Pending, o, None);
+        if let Err(e) = self.state.append(&pending).await {
+            upload.abort().await;
+            return Err(Stop::record(e));
+        }
+        // From here on a FAILED record would hide a file that may be published: failures leave
+        // the PENDING record for the next run to reconcile.
+        let published = upload.commit().await.map_err(Stop::record)?;
+        o.bytes = published.bytes;
+        failpoint::hit("publish:after", &export.name).map_err(Stop::quiet)?;
+        let done = self.record(export, ctx, RunStatus::Success, o, None);
+        self.state.append(&done).await.map_err(|e| {
+            Stop::quiet(Failure::with_class(
+                e.class(),
+                format!("{file} was delivered, but recording it failed ({e}); the next run reconciles it without sending the rows twice"),
+            ))
+        })?;
+        o.status = RunStatus::Success;
+        Ok(())
+    }
+}
+
+/// What every record of one export run shares.
+struct RunCtx<'a> {
+    run_id: &'a str,
+    started_at: DateTime<Utc>,
+    message_id: Option<&'a str>,
+}
+
+/// Why an export stopped, and whether to append a FAILED record.
+struct Stop {
+    failure: Failure,
+    record: bool,
+}
+
+impl Stop {
+    fn record(failure: Failure) -> Self {
+        Self { failure, record: true }
+    }
+
+    fn quiet(failure: Failure) -> Self {
+        Self { failure, record: false }
+    }
+}
