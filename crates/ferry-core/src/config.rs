@@ -333,6 +333,9 @@ pub struct RawSlack {
 impl RawConfig {
     /// Parses the JSON text. Errors name the field path and line.
     pub fn from_json(text: &str) -> Result<Self, ConfigErrors> {
+        if !text.trim_start().starts_with('{') {
+            return Err(one("", "expected a JSON object with `exports`, `sftp` and `metadata_table`"));
+        }
         let de = &mut serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -563,7 +566,18 @@ impl RawConfig {
                 }
             }
         };
-        let host_key = match (&s.known_hosts_file, &s.host_key_fingerprint) {
+        // As the seed deployment passes credentials, host-key trust may come from the
+        // environment (a mounted secret): SFTP_KNOWN_HOSTS (a file) or SFTP_HOST_KEY_FINGERPRINT.
+        let known_hosts_file = s.known_hosts_file.clone().or_else(|| {
+            if s.host_key_fingerprint.is_none() {
+                env("SFTP_KNOWN_HOSTS").map(PathBuf::from)
+            } else {
+                None
+            }
+        });
+        let fingerprint =
+            s.host_key_fingerprint.clone().or_else(|| if known_hosts_file.is_none() { env("SFTP_HOST_KEY_FINGERPRINT") } else { None });
+        let host_key = match (&known_hosts_file, &fingerprint) {
             (Some(_), Some(_)) => {
                 err("sftp.host_key_fingerprint".into(), "set either known_hosts_file or host_key_fingerprint, not both".into());
                 None
@@ -571,7 +585,7 @@ impl RawConfig {
             (None, None) => {
                 err(
                     "sftp.known_hosts_file".into(),
-                    "missing: ferry never trusts an unknown host key; set known_hosts_file or host_key_fingerprint (SHA256:…)".into(),
+                    "missing: ferry never trusts an unknown host key; set known_hosts_file or host_key_fingerprint (SHA256:…), or SFTP_KNOWN_HOSTS / SFTP_HOST_KEY_FINGERPRINT".into(),
                 );
                 None
             }

@@ -1,0 +1,208 @@
+use std::process::Command;
+
+use ferry_core::config::RawConfig;
+use ferry_testkit::{stack, workspace_root};
+use serde_json::{json, Value};
+
+use crate::common::{orders, Fixture};
+
+fn base() -> Value {
+    json!({
+        "exports": [{
+            "name": "orders", "source_table": "shop.orders", "destination_filename": "ORDERS_{datetime}.csv",
+            "timestamp_column": "updated_at", "incremental": true, "columns": ["id", "updated_at"]
+        }],
+        "sftp": {"path": "/upload", "host": "127.0.0.1", "username": "u", "host_key_fingerprint": "SHA256:AnxDfrPmOL4De0eahuVc3Rk2UV15ZF6y0jItw/GoFp4"},
+        "metadata_table": "proj-1.ops.export_metadata"
+    })
+}
+
+fn env(k: &str) -> Option<String> {
+    (k == "SFTP_PASSWORD").then(|| "pw".to_owned())
+}
+
+fn errors_of(v: &Value) -> String {
+    match RawConfig::from_json(&v.to_string()).and_then(|r| r.validate(&env)) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn with(path: &str, value: Value) -> Value {
+    let mut v = base();
+    let mut cur = &mut v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for p in &parts[..parts.len() - 1] {
+        cur = match p.parse::<usize>() {
+            Ok(i) => &mut cur[i],
+            Err(_) => &mut cur[*p],
+        };
+    }
+    let last = parts[parts.len() - 1];
+    if value.is_null() {
+        cur.as_object_mut().unwrap().remove(last);
+    } else {
+        cur[last] = value;
+    }
+    v
+}
+
+#[test]
+fn the_base_fixture_is_valid() {
+    assert_eq!(errors_of(&base()), "");
+}
+
+#[test]
+fn bad_configs_name_the_field_and_what_was_expected() {
+    let cases: Vec<(Value, &str)> = vec![
+        (with("exports.0.colour", json!("red")), "exports[0].colour: unknown field `colour`, expected one of `name`"),
+        (with("sftp.hostname", json!("x")), "sftp.hostname: unknown field `hostname`"),
+        (with("exports.0.incremental", json!("yes")), "exports[0].incremental: invalid type: string \"yes\", expected a boolean"),
+        (with("sftp.port", json!(70000)), "sftp.port: invalid value: integer `70000`, expected u16"),
+        (with("exports.0.compression", json!("ZIP")), "exports[0].compression: unknown variant `ZIP`, expected `NONE` or `GZIP`"),
+        (with("metadata_table", Value::Null), "missing field `metadata_table`"),
+        (with("exports.0.destination_filename", Value::Null), "exports[0]: missing field `destination_filename`"),
+        (
+            with("exports.0.source_table", json!("shop.orders; DROP TABLE x")),
+            "exports[0].source_table: \"orders; DROP TABLE x\" is not a valid table name",
+        ),
+        (
+            with("exports.0.columns", json!(["id", "a; DROP TABLE x"])),
+            "exports[0].columns[1]: \"a; DROP TABLE x\" is not a valid column name",
+        ),
+        (with("exports.0.columns", json!(["id", "ID"])), "exports[0].columns[1]: duplicate column \"ID\""),
+        (with("exports.0.columns", json!([])), "exports[0].columns: expected at least one column"),
+        (with("exports.0.timestamp_column", json!("updated at")), "exports[0].timestamp_column: \"updated at\" is not a valid column name"),
+        (with("exports.0.timestamp_column", Value::Null), "exports[0].timestamp_column: incremental exports need a timestamp_column"),
+        (with("exports.0.query", json!("SELECT 1")), "exports[0].query: set either source_table or query, not both"),
+        (with("exports.0.source_table", Value::Null), "exports[0].source_table: missing: set source_table (dataset.table) or query"),
+        (
+            with("exports.0.destination_filename", json!("../etc/passwd")),
+            "exports[0].destination_filename: \"../etc/passwd\" contains a path separator",
+        ),
+        (with("exports.0.destination_filename", json!("{year}.csv")), "exports[0].destination_filename: unknown placeholder {year}"),
+        (
+            with("exports.0.destination_filename", json!(".hidden_{date}")),
+            "exports[0].destination_filename: \".hidden_{date}\" starts with '.'",
+        ),
+        (with("exports.0.name", json!("bad name")), "exports[0].name: expected 1 to 64 letters, digits, '_' or '-'"),
+        (with("exports.0.delimiter", json!(";;")), "exports[0].delimiter: expected one ASCII character"),
+        (with("metadata_table", json!("justatable")), "metadata_table: expected `dataset.table` or `project.dataset.table`"),
+        (with("sftp.host", Value::Null), "sftp.host: missing: set sftp.host or the SFTP_HOST environment variable"),
+        (with("sftp.host_key_fingerprint", Value::Null), "sftp.known_hosts_file: missing: ferry never trusts an unknown host key"),
+        (
+            with("sftp.host_key_fingerprint", json!("MD5:aa:bb")),
+            "sftp.host_key_fingerprint: expected SHA256: followed by 43 base64 characters",
+        ),
+        (
+            with("sftp.password_env", json!("NOT_SET_ANYWHERE")),
+            "sftp.password_env: no credentials: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        (
+            with("sftp.known_hosts_file", json!("/nonexistent/known_hosts")),
+            "sftp.host_key_fingerprint: set either known_hosts_file or host_key_fingerprint, not both",
+        ),
+        (with("exports.0.query", json!("SELECT 1; DROP TABLE x")), "exports[0].query: set either source_table or query, not both"),
+        (with("bigquery.auth", json!("token_env")), "bigquery.token_env: auth is token_env"),
+        (
+            with("notifications", json!({"email": {"smtp_host": "h", "from": "not-an-address", "to": []}})),
+            "notifications.email.from: expected an email address",
+        ),
+        (
+            with("notifications", json!({"slack": {"webhook_url_env": "NO_SUCH_VAR"}})),
+            "notifications.slack.webhook_url_env: environment variable NO_SUCH_VAR is not set",
+        ),
+        (json!([1, 2]), "expected a JSON object with `exports`, `sftp` and `metadata_table`"),
+    ];
+    assert!(cases.len() >= 20);
+    for (i, (cfg, expected)) in cases.iter().enumerate() {
+        let got = errors_of(cfg);
+        assert!(got.contains(expected), "case {i}: expected {expected:?} in:\n{got}");
+    }
+    // Every problem is reported at once.
+    let mut many = with("exports.0.columns", json!(["a b"]));
+    many["sftp"]["port"] = json!(0);
+    let got = errors_of(&many);
+    assert!(got.contains("2 problems") && got.contains("columns[0]") && got.contains("sftp.port"), "{got}");
+}
+
+#[test]
+fn a_query_keeps_only_one_statement() {
+    let mut v = with("exports.0.source_table", Value::Null);
+    v["exports"][0]["query"] = json!("SELECT * FROM shop.orders WHERE day = '{date}'; DELETE FROM shop.orders WHERE TRUE");
+    assert!(errors_of(&v).contains("exports[0].query: expected a single SELECT statement"), "{}", errors_of(&v));
+}
+
+#[test]
+fn the_seed_configuration_loads_unchanged() {
+    let seed = r#"{
+      "exports": [
+        {"name": "shopify_customers", "source_table": "prod_staging.shopify_customerdata", "destination_filename": "SHOPIFYCUSTOMERDATA_{datetime}.csv",
+         "timestamp_column": "last_updated_at", "incremental": true, "columns": ["id", "email", "last_updated_at"]},
+        {"name": "klaviyo_customers", "source_table": "prod_staging.klaviyo_customerdata", "destination_filename": "KLAVIYOCUSTOMERDATA_{datetime}.csv",
+         "timestamp_column": "last_updated_at", "incremental": true, "columns": ["id", "address_key", "_run_id"]}
+      ],
+      "sftp": {"path": "/To_Verite", "port": 22},
+      "metadata_table": "project.dataset.export_metadata"
+    }"#;
+    let env = |k: &str| match k {
+        "SFTP_HOST" => Some("sftp.partner.example".to_owned()),
+        "SFTP_USERNAME" => Some("verite".to_owned()),
+        "SFTP_PASSWORD" => Some("pw".to_owned()),
+        "SFTP_HOST_KEY_FINGERPRINT" => Some("SHA256:AnxDfrPmOL4De0eahuVc3Rk2UV15ZF6y0jItw/GoFp4".to_owned()),
+        _ => None,
+    };
+    let config = RawConfig::from_json(seed).expect("parses").validate(&env).expect("valid");
+    assert_eq!(config.exports.len(), 2);
+    assert_eq!(config.sftp.host, "sftp.partner.example");
+    assert_eq!(config.bigquery.project, "project");
+    assert_eq!(config.exports[1].columns, ["id", "address_key", "_run_id"]);
+}
+
+/// The CLI end to end, and a sentinel secret that must not appear in anything it prints.
+#[tokio::test]
+async fn cli_runs_an_export_and_never_prints_the_password() {
+    let f = Fixture::new("cli").await;
+    orders(&f, &[(1, "2026-08-01 00:00:00+00"), (2, "2026-08-02 00:00:00+00")]).await;
+    let export = json!({"name": f.export, "source_table": format!("{}.orders", f.ds.name), "destination_filename": "cli_{datetime}.csv", "timestamp_column": "updated_at", "incremental": true});
+    let good = f.json(export.clone(), json!({}));
+    let path = f.dir.path.join("config.json");
+    std::fs::write(&path, good.to_string()).unwrap();
+    let bin = ferry_bin();
+    let out = Command::new(&bin).args(["--config", path.to_str().unwrap(), "run"]).output().expect("run ferry");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("SUCCESS  2 rows"), "{stdout}");
+    let files: Vec<String> = f.dir.names().into_iter().filter(|n| n.starts_with("cli_")).collect();
+    assert_eq!(files.len(), 1);
+
+    let history = Command::new(&bin).args(["--config", path.to_str().unwrap(), "history"]).output().expect("history");
+    assert!(String::from_utf8_lossy(&history.stdout).contains("2026-08-02T00:00:00.000000Z"));
+
+    // Wrong password, given as a sentinel through the environment.
+    let sentinel = "sentinel-Pw-3c8d0a77";
+    let bad = f.json(export, json!({"username": stack().var("FERRY_SFTP_PASSWORD_USER"), "private_key_file": null}));
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let out = Command::new(&bin)
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .env("SFTP_PASSWORD", sentinel)
+        .env("FERRY_LOG", "debug")
+        .output()
+        .expect("run");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success());
+    assert!(all.contains("rejected password authentication"), "{all}");
+    assert!(!all.contains(sentinel), "the password leaked:\n{all}");
+
+    let check = Command::new(&bin).args(["--config", path.to_str().unwrap(), "check"]).env_remove("SFTP_PASSWORD").output().expect("check");
+    assert_eq!(check.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("sftp.password_env"), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
+fn ferry_bin() -> std::path::PathBuf {
+    // Test binaries live in target/<profile>/deps; the ferry binary one level up.
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("ferry")).expect("target dir");
+    assert!(bin.exists(), "{} is missing: build the workspace (cargo build) first; root {}", bin.display(), workspace_root().display());
+    bin
+}

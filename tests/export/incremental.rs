@@ -1,0 +1,90 @@
+use ferry_core::RunStatus;
+use serde_json::json;
+
+use crate::common::{ids, insert, orders, Fixture};
+
+#[tokio::test]
+async fn first_run_delivers_all_then_only_new_rows() {
+    let f = Fixture::new("inc").await;
+    orders(&f, &[(1, "2026-01-01 00:00:00+00"), (2, "2026-01-02 00:00:00.000001+00"), (3, "2026-01-03 00:00:00+00")]).await;
+    let config = f.config("orders", json!({"columns": ["id", "note", "updated_at"]}));
+
+    let r1 = f.run(&config, false).await;
+    assert!(r1.succeeded(), "{r1:?}");
+    assert_eq!(r1.outcomes[0].rows, 3);
+    assert_eq!(ids(&f.delivered_rows()), [1, 2, 3]);
+    assert_eq!(f.watermark().await.as_deref(), Some("2026-01-03T00:00:00.000000Z"));
+    assert_eq!(f.delivered_rows()[1], ["2", "row 2", "2026-01-02T00:00:00.000001Z"]);
+
+    // Nothing new: no file, an EMPTY record, the watermark stays.
+    let r2 = f.run(&config, false).await;
+    assert_eq!(r2.outcomes[0].status, RunStatus::Empty);
+    assert_eq!(f.dir.names().len(), 1);
+
+    insert(&f, &[(4, "2026-01-03 00:00:00.000001+00"), (5, "2026-01-04 00:00:00+00")]).await;
+    let r3 = f.run(&config, false).await;
+    assert!(r3.succeeded(), "{r3:?}");
+    assert_eq!(r3.outcomes[0].rows, 2);
+    assert_eq!(f.dir.names().len(), 2);
+    assert_eq!(ids(&f.delivered_rows()), [1, 2, 3, 4, 5], "each row exactly once");
+    assert_eq!(f.watermark().await.as_deref(), Some("2026-01-04T00:00:00.000000Z"));
+
+    let statuses: Vec<String> = f.metadata().await.into_iter().map(|m| m.0).collect();
+    assert_eq!(statuses, ["PENDING", "SUCCESS", "EMPTY", "PENDING", "SUCCESS"]);
+}
+
+#[tokio::test]
+async fn rows_tied_on_the_boundary_are_delivered_once() {
+    let f = Fixture::new("tie").await;
+    let t = "2026-02-01 12:00:00.123456+00";
+    orders(&f, &[(1, "2026-02-01 00:00:00+00"), (2, t), (3, t)]).await;
+    let config = f.config("orders", json!({}));
+    assert!(f.run(&config, false).await.succeeded());
+    assert_eq!(f.watermark().await.as_deref(), Some("2026-02-01T12:00:00.123456Z"));
+
+    // New rows one microsecond after the boundary and later: they arrive, and the rows tied on
+    // the old boundary are not sent again.
+    insert(&f, &[(4, "2026-02-01 12:00:00.123457+00"), (5, "2026-02-02 00:00:00+00")]).await;
+    assert!(f.run(&config, false).await.succeeded());
+    let mut got = ids(&f.delivered_rows());
+    got.sort();
+    assert_eq!(got, [1, 2, 3, 4, 5], "the tied rows 2 and 3 arrive once, 4 is one microsecond later and still arrives");
+}
+
+#[tokio::test]
+async fn full_export_delivers_everything_and_watermark_only_moves_forward() {
+    let f = Fixture::new("full").await;
+    orders(&f, &[(1, "2026-03-01 00:00:00+00"), (2, "2026-03-02 00:00:00+00")]).await;
+    let config = f.config("orders", json!({}));
+    assert!(f.run(&config, false).await.succeeded());
+    let full = f.run(&config, true).await;
+    assert!(full.succeeded(), "{full:?}");
+    assert_eq!(full.outcomes[0].rows, 2);
+    assert_eq!(ids(&f.delivered_rows()), [1, 2, 1, 2]);
+    assert_eq!(f.watermark().await.as_deref(), Some("2026-03-02T00:00:00.000000Z"));
+}
+
+#[tokio::test]
+async fn gzip_delivery_matches_the_recorded_size_and_hash() {
+    use sha2_check::sha256_hex;
+    let f = Fixture::new("gz").await;
+    orders(&f, &[(1, "2026-04-01 00:00:00+00"), (2, "2026-04-02 00:00:00+00")]).await;
+    let config = f.config("orders", json!({"compression": "GZIP", "destination_filename": "{name}_{date}.csv.gz"}));
+    let r = f.run(&config, false).await;
+    assert!(r.succeeded(), "{r:?}");
+    let name = &f.dir.names()[0];
+    assert!(name.ends_with(".csv.gz"));
+    let bytes = f.dir.read(name);
+    assert_eq!(bytes.len() as u64, r.outcomes[0].bytes);
+    assert_eq!(Some(sha256_hex(&bytes)), r.outcomes[0].sha256);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes.as_slice()), &mut text).expect("gunzip");
+    assert_eq!(text, "id,note,updated_at\r\n1,row 1,2026-04-01T00:00:00.000000Z\r\n2,row 2,2026-04-02T00:00:00.000000Z\r\n");
+}
+
+mod sha2_check {
+    pub fn sha256_hex(b: &[u8]) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    }
+}

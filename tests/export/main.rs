@@ -1,0 +1,9 @@
+//! The export pipeline against the real local stack: BigQuery emulator → CSV → OpenSSH sshd,
+//! with the metadata table in the emulator.
+
+mod common;
+
+mod config;
+mod failures;
+mod incremental;
+mod types;
