@@ -543,28 +543,22 @@ impl RawConfig {
                 err("sftp.private_key_file".into(), format!("file {} does not exist", key.display()));
             }
             Some(SftpAuth::PrivateKey { path: key.clone(), passphrase })
-        } else if let Some(file) = &s.password_file {
-            match std::fs::read_to_string(file) {
-                Ok(p) => Some(SftpAuth::Password(Secret::new(p.trim_end_matches(['\r', '\n'])))),
-                Err(e) => {
-                    err("sftp.password_file".into(), format!("cannot read {}: {e}", file.display()));
-                    None
-                }
-            }
         } else {
-            let var = s.password_env.as_deref().unwrap_or("SFTP_PASSWORD");
-            match env(var) {
-                Some(p) if !p.is_empty() => Some(SftpAuth::Password(Secret::new(p))),
-                _ => {
-                    err(
-                        "sftp.password_env".into(),
-                        format!(
-                            "no credentials: environment variable {var} is not set (or set sftp.password_file or sftp.private_key_file)"
-                        ),
-                    );
-                    None
-                }
-            }
+            let no_credentials = s.password_env.is_none() && s.password_file.is_none();
+            let mut secret_err = |path: String, message: String| {
+                let hint = if no_credentials { " (or set sftp.password_file or sftp.private_key_file)" } else { "" };
+                err(path, format!("no credentials: {message}{hint}"))
+            };
+            resolve_secret(
+                "sftp.password_env",
+                s.password_env.as_deref(),
+                "SFTP_PASSWORD",
+                "sftp.password_file",
+                s.password_file.as_ref(),
+                env,
+                &mut secret_err,
+            )
+            .map(SftpAuth::Password)
         };
         // As the seed deployment passes credentials, host-key trust may come from the
         // environment (a mounted secret): SFTP_KNOWN_HOSTS (a file) or SFTP_HOST_KEY_FINGERPRINT.

@@ -82,6 +82,26 @@ pub struct ExportOutcome {
     pub reconciled: Vec<String>,
 }
 
+impl ExportOutcome {
+    /// An outcome that has not got anywhere yet: FAILED until the export says otherwise.
+    fn new(export: String, source: String) -> Self {
+        Self {
+            export,
+            source,
+            status: RunStatus::Failed,
+            window: Window { lo: None, hi: None },
+            rows: 0,
+            bytes: 0,
+            file: None,
+            sha256: None,
+            error: None,
+            error_class: None,
+            seconds: 0.0,
+            reconciled: Vec::new(),
+        }
+    }
+}
+
 /// The whole run, for notifications and callers.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -218,20 +238,12 @@ impl Runner<'_> {
             Err(_) => format!("sftp://{}:{}{}", self.config.sftp.host, self.config.sftp.port, self.config.sftp.path),
         };
         match self.selected(opts) {
-            Err(e) => outcomes.push(ExportOutcome {
-                export: opts.exports.clone().unwrap_or_default().join(","),
-                source: String::new(),
-                status: RunStatus::Failed,
-                window: Window { lo: None, hi: None },
-                rows: 0,
-                bytes: 0,
-                file: None,
-                sha256: None,
-                error: Some(e),
-                error_class: Some(ErrorClass::Permanent),
-                seconds: 0.0,
-                reconciled: Vec::new(),
-            }),
+            Err(e) => {
+                let mut o = ExportOutcome::new(opts.exports.clone().unwrap_or_default().join(","), String::new());
+                o.error = Some(e);
+                o.error_class = Some(ErrorClass::Permanent);
+                outcomes.push(o);
+            }
             Ok(exports) => {
                 for export in exports {
                     outcomes.push(self.run_export(export, opts, &run_id).await);
@@ -262,20 +274,7 @@ impl Runner<'_> {
     async fn run_export(&self, export: &ExportSpec, opts: &RunOptions, run_id: &str) -> ExportOutcome {
         let t0 = Instant::now();
         let started_at = Utc::now();
-        let mut outcome = ExportOutcome {
-            export: export.name.clone(),
-            source: self.source.describe(export),
-            status: RunStatus::Failed,
-            window: Window { lo: None, hi: None },
-            rows: 0,
-            bytes: 0,
-            file: None,
-            sha256: None,
-            error: None,
-            error_class: None,
-            seconds: 0.0,
-            reconciled: Vec::new(),
-        };
+        let mut outcome = ExportOutcome::new(export.name.clone(), self.source.describe(export));
         let ctx = RunCtx { run_id, started_at, message_id: opts.message_id.as_deref() };
         let result = self.deliver(export, opts, &ctx, &mut outcome).await;
         outcome.seconds = t0.elapsed().as_secs_f64();
