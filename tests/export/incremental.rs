@@ -88,3 +88,45 @@ mod sha2_check {
         sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
     }
 }
+
+#[tokio::test]
+async fn lookback_catches_late_rows_and_resends_the_overlap() {
+    let f = Fixture::new("lookback").await;
+    orders(&f, &[(1, "2026-09-01 00:00:00+00"), (2, "2026-09-01 10:00:00+00")]).await;
+    let config = f.config("orders", json!({"lookback": 3600}));
+    assert!(f.run(&config, false).await.succeeded());
+    // Nothing new: no file even though the lookback window holds row 2.
+    assert_eq!(f.run(&config, false).await.outcomes[0].status, RunStatus::Empty);
+
+    // Row 3 arrives late (behind the watermark, inside the hour of lookback), row 4 is new.
+    insert(&f, &[(3, "2026-09-01 09:30:00+00"), (4, "2026-09-01 11:00:00+00")]).await;
+    let r = f.run(&config, false).await;
+    assert!(r.succeeded(), "{r:?}");
+    assert_eq!(r.outcomes[0].window.lo.as_ref().map(|v| v.canonical()).as_deref(), Some("2026-09-01T09:00:00.000000Z"));
+    assert_eq!(ids(&f.delivered_rows()), [1, 2, 3, 2, 4], "row 2 is in the overlap and is sent again");
+    assert_eq!(f.watermark().await.as_deref(), Some("2026-09-01T11:00:00.000000Z"));
+}
+
+#[tokio::test]
+async fn query_export_with_run_date_delimiter_and_no_header() {
+    let f = Fixture::new("query").await;
+    orders(&f, &[(1, "2026-10-01 08:00:00+00"), (2, "2026-10-02 08:00:00+00"), (3, "2026-10-02 09:00:00+00")]).await;
+    let export = json!({
+        "name": f.export,
+        "query": format!("SELECT id, note, updated_at FROM `{}` WHERE DATE(updated_at) = '{{date}}'", f.ds.table("orders")),
+        "destination_filename": "{name}_{date}.txt",
+        "delimiter": "|",
+        "header": false,
+    });
+    let config = f.load(&f.json(export, json!({}))).expect("config");
+    let mut opts = ferry_core::run::RunOptions::new();
+    opts.run_date = chrono::NaiveDate::from_ymd_opt(2026, 10, 2).unwrap();
+    let r = ferry::run(&config, &opts, None).await.expect("run");
+    assert!(r.succeeded(), "{r:?}");
+    let name = &f.dir.names()[0];
+    assert_eq!(name, &format!("{}_{}.txt", f.export, chrono::Utc::now().format("%Y%m%d")));
+    let text = String::from_utf8(f.dir.read(name)).unwrap();
+    let mut lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+    lines.sort();
+    assert_eq!(lines, ["2|row 2|2026-10-02T08:00:00.000000Z", "3|row 3|2026-10-02T09:00:00.000000Z"]);
+}

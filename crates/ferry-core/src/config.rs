@@ -118,6 +118,11 @@ pub struct RawExport {
     /// Skip this export when false.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Re-read this far behind the watermark to catch rows that arrive late: seconds for
+    /// TIMESTAMP and DATETIME cursors, whole days (rounded up) for DATE, units for INT64. Rows
+    /// in the overlap are delivered again.
+    #[serde(default)]
+    pub lookback: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -455,6 +460,12 @@ impl RawConfig {
                 Some(c) => Some(c.clone()),
                 None => None,
             };
+            if x.lookback.is_some() && !x.incremental {
+                err(at("lookback"), "lookback applies to incremental exports only".into());
+            }
+            if x.lookback.is_some_and(|l| l > 366 * 86_400) {
+                err(at("lookback"), format!("expected at most 31622400 (a year in seconds), found {}", x.lookback.unwrap_or_default()));
+            }
             if x.incremental && x.timestamp_column.is_none() {
                 err(at("timestamp_column"), "incremental exports need a timestamp_column (TIMESTAMP, DATETIME, DATE or INT64)".into());
             }
@@ -505,6 +516,7 @@ impl RawConfig {
                     delimiter,
                     header: x.header,
                     enabled: x.enabled,
+                    lookback: x.lookback.unwrap_or(0),
                 });
             }
         }
@@ -796,6 +808,8 @@ pub struct ExportSpec {
     pub delimiter: u8,
     pub header: bool,
     pub enabled: bool,
+    /// How far behind the watermark to re-read (see [`RawExport::lookback`]); 0 for none.
+    pub lookback: u64,
 }
 
 /// SFTP credentials.

@@ -103,6 +103,18 @@ impl CursorValue {
         }
     }
 
+    /// The value `amount` earlier: seconds for TIMESTAMP and DATETIME, whole days (rounded up)
+    /// for DATE, units for INT64.
+    pub fn minus(&self, amount: u64) -> Self {
+        let secs = i64::try_from(amount).unwrap_or(i64::MAX / 1_000_000);
+        match self {
+            Self::Timestamp(us) => Self::Timestamp(us.saturating_sub(secs.saturating_mul(1_000_000))),
+            Self::Datetime(dt) => Self::Datetime(*dt - chrono::Duration::seconds(secs)),
+            Self::Date(d) => Self::Date(*d - chrono::Duration::days((secs + 86_399) / 86_400)),
+            Self::Int64(i) => Self::Int64(i.saturating_sub(secs)),
+        }
+    }
+
     /// Compares two values of the same type; `None` across types.
     pub fn compare(&self, other: &Self) -> Option<Ordering> {
         match (self, other) {

@@ -192,13 +192,16 @@ impl Runner<'_> {
             None => None,
         };
         let full = opts.full || !export.incremental;
-        let lo = if full { None } else { self.watermark(export, hi.as_ref().map(CursorValue::ty)).await? };
-        let window = Window { lo, hi };
-        let nothing_new = match (&window.lo, &window.hi) {
+        let watermark = if full { None } else { self.watermark(export, hi.as_ref().map(CursorValue::ty)).await? };
+        let nothing_new = match (&watermark, &hi) {
             (_, None) if export.cursor.is_some() => true,
             (Some(lo), Some(hi)) => lo.compare(hi) != Some(std::cmp::Ordering::Less),
             _ => false,
         };
+        // Lookback widens the window downwards only; whether there is anything new is decided
+        // by the watermark itself, so a quiet table does not re-send its last rows every run.
+        let lo = watermark.map(|w| if export.lookback > 0 { w.minus(export.lookback) } else { w });
+        let window = Window { lo, hi };
         let file_name = (!nothing_new).then(|| export.template.render(&export.name, Utc::now()));
         Ok(ExportPlan { export: export.name.clone(), sql: self.source.read_sql(export, &window), window, file_name, full })
     }
@@ -355,7 +358,6 @@ impl Runner<'_> {
             o.status = RunStatus::Empty;
             // An EMPTY record keeps the history complete; it never moves the watermark.
             if !opts.dry_run {
-                o.window.hi = o.window.lo.clone();
                 let rec = self.record(export, ctx, RunStatus::Empty, o, None);
                 self.state.append(&rec).await.map_err(Stop::quiet)?;
             }
