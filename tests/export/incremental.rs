@@ -130,3 +130,19 @@ async fn query_export_with_run_date_delimiter_and_no_header() {
     lines.sort();
     assert_eq!(lines, ["2|row 2|2026-10-02T08:00:00.000000Z", "3|row 3|2026-10-02T09:00:00.000000Z"]);
 }
+
+#[tokio::test]
+async fn dry_run_reads_everything_and_delivers_nothing() {
+    let f = Fixture::new("dry").await;
+    orders(&f, &[(1, "2026-11-01 00:00:00+00"), (2, "2026-11-02 00:00:00+00")]).await;
+    let config = f.config("orders", json!({}));
+    let mut opts = ferry_core::run::RunOptions::new();
+    opts.dry_run = true;
+    let r = ferry::run(&config, &opts, None).await.expect("run");
+    assert!(r.succeeded(), "{r:?}");
+    assert_eq!(r.outcomes[0].rows, 2);
+    assert!(f.dir.names().is_empty(), "nothing delivered");
+    assert!(f.metadata().await.is_empty(), "nothing recorded");
+    // The real run afterwards still starts from the beginning.
+    assert_eq!(f.run(&config, false).await.outcomes[0].rows, 2);
+}
