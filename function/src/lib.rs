@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ferry_bigquery::{Auth, BigQuery, BigQuerySource, MetadataStore};
 use ferry_core::config::{BigQueryAuth, Config, HostKey, SftpAuth};
-use ferry_core::run::{Progress, RunOptions, RunReport, Runner};
+use ferry_core::run::{ExportPlan, Progress, RunOptions, RunReport, Runner};
 use ferry_core::{ErrorClass, Failure, StateStore};
 use ferry_sftp::{HostKeyPolicy, SftpSettings, SftpSink};
 
@@ -41,56 +41,45 @@ pub fn sftp_settings(config: &Config) -> SftpSettings {
     }
 }
 
-/// The metadata store, with its table created if missing.
-pub async fn metadata_store(config: &Config) -> Result<MetadataStore, Failure> {
-    let store = MetadataStore::new(bigquery(config)?, &config.metadata_table);
+/// The metadata store on `bq`, with its table created if missing.
+pub async fn metadata_store(config: &Config, bq: &BigQuery) -> Result<MetadataStore, Failure> {
+    let store = MetadataStore::new(bq.clone(), &config.metadata_table);
     store.ensure().await?;
     Ok(store)
 }
 
-/// Runs `opts` with the roles `config` names. The SFTP connection is opened once per run;
-/// a connection failure is recorded as each export's failure.
+/// What a run would do, changing nothing but creating the metadata table if it is missing.
+pub async fn plan(config: &Config, opts: &RunOptions) -> Result<Vec<ExportPlan>, anyhow::Error> {
+    let bq = bigquery(config)?;
+    let source = BigQuerySource::new(bq.clone(), config.bigquery.page_size);
+    let state = metadata_store(config, &bq).await?;
+    let runner = Runner {
+        config,
+        source: &source,
+        sink: Err((ErrorClass::Permanent, "planning only".into())),
+        state: &state,
+        notifiers: Vec::new(),
+        progress: None,
+    };
+    runner.plan(opts).await.map_err(anyhow::Error::msg)
+}
+
+/// Runs `opts` with the roles `config` names. The SFTP connection is opened once per run (not
+/// for a dry run); a connection failure is recorded as each export's failure.
 pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(Progress<'_>) + Sync)>) -> Result<RunReport, Failure> {
     let bq = bigquery(config)?;
     let source = BigQuerySource::new(bq.clone(), config.bigquery.page_size);
-    let state = metadata_store(config).await?;
+    let state = metadata_store(config, &bq).await?;
     let sink = if opts.dry_run { None } else { Some(SftpSink::connect(sftp_settings(config)).await) };
     let sink_ref: Result<&dyn ferry_core::Sink, (ErrorClass, String)> = match &sink {
         Some(Ok(s)) => Ok(s),
         Some(Err(e)) => Err((ferry_core::Classify::class(e), e.to_string())),
-        None => Err((ErrorClass::Permanent, "dry run: no delivery".into())),
+        None => Err((ErrorClass::Permanent, "dry run: nothing is delivered".into())),
     };
     let runner = Runner { config, source: &source, sink: sink_ref, state: &state, notifiers: Vec::new(), progress };
-    let report = if opts.dry_run { dry_run(&runner, opts).await } else { runner.run(opts).await };
+    let report = runner.run(opts).await;
     if let Some(Ok(s)) = sink {
         s.close().await;
     }
     Ok(report)
-}
-
-async fn dry_run(runner: &Runner<'_>, opts: &RunOptions) -> RunReport {
-    // A dry run reads and encodes without a destination: give the runner a sink that is never used.
-    struct Nowhere;
-    #[async_trait::async_trait]
-    impl ferry_core::Sink for Nowhere {
-        async fn begin(&self, _: &str, _: ferry_core::PutMode) -> Result<Box<dyn ferry_core::Upload>, Failure> {
-            Err(Failure::with_class(ErrorClass::Permanent, "dry run: nothing is delivered"))
-        }
-        async fn stat(&self, _: &str) -> Result<Option<u64>, Failure> {
-            Ok(None)
-        }
-        fn describe(&self) -> String {
-            "nowhere (dry run)".into()
-        }
-    }
-    let nowhere = Nowhere;
-    let r = Runner {
-        config: runner.config,
-        source: runner.source,
-        sink: Ok(&nowhere),
-        state: runner.state,
-        notifiers: Vec::new(),
-        progress: runner.progress,
-    };
-    r.run(opts).await
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use ferry_core::config::Config;
-use ferry_core::run::{Progress, RunOptions, RunReport, Runner};
+use ferry_core::run::{Progress, RunOptions, RunReport};
 use ferry_core::{RunStatus, StateStore};
 
 #[derive(Parser)]
@@ -157,18 +157,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plan { exports, full, date } => {
             let opts = options(exports, full, true, date);
-            let bq = ferry::bigquery(&config)?;
-            let source = ferry_bigquery::BigQuerySource::new(bq, config.bigquery.page_size);
-            let state = ferry::metadata_store(&config).await?;
-            let runner = Runner {
-                config: &config,
-                source: &source,
-                sink: Err((ferry_core::ErrorClass::Permanent, String::new())),
-                state: &state,
-                notifiers: Vec::new(),
-                progress: None,
-            };
-            let plans = runner.plan(&opts).await.map_err(anyhow::Error::msg)?;
+            let plans = ferry::plan(&config, &opts).await?;
             for p in plans {
                 println!("{}", p.export);
                 println!(
@@ -183,7 +172,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::History { export, limit } => {
-            let state = ferry::metadata_store(&config).await?;
+            let state = ferry::metadata_store(&config, &ferry::bigquery(&config)?).await?;
             let rows = state.history(export.as_deref(), limit).await.context("reading the metadata table")?;
             println!(
                 "{:<20} {:<20} {:<8} {:>10} {:>12}  {:<32} file / error",

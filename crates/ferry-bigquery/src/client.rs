@@ -71,8 +71,6 @@ impl Field {
 /// One page of rows.
 pub type Page = Vec<Vec<Cell>>;
 
-const SCOPE_HEADER: &str = "Metadata-Flavor";
-
 #[derive(Default)]
 struct CachedToken {
     token: Option<(String, Instant)>,
@@ -82,11 +80,13 @@ struct CachedToken {
 #[derive(Clone)]
 pub struct BigQuery {
     http: reqwest::Client,
+    /// `<endpoint>/bigquery/v2`.
+    api: String,
+    /// `<api>/projects/<project>`.
     base: String,
     project: String,
     auth: Auth,
     token: Arc<Mutex<CachedToken>>,
-    location: Option<String>,
 }
 
 impl std::fmt::Debug for BigQuery {
@@ -103,13 +103,14 @@ impl BigQuery {
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| BigQueryError::Transport { op: "client", endpoint: endpoint.into(), reason: e.to_string() })?;
+        let api = format!("{}/bigquery/v2", endpoint.trim_end_matches('/'));
         Ok(Self {
             http,
-            base: format!("{}/bigquery/v2/projects/{}", endpoint.trim_end_matches('/'), project),
+            base: format!("{api}/projects/{project}"),
+            api,
             project: project.into(),
             auth,
             token: Arc::new(Mutex::new(CachedToken::default())),
-            location: None,
         })
     }
 
@@ -137,7 +138,7 @@ impl BigQuery {
                 let resp = self
                     .http
                     .get("http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token")
-                    .header(SCOPE_HEADER, "Google")
+                    .header("Metadata-Flavor", "Google")
                     .send()
                     .await
                     .map_err(|e| BigQueryError::Auth(format!("metadata server unreachable: {e}")))?;
@@ -242,7 +243,7 @@ impl BigQuery {
         });
         let mut resp = self.call_results("jobs.query", reqwest::Method::POST, format!("{}/queries", self.base), Some(&body)).await?;
         let job_id = resp.job_reference.as_ref().map(|j| j.job_id.clone()).unwrap_or_default();
-        let location = resp.job_reference.as_ref().and_then(|j| j.location.clone()).or_else(|| self.location.clone());
+        let location = resp.job_reference.as_ref().and_then(|j| j.location.clone());
         while resp.job_complete == Some(false) {
             resp = self.results_raw(&job_id, location.as_deref(), None, 0).await?;
         }
@@ -251,7 +252,6 @@ impl BigQuery {
             job_id,
             location,
             schema: resp.schema.map(|s| s.fields).unwrap_or_default(),
-            total_rows: resp.total_rows.as_deref().and_then(|s| s.parse().ok()),
             dml_affected: resp.num_dml_affected_rows.as_deref().and_then(|s| s.parse().ok()),
             first: Some(resp.rows.into_iter().map(|r| r.f.into_iter().map(|c| c.0).collect()).collect()),
             next_token: resp.page_token,
@@ -285,13 +285,7 @@ impl BigQuery {
     /// Streams rows into a table with `tabledata.insertAll`.
     pub async fn insert_rows(&self, table: &TableRef, rows: &[Value]) -> Result<(), BigQueryError> {
         let body = json!({"rows": rows.iter().map(|r| json!({"json": r})).collect::<Vec<_>>()});
-        let url = format!(
-            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}/insertAll",
-            self.base.split("/bigquery/v2/").next().unwrap_or_default(),
-            table.project,
-            table.dataset,
-            table.table
-        );
+        let url = format!("{}/insertAll", self.table_url(table));
         let resp = self.call("tabledata.insertAll", reqwest::Method::POST, url, Some(&body)).await?;
         if let Some(errs) = resp["insertErrors"].as_array().filter(|e| !e.is_empty()) {
             return Err(BigQueryError::Api {
@@ -314,6 +308,10 @@ impl BigQuery {
         }
     }
 
+    fn table_url(&self, t: &TableRef) -> String {
+        format!("{}/projects/{}/datasets/{}/tables/{}", self.api, t.project, t.dataset, t.table)
+    }
+
     /// Deletes a dataset and its tables.
     pub async fn delete_dataset(&self, dataset: &str) -> Result<(), BigQueryError> {
         match self
@@ -327,13 +325,7 @@ impl BigQuery {
 
     /// The schema of a table, or `None` when it does not exist.
     pub async fn table_schema(&self, table: &TableRef) -> Result<Option<Vec<Field>>, BigQueryError> {
-        let url = format!(
-            "{}/bigquery/v2/projects/{}/datasets/{}/tables/{}",
-            self.base.split("/bigquery/v2/").next().unwrap_or_default(),
-            table.project,
-            table.dataset,
-            table.table
-        );
+        let url = self.table_url(table);
         match self.call("tables.get", reqwest::Method::GET, url, None).await {
             Err(BigQueryError::Api { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -362,8 +354,6 @@ pub struct QueryJob {
     location: Option<String>,
     /// The result schema.
     pub schema: Vec<Field>,
-    /// Row count BigQuery reported.
-    pub total_rows: Option<u64>,
     /// Rows changed by a DML statement.
     pub dml_affected: Option<u64>,
     first: Option<Page>,
@@ -414,7 +404,6 @@ struct Results {
     #[serde(default)]
     rows: Vec<Row>,
     page_token: Option<String>,
-    total_rows: Option<String>,
     num_dml_affected_rows: Option<String>,
     #[serde(default)]
     errors: Vec<ErrorProto>,

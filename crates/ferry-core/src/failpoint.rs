@@ -10,7 +10,7 @@ use crate::{ErrorClass, Failure};
 static ARMED: Mutex<Option<HashSet<(String, String)>>> = Mutex::new(None);
 
 /// Every point a run passes, in order.
-pub const POINTS: &[&str] = &["upload:during", "upload:after", "publish:after", "record:before"];
+pub const POINTS: &[&str] = &["upload:during", "upload:after", "publish:after"];
 
 /// Makes `point` fail for the export named `export`, once.
 pub fn arm(point: &str, export: &str) {

@@ -120,17 +120,6 @@ impl RunReport {
     pub fn succeeded(&self) -> bool {
         self.outcomes.iter().all(|o| o.status != RunStatus::Failed)
     }
-
-    /// The most hopeful class among failures: transient when any failure is transient.
-    pub fn failure_class(&self) -> Option<ErrorClass> {
-        let mut classes = self.outcomes.iter().filter_map(|o| o.error_class);
-        let first = classes.next()?;
-        Some(if first == ErrorClass::Transient || classes.any(|c| c == ErrorClass::Transient) {
-            ErrorClass::Transient
-        } else {
-            ErrorClass::Permanent
-        })
-    }
 }
 
 /// Progress of the export being delivered.
@@ -146,7 +135,7 @@ pub struct Progress<'a> {
 pub struct Runner<'a> {
     pub config: &'a Config,
     pub source: &'a dyn Source,
-    /// The connected sink, or why connecting failed.
+    /// The connected sink, or why there is none (connecting failed; a dry run needs none).
     pub sink: Result<&'a dyn Sink, (ErrorClass, String)>,
     pub state: &'a dyn StateStore,
     pub notifiers: Vec<Box<dyn Notifier>>,
@@ -344,13 +333,13 @@ impl Runner<'_> {
         Ok(())
     }
 
+    fn connected_sink(&self) -> Result<&dyn Sink, Stop> {
+        self.sink.as_ref().copied().map_err(|(class, msg)| Stop::record(Failure::with_class(*class, msg.clone())))
+    }
+
     async fn deliver(&self, export: &ExportSpec, opts: &RunOptions, ctx: &RunCtx<'_>, o: &mut ExportOutcome) -> Result<(), Stop> {
-        let sink = match &self.sink {
-            Ok(s) => *s,
-            Err((class, msg)) => return Err(Stop::record(Failure::with_class(*class, msg.clone()))),
-        };
         if !opts.dry_run {
-            self.reconcile(export, sink, o).await.map_err(Stop::record)?;
+            self.reconcile(export, self.connected_sink()?, o).await.map_err(Stop::record)?;
         }
         let plan = self.plan_export(export, opts).await.map_err(Stop::record)?;
         o.window = plan.window.clone();
@@ -384,6 +373,7 @@ impl Runner<'_> {
             return Ok(());
         }
 
+        let sink = self.connected_sink()?;
         let mode = match self.config.sftp.on_existing {
             OnExisting::Fail => PutMode::Create,
             OnExisting::Overwrite => PutMode::Overwrite,

@@ -250,13 +250,6 @@ impl SftpSink {
         format!("{}/{}", self.settings.directory.trim_end_matches('/'), name)
     }
 
-    /// Names of the entries in the target directory (tests, `ferry verify`).
-    pub async fn list(&self) -> Result<Vec<(String, u64)>, SftpError> {
-        let dir = self.settings.directory.clone();
-        let entries = self.conn.sftp.read_dir(dir.clone()).await.map_err(|e| self.io("list", &dir, e))?;
-        Ok(entries.map(|e| (e.file_name(), e.metadata().size.unwrap_or(0))).collect())
-    }
-
     /// Closes the SSH connection.
     pub async fn close(self) {
         let _ = self.conn.sftp.close().await;
@@ -286,7 +279,7 @@ impl Sink for SftpSink {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(SftpError::BadName { name: name.to_owned() }.into());
         }
-        let nonce = &uuid_like();
+        let nonce = &uuid::Uuid::new_v4().simple().to_string()[..12];
         let temp = self.path_of(&format!(".{name}.{nonce}.ferry-tmp"));
         let file = self
             .conn
@@ -301,7 +294,7 @@ impl Sink for SftpSink {
             temp,
             final_path: self.path_of(name),
             name: name.to_owned(),
-            nonce: nonce.clone(),
+            nonce: nonce.to_owned(),
             mode,
             written: 0,
             finished: false,
@@ -320,14 +313,6 @@ impl Sink for SftpSink {
     fn describe(&self) -> String {
         format!("sftp://{}@{}{}", self.settings.username, self.settings.server(), self.settings.directory)
     }
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{:x}{:04x}{:x}", t as u64, std::process::id() & 0xffff, n)
 }
 
 struct SftpUpload {
