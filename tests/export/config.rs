@@ -102,7 +102,7 @@ fn bad_configs_name_the_field_and_what_was_expected() {
             with("sftp.known_hosts_file", json!("/nonexistent/known_hosts")),
             "sftp.host_key_fingerprint: set either known_hosts_file or host_key_fingerprint, not both",
         ),
-        (with("exports.0.query", json!("SELECT 1; DROP TABLE x")), "exports[0].query: set either source_table or query, not both"),
+        (with("exports.0.format", json!("PARQUET")), "exports[0].format: unknown variant `PARQUET`, expected `CSV`"),
         (with("bigquery.auth", json!("token_env")), "bigquery.token_env: auth is token_env"),
         (
             with("notifications", json!({"email": {"smtp_host": "h", "from": "not-an-address", "to": []}})),

@@ -1,5 +1,6 @@
 use ferry_core::RunStatus;
 use serde_json::json;
+use sha2::Digest;
 
 use crate::common::{ids, insert, orders, Fixture};
 
@@ -66,7 +67,6 @@ async fn full_export_delivers_everything_and_watermark_only_moves_forward() {
 
 #[tokio::test]
 async fn gzip_delivery_matches_the_recorded_size_and_hash() {
-    use sha2_check::sha256_hex;
     let f = Fixture::new("gz").await;
     orders(&f, &[(1, "2026-04-01 00:00:00+00"), (2, "2026-04-02 00:00:00+00")]).await;
     let config = f.config("orders", json!({"compression": "GZIP", "destination_filename": "{name}_{date}.csv.gz"}));
@@ -76,17 +76,11 @@ async fn gzip_delivery_matches_the_recorded_size_and_hash() {
     assert!(name.ends_with(".csv.gz"));
     let bytes = f.dir.read(name);
     assert_eq!(bytes.len() as u64, r.outcomes[0].bytes);
-    assert_eq!(Some(sha256_hex(&bytes)), r.outcomes[0].sha256);
+    let sha256: String = sha2::Sha256::digest(&bytes).iter().map(|x| format!("{x:02x}")).collect();
+    assert_eq!(Some(sha256), r.outcomes[0].sha256);
     let mut text = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes.as_slice()), &mut text).expect("gunzip");
     assert_eq!(text, "id,note,updated_at\r\n1,row 1,2026-04-01T00:00:00.000000Z\r\n2,row 2,2026-04-02T00:00:00.000000Z\r\n");
-}
-
-mod sha2_check {
-    pub fn sha256_hex(b: &[u8]) -> String {
-        use sha2::Digest;
-        sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
-    }
 }
 
 #[tokio::test]
