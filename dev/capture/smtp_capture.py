@@ -4,6 +4,7 @@ Two listeners on SMTP_HOST:
   SMTP_PLAIN_PORT  plain SMTP, no auth required
   SMTP_TLS_PORT    STARTTLS required, then AUTH (PLAIN/LOGIN) with SMTP_USER and the password
                    in SMTP_PASSWORD_FILE; certificate SMTP_CERT / SMTP_KEY
+  SMTPS_PORT       TLS from the first byte (implicit TLS, as on port 465), then the same AUTH
 
 Every accepted mail is written to SMTP_OUT as <n>.eml, and one JSON line is appended to
 SMTP_OUT/index.jsonl: {"file", "port", "tls", "auth_user", "mail_from", "rcpt_tos"}.
@@ -77,14 +78,26 @@ def main():
         auth_required=True,
         auth_require_tls=True,
     )
+    smtps_port = int(os.environ["SMTPS_PORT"])
+    implicit = Controller(
+        Capture(smtps_port, True),
+        hostname=HOST,
+        port=smtps_port,
+        ssl_context=context,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,  # the whole connection is TLS; aiosmtpd only tracks STARTTLS
+    )
     plain.start()
     secure.start()
-    print(f"smtp capture: plain {HOST}:{plain_port}, starttls+auth {HOST}:{tls_port}, out {OUT}", flush=True)
+    implicit.start()
+    print(f"smtp capture: plain {HOST}:{plain_port}, starttls+auth {HOST}:{tls_port}, tls+auth {HOST}:{smtps_port}, out {OUT}", flush=True)
     try:
         threading.Event().wait()
     finally:
         plain.stop()
         secure.stop()
+        implicit.stop()
 
 
 if __name__ == "__main__":

@@ -64,22 +64,49 @@ pub async fn plan(config: &Config, opts: &RunOptions) -> Result<Vec<ExportPlan>,
     runner.plan(opts).await.map_err(anyhow::Error::msg)
 }
 
-/// Runs `opts` with the roles `config` names. The SFTP connection is opened once per run (not
-/// for a dry run); a connection failure is recorded as each export's failure.
-pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(Progress<'_>) + Sync)>) -> Result<RunReport, Failure> {
-    let bq = bigquery(config)?;
-    let source = BigQuerySource::new(bq.clone(), config.bigquery.page_size);
-    let state = metadata_store(config, &bq).await?;
-    let sink = if opts.dry_run { None } else { Some(SftpSink::connect(sftp_settings(config)).await) };
-    let sink_ref: Result<&dyn ferry_core::Sink, (ErrorClass, String)> = match &sink {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => Err((ferry_core::Classify::class(e), e.to_string())),
-        None => Err((ErrorClass::Permanent, "dry run: nothing is delivered".into())),
+/// Runs `opts` with the roles `config` names, then notifies. The SFTP connection is opened once
+/// per run (not for a dry run); a connection failure is recorded as each export's failure. When
+/// the metadata table cannot be used, no export starts: every selected export is reported
+/// FAILED and the notifiers still hear about it.
+pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(Progress<'_>) + Sync)>) -> RunReport {
+    let (notifiers, notify_setup_error) = match ferry_notify::from_config(&config.notifications) {
+        Ok(n) => (n, None),
+        Err(e) => {
+            let msg = config.redact(&e.to_string());
+            tracing::error!(error = %msg, "notifications cannot be sent");
+            (Vec::new(), Some(msg))
+        }
     };
-    let runner = Runner { config, source: &source, sink: sink_ref, state: &state, notifiers: Vec::new(), progress };
-    let report = runner.run(opts).await;
-    if let Some(Ok(s)) = sink {
-        s.close().await;
+    let setup = async {
+        let bq = bigquery(config)?;
+        let state = metadata_store(config, &bq).await?;
+        Ok::<_, Failure>((bq, state))
+    };
+    let mut report = match setup.await {
+        Err(e) => {
+            let mut report = RunReport::failed_before_start(config, opts, e.class(), &e.to_string());
+            tracing::error!(run_id = %report.run_id, error = %config.redact(&e.to_string()), "run failed before any export started");
+            ferry_core::run::notify(config, &notifiers, &mut report).await;
+            report
+        }
+        Ok((bq, state)) => {
+            let source = BigQuerySource::new(bq, config.bigquery.page_size);
+            let sink = if opts.dry_run { None } else { Some(SftpSink::connect(sftp_settings(config)).await) };
+            let sink_ref: Result<&dyn ferry_core::Sink, (ErrorClass, String)> = match &sink {
+                Some(Ok(s)) => Ok(s),
+                Some(Err(e)) => Err((ferry_core::Classify::class(e), e.to_string())),
+                None => Err((ErrorClass::Permanent, "dry run: nothing is delivered".into())),
+            };
+            let runner = Runner { config, source: &source, sink: sink_ref, state: &state, notifiers, progress };
+            let report = runner.run(opts).await;
+            if let Some(Ok(s)) = sink {
+                s.close().await;
+            }
+            report
+        }
+    };
+    if let Some(e) = notify_setup_error {
+        report.notify_errors.insert(0, e);
     }
-    Ok(report)
+    report
 }

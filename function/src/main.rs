@@ -85,11 +85,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn print_report(r: &RunReport) {
     println!("run {}{}", r.run_id, if r.dry_run { " (dry run)" } else { "" });
     for o in &r.outcomes {
-        let window = format!(
-            "({}, {}]",
-            o.window.lo.as_ref().map(|v| v.canonical()).unwrap_or_else(|| "-∞".into()),
-            o.window.hi.as_ref().map(|v| v.canonical()).unwrap_or_else(|| "∞".into())
-        );
+        let window = &o.window;
         match o.status {
             RunStatus::Failed => println!("  {:<24} FAILED   {}", o.export, o.error.as_deref().unwrap_or_default()),
             RunStatus::Empty => {
@@ -143,6 +139,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Check => {
+            if let Err(e) = ferry_notify::from_config(&config.notifications) {
+                eprintln!("{}: {e}", cli.config.display());
+                return Ok(ExitCode::from(2));
+            }
             println!("{}: ok", cli.config.display());
             for x in &config.exports {
                 println!(
@@ -153,6 +153,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     x.template.as_str()
                 );
             }
+            let n = &config.notifications;
+            if let Some(e) = &n.email {
+                println!("  notify email ({}) via {}:{} to {}", format!("{:?}", e.when).to_lowercase(), e.host, e.port, e.to.join(", "));
+            }
+            if let Some(s) = &n.slack {
+                println!("  notify slack ({})", format!("{:?}", s.when).to_lowercase());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { exports, full, date } => {
@@ -160,12 +167,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let plans = ferry::plan(&config, &opts).await?;
             for p in plans {
                 println!("{}", p.export);
-                println!(
-                    "  window: ({}, {}]{}",
-                    p.window.lo.map(|v| v.canonical()).unwrap_or_else(|| "-∞".into()),
-                    p.window.hi.map(|v| v.canonical()).unwrap_or_else(|| "∞".into()),
-                    if p.full { " (full)" } else { "" }
-                );
+                println!("  window: {}{}", p.window, if p.full { " (full)" } else { "" });
                 println!("  file:   {}", p.file_name.as_deref().unwrap_or("(nothing new: no file)"));
                 println!("  sql:    {}", p.sql);
             }
@@ -196,7 +198,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = options(exports, full, dry_run, date);
             let show = std::io::stderr().is_terminal();
             let progress: Option<&(dyn Fn(Progress<'_>) + Sync)> = if show { Some(&progress_printer) } else { None };
-            let report = ferry::run(&config, &opts, progress).await?;
+            let report = ferry::run(&config, &opts, progress).await;
             if show {
                 eprintln!();
             }

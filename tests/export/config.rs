@@ -1,10 +1,10 @@
 use std::process::Command;
 
 use ferry_core::config::RawConfig;
-use ferry_testkit::{stack, workspace_root};
+use ferry_testkit::stack;
 use serde_json::{json, Value};
 
-use crate::common::{orders, Fixture};
+use crate::common::{ferry_bin, orders, Fixture};
 
 fn base() -> Value {
     json!({
@@ -197,12 +197,4 @@ async fn cli_runs_an_export_and_never_prints_the_password() {
     let check = Command::new(&bin).args(["--config", path.to_str().unwrap(), "check"]).env_remove("SFTP_PASSWORD").output().expect("check");
     assert_eq!(check.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&check.stderr).contains("sftp.password_env"), "{}", String::from_utf8_lossy(&check.stderr));
-}
-
-fn ferry_bin() -> std::path::PathBuf {
-    // Test binaries live in target/<profile>/deps; the ferry binary one level up.
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("ferry")).expect("target dir");
-    assert!(bin.exists(), "{} is missing: build the workspace (cargo build) first; root {}", bin.display(), workspace_root().display());
-    bin
 }

@@ -115,7 +115,7 @@ async fn query_export_with_run_date_delimiter_and_no_header() {
     let config = f.load(&f.json(export, json!({}))).expect("config");
     let mut opts = ferry_core::run::RunOptions::new();
     opts.run_date = chrono::NaiveDate::from_ymd_opt(2026, 10, 2).unwrap();
-    let r = ferry::run(&config, &opts, None).await.expect("run");
+    let r = ferry::run(&config, &opts, None).await;
     assert!(r.succeeded(), "{r:?}");
     let name = &f.dir.names()[0];
     assert_eq!(name, &format!("{}_{}.txt", f.export, chrono::Utc::now().format("%Y%m%d")));
@@ -132,7 +132,7 @@ async fn dry_run_reads_everything_and_delivers_nothing() {
     let config = f.config("orders", json!({}));
     let mut opts = ferry_core::run::RunOptions::new();
     opts.dry_run = true;
-    let r = ferry::run(&config, &opts, None).await.expect("run");
+    let r = ferry::run(&config, &opts, None).await;
     assert!(r.succeeded(), "{r:?}");
     assert_eq!(r.outcomes[0].rows, 2);
     assert!(f.dir.names().is_empty(), "nothing delivered");

@@ -6,4 +6,5 @@ mod common;
 mod config;
 mod failures;
 mod incremental;
+mod notify;
 mod types;

@@ -34,11 +34,30 @@ async fn mail_is_captured_over_starttls_with_auth() {
     starttls("FERRY_SMTP_CA", &password).send(mail(&to, "ferry smoke")).await.expect("send");
     let got = mails_to(&to);
     assert_eq!(got.len(), 1);
-    let (record, raw) = &got[0];
-    assert_eq!(record["tls"], true);
-    assert_eq!(record["auth_user"], stack().var("FERRY_SMTP_USER"));
-    assert!(raw.contains("Subject: ferry smoke"), "{raw}");
-    assert!(raw.contains("3 rows delivered"), "{raw}");
+    let m = &got[0];
+    assert_eq!(m.record["tls"], true);
+    assert_eq!(m.record["auth_user"], stack().var("FERRY_SMTP_USER"));
+    assert_eq!(m.header("Subject"), Some("ferry smoke"), "{}", m.raw);
+    assert_eq!(m.body.trim_end(), "3 rows delivered", "{}", m.raw);
+}
+
+#[tokio::test]
+async fn mail_is_captured_over_implicit_tls_with_auth() {
+    let s = stack();
+    let to = format!("{}@example.test", unique("ops"));
+    let ca = Certificate::from_pem(s.file("FERRY_SMTP_CA").as_bytes()).expect("CA");
+    let tls = TlsParameters::builder("localhost".into()).add_root_certificate(ca).build_rustls().expect("tls");
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.var("FERRY_SMTP_HOST"))
+        .port(s.var("FERRY_SMTP_IMPLICIT_TLS_PORT").parse().expect("port"))
+        .tls(Tls::Wrapper(tls))
+        .credentials(Credentials::new(s.var("FERRY_SMTP_USER"), s.file("FERRY_SMTP_PASSWORD_FILE")))
+        .timeout(Some(Duration::from_secs(10)))
+        .build();
+    transport.send(mail(&to, "ferry smoke implicit")).await.expect("send");
+    let got = mails_to(&to);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].record["auth_user"], s.var("FERRY_SMTP_USER"));
+    assert_eq!(got[0].header("Subject"), Some("ferry smoke implicit"));
 }
 
 #[tokio::test]

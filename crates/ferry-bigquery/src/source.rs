@@ -112,10 +112,7 @@ impl Source for BigQuerySource {
     }
 
     fn describe(&self, export: &ExportSpec) -> String {
-        match &export.source {
-            SourceSpec::Table(t) => t.to_string(),
-            SourceSpec::Query(_) => "query".into(),
-        }
+        export.source.describe()
     }
 }
 

@@ -783,6 +783,11 @@ impl Config {
         }
         v
     }
+
+    /// `text` with every secret of this configuration replaced by `**REDACTED**`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets().iter().fold(text.to_owned(), |t, s| s.redact_in(&t))
+    }
 }
 
 /// Where rows come from.
@@ -792,6 +797,16 @@ pub enum SourceSpec {
     Table(TableName),
     /// A SELECT statement (with `@run_date` in place of `{date}`).
     Query(String),
+}
+
+impl SourceSpec {
+    /// The table name, or `query`: for reports and the metadata table's `source_table`.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceSpec::Table(t) => t.to_string(),
+            SourceSpec::Query(_) => "query".into(),
+        }
+    }
 }
 
 /// A validated export.

@@ -19,6 +19,14 @@ pub struct Window {
     pub hi: Option<CursorValue>,
 }
 
+impl std::fmt::Display for Window {
+    /// `(lo, hi]` with canonical values; `-∞` / `∞` for an open side.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = |v: &Option<CursorValue>, open: &str| v.as_ref().map(|v| v.canonical()).unwrap_or_else(|| open.to_owned());
+        write!(f, "({}, {}]", side(&self.lo, "-∞"), side(&self.hi, "∞"))
+    }
+}
+
 /// A stream of row pages.
 #[async_trait]
 pub trait RowReader: Send {

@@ -120,6 +120,53 @@ impl RunReport {
     pub fn succeeded(&self) -> bool {
         self.outcomes.iter().all(|o| o.status != RunStatus::Failed)
     }
+
+    /// The report of a run that failed before any export started (the metadata table or the
+    /// trigger message could not be used): every export it would have run is FAILED with
+    /// `error`. Nothing was delivered and no watermark moved.
+    pub fn failed_before_start(config: &Config, opts: &RunOptions, class: ErrorClass, error: &str) -> Self {
+        let now = Utc::now();
+        let error = config.redact(error);
+        let names: Vec<String> = match &opts.exports {
+            Some(names) => names.clone(),
+            None => config.exports.iter().filter(|e| e.enabled).map(|e| e.name.clone()).collect(),
+        };
+        let names = if names.is_empty() { vec!["(run)".to_owned()] } else { names };
+        let outcomes = names
+            .into_iter()
+            .map(|name| {
+                let source = config.exports.iter().find(|e| e.name == name).map(|e| e.source.describe()).unwrap_or_default();
+                let mut o = ExportOutcome::new(name, source);
+                o.error = Some(error.clone());
+                o.error_class = Some(class);
+                o
+            })
+            .collect();
+        Self {
+            run_id: opts.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            started_at: now,
+            finished_at: now,
+            dry_run: opts.dry_run,
+            destination: format!("sftp://{}:{}{}", config.sftp.host, config.sftp.port, config.sftp.path),
+            outcomes,
+            notify_errors: Vec::new(),
+        }
+    }
+}
+
+/// Sends `report` through every notifier, unless it is a dry run. A failing channel is logged
+/// and listed in `report.notify_errors`; it never changes an export's outcome.
+pub async fn notify(config: &Config, notifiers: &[Box<dyn Notifier>], report: &mut RunReport) {
+    if report.dry_run {
+        return;
+    }
+    for n in notifiers {
+        if let Err(e) = n.notify(report).await {
+            let msg = config.redact(&e.to_string());
+            tracing::error!(run_id = %report.run_id, channel = n.name(), error = %msg, "notification failed; the run's outcome stands");
+            report.notify_errors.push(format!("{}: {msg}", n.name()));
+        }
+    }
 }
 
 /// Progress of the export being delivered.
@@ -145,10 +192,6 @@ pub struct Runner<'a> {
 const CHUNK: usize = 1 << 20;
 
 impl Runner<'_> {
-    fn redact(&self, text: &str) -> String {
-        self.config.secrets().iter().fold(text.to_owned(), |t, s| s.redact_in(&t))
-    }
-
     fn selected(&self, opts: &RunOptions) -> Result<Vec<&ExportSpec>, String> {
         match &opts.exports {
             None => Ok(self.config.exports.iter().filter(|e| e.enabled).collect()),
@@ -168,7 +211,8 @@ impl Runner<'_> {
     pub async fn plan(&self, opts: &RunOptions) -> Result<Vec<ExportPlan>, String> {
         let mut plans = Vec::new();
         for export in self.selected(opts)? {
-            let plan = self.plan_export(export, opts).await.map_err(|e| format!("{}: {}", export.name, self.redact(&e.to_string())))?;
+            let plan =
+                self.plan_export(export, opts).await.map_err(|e| format!("{}: {}", export.name, self.config.redact(&e.to_string())))?;
             plans.push(plan);
         }
         Ok(plans)
@@ -251,15 +295,7 @@ impl Runner<'_> {
             outcomes,
             notify_errors: Vec::new(),
         };
-        if !opts.dry_run {
-            for n in &self.notifiers {
-                if let Err(e) = n.notify(&report).await {
-                    let msg = self.redact(&e.to_string());
-                    tracing::error!(run_id = %report.run_id, channel = n.name(), error = %msg, "notification failed; the run's outcome stands");
-                    report.notify_errors.push(format!("{}: {msg}", n.name()));
-                }
-            }
-        }
+        notify(self.config, &self.notifiers, &mut report).await;
         report
     }
 
@@ -275,7 +311,7 @@ impl Runner<'_> {
                 tracing::info!(run_id, export = %export.name, status = outcome.status.as_str(), rows = outcome.rows, bytes = outcome.bytes, file = ?outcome.file, "export finished");
             }
             Err(Stop { failure, record }) => {
-                let msg = self.redact(&failure.to_string());
+                let msg = self.config.redact(&failure.to_string());
                 tracing::error!(run_id, export = %export.name, error = %msg, class = failure.class().as_str(), "export failed");
                 outcome.status = RunStatus::Failed;
                 outcome.error = Some(msg.clone());
@@ -283,7 +319,7 @@ impl Runner<'_> {
                 if record && !opts.dry_run {
                     let rec = self.record(export, &ctx, RunStatus::Failed, &outcome, Some(msg));
                     if let Err(e) = self.state.append(&rec).await {
-                        tracing::error!(run_id, export = %export.name, error = %self.redact(&e.to_string()), "could not record the failure in the metadata table");
+                        tracing::error!(run_id, export = %export.name, error = %self.config.redact(&e.to_string()), "could not record the failure in the metadata table");
                     }
                 }
             }

@@ -150,8 +150,76 @@ impl TestDir {
     }
 }
 
-/// Mails the SMTP capture received for `recipient`, as (index record, raw message).
-pub fn mails_to(recipient: &str) -> Vec<(Value, String)> {
+/// One mail the SMTP capture received.
+pub struct Mail {
+    /// The capture's index record: `port`, `tls`, `auth_user`, `mail_from`, `rcpt_tos`.
+    pub record: Value,
+    /// The message as it arrived.
+    pub raw: String,
+    /// Headers, unfolded, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, with its transfer encoding (quoted-printable, base64) undone and LF line ends.
+    pub body: String,
+}
+
+impl Mail {
+    fn parse(record: Value, raw: String) -> Self {
+        let text = raw.replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.lines() {
+            match (line.starts_with([' ', '\t']), headers.last_mut()) {
+                (true, Some(last)) => last.1.push_str(line.trim_start()),
+                _ => {
+                    if let Some((k, v)) = line.split_once(':') {
+                        headers.push((k.to_owned(), v.trim().to_owned()));
+                    }
+                }
+            }
+        }
+        let encoding =
+            headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-transfer-encoding")).map(|(_, v)| v.to_ascii_lowercase());
+        let body = match encoding.as_deref() {
+            Some("quoted-printable") => decode_quoted_printable(body),
+            Some("base64") => {
+                let compact: String = body.split_whitespace().collect();
+                String::from_utf8_lossy(&base64::Engine::decode(&base64::engine::general_purpose::STANDARD, compact).unwrap_or_default())
+                    .into_owned()
+            }
+            _ => body.to_owned(),
+        };
+        Self { record, raw, headers, body }
+    }
+
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mails the SMTP capture received for `recipient`, oldest first.
+pub fn mails_to(recipient: &str) -> Vec<Mail> {
     let dir = PathBuf::from(stack().var("FERRY_SMTP_OUT"));
     let index = std::fs::read_to_string(dir.join("index.jsonl")).unwrap_or_default();
     index
@@ -160,7 +228,7 @@ pub fn mails_to(recipient: &str) -> Vec<(Value, String)> {
         .filter(|r| r["rcpt_tos"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(recipient))))
         .map(|r| {
             let raw = std::fs::read_to_string(dir.join(r["file"].as_str().unwrap_or_default())).unwrap_or_default();
-            (r, raw)
+            Mail::parse(r, raw)
         })
         .collect()
 }
