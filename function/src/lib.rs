@@ -1,6 +1,11 @@
 //! Wiring shared by the CLI and the service: a validated [`Config`] becomes the concrete roles
 //! (BigQuery source and metadata store, SFTP sink, notifiers) and a run.
 
+pub mod logging;
+pub mod oidc;
+pub mod serve;
+pub mod trigger;
+
 use std::time::Duration;
 
 use ferry_bigquery::{Auth, BigQuery, BigQuerySource, MetadataStore};
@@ -109,4 +114,24 @@ pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(P
         report.notify_errors.insert(0, e);
     }
     report
+}
+
+/// Reports a trigger message that was rejected (malformed, unknown config) through the failure
+/// notifications of `config`, as a failed run of a pseudo-export `(trigger message)`.
+pub async fn report_rejected(config: &Config, message_id: Option<&str>, reason: &str) {
+    let notifiers = match ferry_notify::from_config(&config.notifications) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %config.redact(&e.to_string()), "notifications cannot be sent");
+            return;
+        }
+    };
+    let mut opts = RunOptions::new();
+    opts.exports = Some(vec!["(trigger message)".into()]);
+    let text = format!(
+        "trigger message {} was rejected and acknowledged (it will not be redelivered): {reason}. Nothing was exported; publish a corrected message to run.",
+        message_id.unwrap_or("without an id")
+    );
+    let mut report = RunReport::failed_before_start(config, &opts, ErrorClass::Permanent, &text);
+    ferry_core::run::notify(config, &notifiers, &mut report).await;
 }

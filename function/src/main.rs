@@ -1,4 +1,4 @@
-//! `ferry`: the CLI (and, later, the Cloud Run service), one binary.
+//! `ferry`: the CLI and the Cloud Run service (`ferry serve`), one binary.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use ferry_core::config::Config;
-use ferry_core::run::{Progress, RunOptions, RunReport};
+use ferry_core::run::{Progress, RunOptions, RunReport, Skip};
 use ferry_core::{RunStatus, StateStore};
 
 #[derive(Parser)]
@@ -53,6 +53,59 @@ enum Command {
     },
     /// Validate the configuration offline.
     Check,
+    /// The Cloud Run service: Pub/Sub push requests on `POST /`, `GET /health`.
+    Serve {
+        /// Port (Cloud Run sets PORT).
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, env = "FERRY_LISTEN", default_value = "0.0.0.0")]
+        listen: std::net::IpAddr,
+        /// Directory of `<name>.json` configs that messages select with `{"config": "<name>"}`.
+        #[arg(long, env = "FERRY_CONFIG_DIR", default_value = "configs")]
+        config_dir: PathBuf,
+        /// Seconds a request waits while another instance delivers the same export.
+        #[arg(long, env = "FERRY_LEASE_WAIT_SECONDS", default_value_t = 20)]
+        lease_wait: u64,
+        /// Seconds an export's lease lasts without renewal.
+        #[arg(long, env = "FERRY_LEASE_TTL_SECONDS", default_value_t = 600)]
+        lease_ttl: u64,
+        /// Seconds requests in flight may run after SIGTERM (Cloud Run allows 10).
+        #[arg(long, env = "FERRY_SHUTDOWN_GRACE_SECONDS", default_value_t = 9)]
+        grace: u64,
+        /// Verify push OIDC tokens for this audience (off when unset).
+        #[arg(long, env = "FERRY_PUSH_AUDIENCE")]
+        push_audience: Option<String>,
+        /// Accept push tokens only for this service account email.
+        #[arg(long, env = "FERRY_PUSH_SERVICE_ACCOUNT", requires = "push_audience")]
+        push_service_account: Option<String>,
+        /// Where the token signing keys are published.
+        #[arg(long, env = "FERRY_PUSH_JWKS_URL", default_value = ferry::oidc::GOOGLE_JWKS_URL)]
+        push_jwks_url: String,
+    },
+    /// Publish a trigger message to a topic: run exports by hand, the way Cloud Scheduler does.
+    Publish {
+        /// `projects/P/topics/T`, or `T` with --project.
+        #[arg(long, env = "FERRY_TOPIC")]
+        topic: String,
+        #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+        project: Option<String>,
+        /// The config the service should use (`<name>.json` in its config directory).
+        #[arg(long = "config-name", default_value = "default")]
+        config_name: String,
+        #[arg(long = "export")]
+        exports: Vec<String>,
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        /// Variable holding an access token (e.g. from `gcloud auth print-access-token`);
+        /// without it, the metadata server's. Ignored with PUBSUB_EMULATOR_HOST.
+        #[arg(long, default_value = "GOOGLE_OAUTH_ACCESS_TOKEN")]
+        token_env: String,
+    },
     /// Show recent runs from the metadata table.
     History {
         /// Only this export.
@@ -101,6 +154,9 @@ fn print_report(r: &RunReport) {
                 o.seconds
             ),
         }
+        if let Some(Skip::AlreadyDelivered { run_id }) = &o.skipped {
+            println!("  {:<24} already delivered for this message by run {run_id}", "");
+        }
         for rc in &o.reconciled {
             println!("  {:<24} reconciled interrupted run {rc}", "");
         }
@@ -118,11 +174,11 @@ fn progress_printer(p: Progress<'_>) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    if matches!(cli.command, Command::Serve { .. }) {
+        ferry::logging::init_json();
+    } else {
+        ferry::logging::init_text();
+    }
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -133,6 +189,49 @@ async fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { port, listen, config_dir, lease_wait, lease_ttl, grace, push_audience, push_service_account, push_jwks_url } => {
+            let settings = ferry::serve::ServeSettings {
+                addr: std::net::SocketAddr::new(listen, port),
+                config_dir,
+                lease_wait: std::time::Duration::from_secs(lease_wait),
+                lease_ttl: std::time::Duration::from_secs(lease_ttl.max(3)),
+                grace: std::time::Duration::from_secs(grace),
+                oidc: push_audience.map(|aud| ferry::oidc::Verifier::new(aud, push_service_account, push_jwks_url)),
+            };
+            ferry::serve::serve(settings).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Publish { topic, project, config_name, exports, full, dry_run, date, token_env } => {
+            let trigger =
+                ferry::trigger::Trigger { config: config_name, exports: (!exports.is_empty()).then_some(exports), full, date, dry_run };
+            if !ferry::trigger::valid_config_name(&trigger.config) {
+                eprintln!("--config-name {:?}: expected letters, digits, `_` and `-`", trigger.config);
+                return Ok(ExitCode::from(2));
+            }
+            let topic = match ferry_pubsub::topic_name(&topic, project.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("--topic: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let (endpoint, auth) = match std::env::var("PUBSUB_EMULATOR_HOST") {
+                Ok(host) => (format!("http://{host}"), ferry_pubsub::Auth::None),
+                Err(_) => (
+                    ferry_pubsub::PUBSUB_ENDPOINT.to_owned(),
+                    std::env::var(&token_env)
+                        .map(|t| ferry_pubsub::Auth::Token(ferry_core::Secret::new(t)))
+                        .unwrap_or(ferry_pubsub::Auth::MetadataServer),
+                ),
+            };
+            let data = serde_json::to_vec(&trigger)?;
+            let id = ferry_pubsub::Publisher::new(&endpoint, auth).publish(&topic, &data, &[("origin", "ferry-publish")]).await?;
+            println!("published message {id} to {topic}: {}", String::from_utf8_lossy(&data));
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let config = match load(&cli.config) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -194,6 +293,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve { .. } | Command::Publish { .. } => unreachable!("handled above"),
         Command::Run { exports, full, dry_run, date } => {
             let opts = options(exports, full, dry_run, date);
             let show = std::io::stderr().is_terminal();

@@ -4,12 +4,21 @@
 //! last_exported_value, rows_exported, file_name, export_status, started_at, completed_at,
 //! error_message) plus ferry's (run_id, cursor_type, window_lo, bytes, sha256, message_id).
 //! A table created by the seed deployment is extended with ferry's columns.
+//!
+//! Leases live in a sibling table, `<metadata table>_leases` (export_name, holder, message_id,
+//! acquired_at, expires_at), one row per live claim. Every time in it is the server's
+//! `CURRENT_TIMESTAMP()`, so the clocks of the instances do not matter. To acquire, a holder
+//! inserts its row and then reads the live rows of the export: it holds the lease only if its
+//! row is the only one; otherwise it deletes its row. Two racing holders cannot both see only
+//! themselves (each inserted before it read), so at most one wins.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_core::encode::Cell;
 use ferry_core::ident::TableName;
-use ferry_core::{Failure, RunRecord, RunStatus, StateStore};
+use ferry_core::{Claim, Failure, RunRecord, RunStatus, StateStore};
 
 use crate::client::{BigQuery, QueryParam};
 use crate::BigQueryError;
@@ -35,13 +44,15 @@ const SELECT: &str = "run_id, export_name, source_table, export_status, last_exp
 pub struct MetadataStore {
     bq: BigQuery,
     table: String,
+    leases: String,
     name: TableName,
 }
 
 impl MetadataStore {
     /// The store for `table` (queried through `bq`).
     pub fn new(bq: BigQuery, table: &TableName) -> Self {
-        Self { table: table.quoted(bq.project()), bq, name: table.clone() }
+        let leases = TableName { table: format!("{}_leases", table.table), ..table.clone() };
+        Self { table: table.quoted(bq.project()), leases: leases.quoted(bq.project()), bq, name: table.clone() }
     }
 
     fn fail(&self, e: BigQueryError) -> Failure {
@@ -114,6 +125,12 @@ impl StateStore for MetadataStore {
                 self.bq.execute(&format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {col} {ty}"), &[]).await.map_err(|e| self.fail(e))?;
             }
         }
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {} (export_name STRING NOT NULL, holder STRING NOT NULL, message_id STRING, \
+             acquired_at TIMESTAMP NOT NULL, expires_at TIMESTAMP NOT NULL)",
+            self.leases
+        );
+        self.bq.execute(&sql, &[]).await.map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -170,6 +187,68 @@ impl StateStore for MetadataStore {
             p("sha256", "STRING", r.sha256.clone()),
             p("message_id", "STRING", r.message_id.clone()),
         ];
+        self.bq.execute(&sql, &params).await.map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    async fn by_message(&self, export: &str, message_id: &str) -> Result<Vec<RunRecord>, Failure> {
+        let sql =
+            format!("SELECT {SELECT} FROM {} WHERE export_name = @export AND message_id = @message ORDER BY completed_at", self.table);
+        self.records(&sql, &[QueryParam::new("export", "STRING", export), QueryParam::new("message", "STRING", message_id)]).await
+    }
+
+    async fn acquire(&self, export: &str, holder: &str, message_id: Option<&str>, ttl: Duration) -> Result<Claim, Failure> {
+        let l = &self.leases;
+        let who = [QueryParam::new("export", "STRING", export), QueryParam::new("holder", "STRING", holder)];
+        let insert = format!(
+            "INSERT INTO {l} (export_name, holder, message_id, acquired_at, expires_at) VALUES (@export, @holder, @message, \
+             CURRENT_TIMESTAMP(), TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ttl SECOND))"
+        );
+        let mut params = who.to_vec();
+        params.push(p("message", "STRING", message_id.map(str::to_owned)));
+        params.push(QueryParam::new("ttl", "INT64", ttl.as_secs().max(1).to_string()));
+        self.bq.execute(&insert, &params).await.map_err(|e| self.fail(e))?;
+        let live = format!(
+            "SELECT holder, message_id, expires_at FROM {l} WHERE export_name = @export AND expires_at > CURRENT_TIMESTAMP() \
+             ORDER BY acquired_at, holder"
+        );
+        let rows = self.bq.query(&live, &who[..1], 100).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
+        let others: Vec<&Vec<Cell>> = rows.iter().filter(|r| text(r.first()).as_deref() != Some(holder)).collect();
+        if others.is_empty() && rows.len() == 1 {
+            // Expired rows are only clutter now: nobody can hold them.
+            let purge = format!("DELETE FROM {l} WHERE export_name = @export AND expires_at <= CURRENT_TIMESTAMP()");
+            if let Err(e) = self.bq.execute(&purge, &who[..1]).await {
+                tracing::warn!(export, error = %e, "could not purge expired leases");
+            }
+            return Ok(Claim::Acquired);
+        }
+        self.release(export, holder).await?;
+        let first = others.first().copied();
+        Ok(Claim::Held {
+            holder: first.and_then(|r| text(r.first())).unwrap_or_default(),
+            message_id: first.and_then(|r| text(r.get(1))),
+            expires_at: ts(first.and_then(|r| r.get(2))),
+        })
+    }
+
+    async fn renew(&self, export: &str, holder: &str, ttl: Duration) -> Result<bool, Failure> {
+        let sql = format!(
+            "UPDATE {} SET expires_at = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ttl SECOND) \
+             WHERE export_name = @export AND holder = @holder AND expires_at > CURRENT_TIMESTAMP()",
+            self.leases
+        );
+        let params = [
+            QueryParam::new("export", "STRING", export),
+            QueryParam::new("holder", "STRING", holder),
+            QueryParam::new("ttl", "INT64", ttl.as_secs().max(1).to_string()),
+        ];
+        let changed = self.bq.execute(&sql, &params).await.map_err(|e| self.fail(e))?;
+        Ok(changed.unwrap_or(0) > 0)
+    }
+
+    async fn release(&self, export: &str, holder: &str) -> Result<(), Failure> {
+        let sql = format!("DELETE FROM {} WHERE export_name = @export AND holder = @holder", self.leases);
+        let params = [QueryParam::new("export", "STRING", export), QueryParam::new("holder", "STRING", holder)];
         self.bq.execute(&sql, &params).await.map_err(|e| self.fail(e))?;
         Ok(())
     }

@@ -123,7 +123,9 @@ pub struct RunRecord {
 /// - Records are appended, never updated; the watermark of an export is the
 ///   `last_exported_value` of its latest SUCCESS record.
 /// - [`StateStore::append`] returns only once the record is durable and visible to
-///   [`StateStore::watermark`] and [`StateStore::pending`].
+///   [`StateStore::watermark`], [`StateStore::pending`] and [`StateStore::by_message`].
+/// - Leases serialise runs of one export: a run delivers only while it holds the export's
+///   lease, so two runs never read the same window or settle each other's PENDING records.
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// Creates the table if it does not exist.
@@ -137,6 +139,29 @@ pub trait StateStore: Send + Sync {
     async fn append(&self, record: &RunRecord) -> Result<(), Failure>;
     /// The latest records, newest first.
     async fn history(&self, export: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, Failure>;
+    /// Records of `export` appended by runs triggered by the message `message_id`.
+    async fn by_message(&self, export: &str, message_id: &str) -> Result<Vec<RunRecord>, Failure>;
+
+    /// Takes the export's lease for `holder` for `ttl`, unless another holder has a live one.
+    /// At most one holder has a live lease on an export at any time, across every process
+    /// sharing the store; an expired lease counts as free. When two holders race, at most one
+    /// gets [`Claim::Acquired`] (possibly neither: both may then try again).
+    async fn acquire(&self, export: &str, holder: &str, message_id: Option<&str>, ttl: std::time::Duration) -> Result<Claim, Failure>;
+    /// Extends a live lease by `ttl` from now. `Ok(false)` when `holder` no longer holds it
+    /// (it expired, and another holder may have taken it): the holder must stop before it
+    /// publishes anything.
+    async fn renew(&self, export: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, Failure>;
+    /// Gives the lease up. Releasing a lease one does not hold does nothing.
+    async fn release(&self, export: &str, holder: &str) -> Result<(), Failure>;
+}
+
+/// The answer to [`StateStore::acquire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller holds the lease until it releases it or the lease expires.
+    Acquired,
+    /// Another run holds a live lease.
+    Held { holder: String, message_id: Option<String>, expires_at: DateTime<Utc> },
 }
 
 /// Who hears about runs.

@@ -12,14 +12,14 @@
 //! the delivery happened and a SUCCESS record is added (no second copy of those rows is sent);
 //! otherwise the run is recorded FAILED and its rows are read again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config::{Config, ExportSpec, OnExisting};
 use crate::cursor::{CursorType, CursorValue};
 use crate::encode::{CsvEncoder, CsvOptions};
-use crate::roles::{Notifier, RunRecord, RunStatus, Source, StateStore, Window};
+use crate::roles::{Claim, Notifier, RunRecord, RunStatus, Source, StateStore, Window};
 use crate::{failpoint, ErrorClass, Failure, PutMode, Sink};
 
 /// What to run.
@@ -37,12 +37,26 @@ pub struct RunOptions {
     pub message_id: Option<String>,
     /// Run id; a fresh one when `None`.
     pub run_id: Option<String>,
+    /// How long an export's lease lasts without renewal; renewed every third of it while the
+    /// export runs. A run that dies holds up the next one for at most this long.
+    pub lease_ttl: Duration,
+    /// How long to keep trying when another run holds an export's lease (0: give up at once).
+    pub lease_wait: Duration,
 }
 
 impl RunOptions {
     /// All exports, incremental, today (UTC).
     pub fn new() -> Self {
-        Self { exports: None, full: false, dry_run: false, run_date: Utc::now().date_naive(), message_id: None, run_id: None }
+        Self {
+            exports: None,
+            full: false,
+            dry_run: false,
+            run_date: Utc::now().date_naive(),
+            message_id: None,
+            run_id: None,
+            lease_ttl: Duration::from_secs(600),
+            lease_wait: Duration::ZERO,
+        }
     }
 }
 
@@ -80,6 +94,17 @@ pub struct ExportOutcome {
     pub seconds: f64,
     /// Earlier interrupted runs this run reconciled.
     pub reconciled: Vec<String>,
+    /// Why this run did nothing for the export, when it did nothing on purpose.
+    pub skipped: Option<Skip>,
+}
+
+/// Why an export did nothing in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// The triggering message was already delivered by run `run_id`: this is a redelivery.
+    AlreadyDelivered { run_id: String },
+    /// Another run holds the export's lease; this run must try again later.
+    Busy { holder: String, until: DateTime<Utc> },
 }
 
 impl ExportOutcome {
@@ -98,6 +123,7 @@ impl ExportOutcome {
             error_class: None,
             seconds: 0.0,
             reconciled: Vec::new(),
+            skipped: None,
         }
     }
 }
@@ -157,7 +183,8 @@ impl RunReport {
 /// Sends `report` through every notifier, unless it is a dry run. A failing channel is logged
 /// and listed in `report.notify_errors`; it never changes an export's outcome.
 pub async fn notify(config: &Config, notifiers: &[Box<dyn Notifier>], report: &mut RunReport) {
-    if report.dry_run {
+    if report.dry_run || (!report.outcomes.is_empty() && report.outcomes.iter().all(|o| o.skipped.is_some())) {
+        // A redelivery or a run that found every export busy changed nothing worth a message.
         return;
     }
     for n in notifiers {
@@ -304,7 +331,35 @@ impl Runner<'_> {
         let started_at = Utc::now();
         let mut outcome = ExportOutcome::new(export.name.clone(), self.source.describe(export));
         let ctx = RunCtx { run_id, started_at, message_id: opts.message_id.as_deref() };
-        let result = self.deliver(export, opts, &ctx, &mut outcome).await;
+        let result = if opts.dry_run {
+            self.deliver(export, opts, &ctx, &mut outcome).await
+        } else {
+            match self.claim(export, opts, run_id).await {
+                Ok(Claim::Acquired) => {
+                    let result = tokio::select! {
+                        r = self.deliver(export, opts, &ctx, &mut outcome) => r,
+                        lost = self.keep_lease(&export.name, run_id, opts.lease_ttl) => Err(Stop::record(lost)),
+                    };
+                    if let Err(e) = self.state.release(&export.name, run_id).await {
+                        tracing::warn!(run_id, export = %export.name, error = %e, "could not release the lease; it expires by itself");
+                    }
+                    result
+                }
+                Ok(Claim::Held { holder, message_id, expires_at }) => {
+                    tracing::warn!(run_id, export = %export.name, holder = %holder, message_id = ?message_id, "another run is delivering this export");
+                    outcome.skipped = Some(Skip::Busy { holder: holder.clone(), until: expires_at });
+                    Err(Stop::quiet(Failure::with_class(
+                        ErrorClass::Transient,
+                        format!(
+                            "export {} is being delivered by run {holder} (its lease runs until {} unless renewed); this run did nothing for it",
+                            export.name,
+                            expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                    )))
+                }
+                Err(e) => Err(Stop::quiet(e)),
+            }
+        };
         outcome.seconds = t0.elapsed().as_secs_f64();
         match result {
             Ok(()) => {
@@ -347,6 +402,58 @@ impl Runner<'_> {
         }
     }
 
+    /// Takes the export's lease, trying again for up to `opts.lease_wait` while another run
+    /// holds it.
+    async fn claim(&self, export: &ExportSpec, opts: &RunOptions, run_id: &str) -> Result<Claim, Failure> {
+        let deadline = Instant::now() + opts.lease_wait;
+        loop {
+            let claim = self.state.acquire(&export.name, run_id, opts.message_id.as_deref(), opts.lease_ttl).await?;
+            if claim == Claim::Acquired || Instant::now() >= deadline {
+                return Ok(claim);
+            }
+            // Jitter, so that two runs that keep colliding stop doing so.
+            let jitter =
+                u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos() % 400);
+            tokio::time::sleep(Duration::from_millis(200 + jitter)).await;
+        }
+    }
+
+    /// Renews the export's lease every third of its lifetime; returns only if the lease is lost.
+    async fn keep_lease(&self, export: &str, run_id: &str, ttl: Duration) -> Failure {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match self.state.renew(export, run_id, ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Failure::with_class(
+                        ErrorClass::Transient,
+                        format!(
+                            "export {export}: the run's lease expired before it finished, so it stopped; the next run delivers these rows"
+                        ),
+                    )
+                }
+                Err(e) => tracing::warn!(run_id, export, error = %e, "could not renew the lease; trying again"),
+            }
+        }
+    }
+
+    /// When this run's message was already delivered for `export`, fills `o` from that record.
+    async fn already_delivered(&self, export: &ExportSpec, opts: &RunOptions, o: &mut ExportOutcome) -> Result<bool, Failure> {
+        let Some(message_id) = &opts.message_id else { return Ok(false) };
+        let records = self.state.by_message(&export.name, message_id).await?;
+        let Some(done) = records.iter().rev().find(|r| matches!(r.status, RunStatus::Success | RunStatus::Empty)) else {
+            return Ok(false);
+        };
+        tracing::info!(export = %export.name, message_id, run_id = %done.run_id, "message already delivered; nothing to do");
+        o.status = done.status;
+        o.rows = done.rows_exported;
+        o.bytes = done.bytes;
+        o.file = done.file_name.clone();
+        o.sha256 = done.sha256.clone();
+        o.skipped = Some(Skip::AlreadyDelivered { run_id: done.run_id.clone() });
+        Ok(true)
+    }
+
     /// Settles runs that stopped between their PENDING record and their outcome.
     async fn reconcile(&self, export: &ExportSpec, sink: &dyn Sink, outcome: &mut ExportOutcome) -> Result<(), Failure> {
         for pending in self.state.pending(&export.name).await? {
@@ -376,6 +483,9 @@ impl Runner<'_> {
     async fn deliver(&self, export: &ExportSpec, opts: &RunOptions, ctx: &RunCtx<'_>, o: &mut ExportOutcome) -> Result<(), Stop> {
         if !opts.dry_run {
             self.reconcile(export, self.connected_sink()?, o).await.map_err(Stop::record)?;
+            if self.already_delivered(export, opts, o).await.map_err(Stop::quiet)? {
+                return Ok(());
+            }
         }
         let plan = self.plan_export(export, opts).await.map_err(Stop::record)?;
         o.window = plan.window.clone();
@@ -430,7 +540,7 @@ impl Runner<'_> {
                     sent += chunk.len() as u64;
                     upload.write(&chunk).await?;
                     if first {
-                        failpoint::hit("upload:during", &export.name)?;
+                        failpoint::hit("upload:during", &export.name).await?;
                         first = false;
                     }
                 }
@@ -440,7 +550,7 @@ impl Runner<'_> {
             }
             let (tail, totals) = encoder.finish();
             upload.write(&tail).await?;
-            failpoint::hit("upload:during", &export.name)?;
+            failpoint::hit("upload:during", &export.name).await?;
             Ok(totals)
         }
         .await;
@@ -455,7 +565,7 @@ impl Runner<'_> {
         o.bytes = totals.bytes;
         o.sha256 = Some(totals.sha256.clone());
         o.file = Some(file.clone());
-        if let Err(e) = failpoint::hit("upload:after", &export.name) {
+        if let Err(e) = failpoint::hit("upload:after", &export.name).await {
             upload.abort().await;
             return Err(Stop::record(e));
         }
@@ -468,7 +578,7 @@ impl Runner<'_> {
         // the PENDING record for the next run to reconcile.
         let published = upload.commit().await.map_err(Stop::record)?;
         o.bytes = published.bytes;
-        failpoint::hit("publish:after", &export.name).map_err(Stop::quiet)?;
+        failpoint::hit("publish:after", &export.name).await.map_err(Stop::quiet)?;
         let done = self.record(export, ctx, RunStatus::Success, o, None);
         self.state.append(&done).await.map_err(|e| {
             Stop::quiet(Failure::with_class(

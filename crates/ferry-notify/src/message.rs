@@ -4,7 +4,7 @@
 //! The texts are built only from the [`RunReport`], whose error texts the runner has already
 //! redacted; nothing here sees a secret.
 
-use ferry_core::run::{ExportOutcome, RunReport};
+use ferry_core::run::{ExportOutcome, RunReport, Skip};
 use ferry_core::{ErrorClass, RunStatus};
 use serde_json::{json, Value};
 
@@ -94,6 +94,9 @@ fn export_lines(o: &ExportOutcome) -> Vec<String> {
     lines.push(format!("  duration: {}", seconds(o.seconds)));
     for r in &o.reconciled {
         lines.push(format!("  note:     settled interrupted run {r}"));
+    }
+    if let Some(Skip::AlreadyDelivered { run_id }) = &o.skipped {
+        lines.push(format!("  note:     already delivered for this trigger message by run {run_id}; nothing sent again"));
     }
     lines
 }
@@ -207,6 +210,7 @@ mod tests {
             error_class: (status == RunStatus::Failed).then_some(ErrorClass::Permanent),
             seconds: 1.25,
             reconciled: Vec::new(),
+            skipped: None,
         }
     }
 
