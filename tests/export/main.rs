@@ -6,5 +6,7 @@ mod common;
 mod config;
 mod failures;
 mod incremental;
+mod leases;
 mod notify;
+mod serve;
 mod types;

@@ -9,8 +9,10 @@
 //! acquired_at, expires_at), one row per live claim. Every time in it is the server's
 //! `CURRENT_TIMESTAMP()`, so the clocks of the instances do not matter. To acquire, a holder
 //! inserts its row and then reads the live rows of the export: it holds the lease only if its
-//! row is the only one; otherwise it deletes its row. Two racing holders cannot both see only
-//! themselves (each inserted before it read), so at most one wins.
+//! row is the only one. Two racing holders cannot both see only themselves (each inserted
+//! before it read), so at most one wins. While it may wait, the oldest claim keeps its row and
+//! reads again; younger claims delete theirs and insert anew later, so contenders queue behind
+//! the oldest instead of all giving way at once.
 
 use std::time::Duration;
 
@@ -197,7 +199,8 @@ impl StateStore for MetadataStore {
         self.records(&sql, &[QueryParam::new("export", "STRING", export), QueryParam::new("message", "STRING", message_id)]).await
     }
 
-    async fn acquire(&self, export: &str, holder: &str, message_id: Option<&str>, ttl: Duration) -> Result<Claim, Failure> {
+    async fn acquire(&self, export: &str, holder: &str, message_id: Option<&str>, ttl: Duration, wait: Duration) -> Result<Claim, Failure> {
+        let deadline = std::time::Instant::now() + wait;
         let l = &self.leases;
         let who = [QueryParam::new("export", "STRING", export), QueryParam::new("holder", "STRING", holder)];
         let insert = format!(
@@ -207,28 +210,46 @@ impl StateStore for MetadataStore {
         let mut params = who.to_vec();
         params.push(p("message", "STRING", message_id.map(str::to_owned)));
         params.push(QueryParam::new("ttl", "INT64", ttl.as_secs().max(1).to_string()));
-        self.bq.execute(&insert, &params).await.map_err(|e| self.fail(e))?;
         let live = format!(
             "SELECT holder, message_id, expires_at FROM {l} WHERE export_name = @export AND expires_at > CURRENT_TIMESTAMP() \
              ORDER BY acquired_at, holder"
         );
-        let rows = self.bq.query(&live, &who[..1], 100).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
-        let others: Vec<&Vec<Cell>> = rows.iter().filter(|r| text(r.first()).as_deref() != Some(holder)).collect();
-        if others.is_empty() && rows.len() == 1 {
-            // Expired rows are only clutter now: nobody can hold them.
-            let purge = format!("DELETE FROM {l} WHERE export_name = @export AND expires_at <= CURRENT_TIMESTAMP()");
-            if let Err(e) = self.bq.execute(&purge, &who[..1]).await {
-                tracing::warn!(export, error = %e, "could not purge expired leases");
+        let mut inserted = false;
+        loop {
+            if !inserted {
+                self.bq.execute(&insert, &params).await.map_err(|e| self.fail(e))?;
+                inserted = true;
             }
-            return Ok(Claim::Acquired);
+            let rows = self.bq.query(&live, &who[..1], 100).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
+            let mine = |r: &Vec<Cell>| text(r.first()).as_deref() == Some(holder);
+            if rows.len() == 1 && mine(&rows[0]) {
+                // Expired rows are only clutter now: nobody can hold them.
+                let purge = format!("DELETE FROM {l} WHERE export_name = @export AND expires_at <= CURRENT_TIMESTAMP()");
+                if let Err(e) = self.bq.execute(&purge, &who[..1]).await {
+                    tracing::warn!(export, error = %e, "could not purge expired leases");
+                }
+                return Ok(Claim::Acquired);
+            }
+            let first_other = rows.iter().find(|r| !mine(r));
+            let out_of_time = std::time::Instant::now() >= deadline;
+            // The oldest claim keeps its row and waits to be alone; younger ones step back, so
+            // two contenders never both give way.
+            let oldest = rows.first().is_some_and(|r| mine(r));
+            if out_of_time || !oldest {
+                self.release(export, holder).await?;
+                inserted = false;
+            }
+            if out_of_time {
+                return Ok(Claim::Held {
+                    holder: first_other.and_then(|r| text(r.first())).unwrap_or_default(),
+                    message_id: first_other.and_then(|r| text(r.get(1))),
+                    expires_at: ts(first_other.and_then(|r| r.get(2))),
+                });
+            }
+            let jitter =
+                u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos() % 300);
+            tokio::time::sleep(Duration::from_millis(200 + jitter)).await;
         }
-        self.release(export, holder).await?;
-        let first = others.first().copied();
-        Ok(Claim::Held {
-            holder: first.and_then(|r| text(r.first())).unwrap_or_default(),
-            message_id: first.and_then(|r| text(r.get(1))),
-            expires_at: ts(first.and_then(|r| r.get(2))),
-        })
     }
 
     async fn renew(&self, export: &str, holder: &str, ttl: Duration) -> Result<bool, Failure> {

@@ -142,11 +142,18 @@ pub trait StateStore: Send + Sync {
     /// Records of `export` appended by runs triggered by the message `message_id`.
     async fn by_message(&self, export: &str, message_id: &str) -> Result<Vec<RunRecord>, Failure>;
 
-    /// Takes the export's lease for `holder` for `ttl`, unless another holder has a live one.
-    /// At most one holder has a live lease on an export at any time, across every process
-    /// sharing the store; an expired lease counts as free. When two holders race, at most one
-    /// gets [`Claim::Acquired`] (possibly neither: both may then try again).
-    async fn acquire(&self, export: &str, holder: &str, message_id: Option<&str>, ttl: std::time::Duration) -> Result<Claim, Failure>;
+    /// Takes the export's lease for `holder` for `ttl`, waiting up to `wait` (which must be
+    /// well below `ttl`) while another holder has a live one. At most one holder has a live
+    /// lease on an export at any time, across every process sharing the store; an expired lease
+    /// counts as free.
+    async fn acquire(
+        &self,
+        export: &str,
+        holder: &str,
+        message_id: Option<&str>,
+        ttl: std::time::Duration,
+        wait: std::time::Duration,
+    ) -> Result<Claim, Failure>;
     /// Extends a live lease by `ttl` from now. `Ok(false)` when `holder` no longer holds it
     /// (it expired, and another holder may have taken it): the holder must stop before it
     /// publishes anything.

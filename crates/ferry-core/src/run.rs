@@ -334,7 +334,11 @@ impl Runner<'_> {
         let result = if opts.dry_run {
             self.deliver(export, opts, &ctx, &mut outcome).await
         } else {
-            match self.claim(export, opts, run_id).await {
+            match self
+                .state
+                .acquire(&export.name, run_id, opts.message_id.as_deref(), opts.lease_ttl, opts.lease_wait.min(opts.lease_ttl / 2))
+                .await
+            {
                 Ok(Claim::Acquired) => {
                     let result = tokio::select! {
                         r = self.deliver(export, opts, &ctx, &mut outcome) => r,
@@ -402,22 +406,6 @@ impl Runner<'_> {
         }
     }
 
-    /// Takes the export's lease, trying again for up to `opts.lease_wait` while another run
-    /// holds it.
-    async fn claim(&self, export: &ExportSpec, opts: &RunOptions, run_id: &str) -> Result<Claim, Failure> {
-        let deadline = Instant::now() + opts.lease_wait;
-        loop {
-            let claim = self.state.acquire(&export.name, run_id, opts.message_id.as_deref(), opts.lease_ttl).await?;
-            if claim == Claim::Acquired || Instant::now() >= deadline {
-                return Ok(claim);
-            }
-            // Jitter, so that two runs that keep colliding stop doing so.
-            let jitter =
-                u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos() % 400);
-            tokio::time::sleep(Duration::from_millis(200 + jitter)).await;
-        }
-    }
-
     /// Renews the export's lease every third of its lifetime; returns only if the lease is lost.
     async fn keep_lease(&self, export: &str, run_id: &str, ttl: Duration) -> Failure {
         loop {
@@ -444,7 +432,7 @@ impl Runner<'_> {
         let Some(done) = records.iter().rev().find(|r| matches!(r.status, RunStatus::Success | RunStatus::Empty)) else {
             return Ok(false);
         };
-        tracing::info!(export = %export.name, message_id, run_id = %done.run_id, "message already delivered; nothing to do");
+        tracing::info!(export = %export.name, message_id, delivered_by = %done.run_id, "message already delivered; nothing to do");
         o.status = done.status;
         o.rows = done.rows_exported;
         o.bytes = done.bytes;

@@ -1,0 +1,79 @@
+//! Export leases in the metadata table's sibling `_leases` table, on the BigQuery emulator.
+
+use std::time::Duration;
+
+use ferry_core::{Claim, StateStore};
+use serde_json::json;
+
+use crate::common::{orders, Fixture};
+
+const TTL: Duration = Duration::from_secs(600);
+
+async fn store(f: &Fixture) -> ferry_bigquery::MetadataStore {
+    let config = f.config("orders", json!({}));
+    ferry::metadata_store(&config, &ferry::bigquery(&config).unwrap()).await.expect("metadata store")
+}
+
+#[tokio::test]
+async fn one_holder_at_a_time_and_expired_leases_are_free() {
+    let f = Fixture::new("lease").await;
+    orders(&f, &[(1, "2026-10-01 00:00:00+00")]).await;
+    let s = store(&f).await;
+    let e = &f.export;
+    assert_eq!(s.acquire(e, "a", Some("m1"), TTL, Duration::ZERO).await.unwrap(), Claim::Acquired);
+    match s.acquire(e, "b", None, TTL, Duration::from_millis(600)).await.unwrap() {
+        Claim::Held { holder, message_id, .. } => assert_eq!((holder.as_str(), message_id.as_deref()), ("a", Some("m1"))),
+        other => panic!("b must not get the lease a holds: {other:?}"),
+    }
+    assert!(s.renew(e, "a", TTL).await.unwrap(), "the holder renews");
+    assert!(!s.renew(e, "b", TTL).await.unwrap(), "a non-holder cannot renew");
+    s.release(e, "a").await.unwrap();
+    assert_eq!(s.acquire(e, "b", None, TTL, Duration::ZERO).await.unwrap(), Claim::Acquired, "free after release");
+    s.release(e, "b").await.unwrap();
+
+    assert_eq!(s.acquire(e, "c", None, Duration::from_secs(1), Duration::ZERO).await.unwrap(), Claim::Acquired);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.acquire(e, "d", None, TTL, Duration::ZERO).await.unwrap(), Claim::Acquired, "an expired lease is free");
+    assert!(!s.renew(e, "c", TTL).await.unwrap(), "the expired holder learns it lost the lease");
+}
+
+#[tokio::test]
+async fn racing_holders_get_it_one_at_a_time() {
+    let f = Fixture::new("lease").await;
+    orders(&f, &[(1, "2026-10-01 00:00:00+00")]).await;
+    let s = store(&f).await;
+    let e = f.export.clone();
+    let try_hold = |who: &'static str| {
+        let (s, e) = (s.clone(), e.clone());
+        async move {
+            let claim = s.acquire(&e, who, None, TTL, Duration::from_secs(20)).await.unwrap();
+            assert_eq!(claim, Claim::Acquired, "{who} gets the lease within the wait");
+            let t = std::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.release(&e, who).await.unwrap();
+            t
+        }
+    };
+    let (a, b, c) = tokio::join!(try_hold("a"), try_hold("b"), try_hold("c"));
+    let mut starts = [a, b, c];
+    starts.sort();
+    assert!(starts.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(300)), "the three held it one after another");
+}
+
+#[tokio::test]
+async fn a_run_does_nothing_for_an_export_another_run_holds() {
+    let f = Fixture::new("lease").await;
+    orders(&f, &[(1, "2026-10-01 00:00:00+00")]).await;
+    let config = f.config("orders", json!({}));
+    let s = store(&f).await;
+    assert_eq!(s.acquire(&f.export, "other-run", None, TTL, Duration::ZERO).await.unwrap(), Claim::Acquired);
+    let r = f.run(&config, false).await;
+    assert!(!r.succeeded());
+    let err = r.outcomes[0].error.clone().unwrap_or_default();
+    assert!(err.contains("is being delivered by run other-run"), "{err}");
+    assert!(f.dir.names().is_empty());
+    assert!(f.metadata().await.is_empty(), "nothing recorded for a run that did nothing");
+    s.release(&f.export, "other-run").await.unwrap();
+    assert!(f.run(&config, false).await.succeeded());
+    assert_eq!(f.dir.names().len(), 1);
+}
