@@ -234,7 +234,7 @@ impl StateStore for MetadataStore {
             let out_of_time = std::time::Instant::now() >= deadline;
             // The oldest claim keeps its row and waits to be alone; younger ones step back, so
             // two contenders never both give way.
-            let oldest = rows.first().is_some_and(|r| mine(r));
+            let oldest = rows.first().is_some_and(mine);
             if out_of_time || !oldest {
                 self.release(export, holder).await?;
                 inserted = false;
