@@ -138,10 +138,14 @@ async fn a_message_published_with_ferry_publish_is_delivered_and_recorded() {
     assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
     let message_id = printed.split_whitespace().nth(2).expect("message id").to_owned();
 
-    assert_eq!(wait_for_success(&f, &message_id, 30).await, ["PENDING", "SUCCESS"]);
+    assert_eq!(wait_for_success(&f, &message_id, 120).await, ["PENDING", "SUCCESS"]);
     assert_eq!(ids(&f.delivered_rows()), [1, 2]);
+    // The row is written before the answer is logged.
+    let handled = eventually(Duration::from_secs(30), "a 'push handled' log entry", || async {
+        svc.entries().into_iter().find(|e| e["message"] == "push handled")
+    })
+    .await;
     let entries = svc.entries();
-    let handled = entries.iter().find(|e| e["message"] == "push handled").expect("a 'push handled' log entry");
     assert_eq!(handled["severity"], "INFO");
     assert_eq!(handled["message_id"], message_id.as_str());
     assert_eq!(handled["http_status"], 200);
@@ -162,7 +166,7 @@ async fn a_retryable_failure_is_redelivered_by_the_emulator_and_delivered_once()
     topic.push_to(&format!("{}/", svc.url)).await;
     let message_id = topic.publish(json!({"config": name}).to_string().as_bytes(), json!({})).await;
 
-    assert_eq!(wait_for_success(&f, &message_id, 60).await, ["FAILED", "PENDING", "SUCCESS"]);
+    assert_eq!(wait_for_success(&f, &message_id, 120).await, ["FAILED", "PENDING", "SUCCESS"]);
     assert!(svc.entries().iter().any(|e| e["message"] == "push handled" && e["http_status"] == 503), "the first attempt asked for a retry");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(statuses_for(&f, &message_id).await, ["FAILED", "PENDING", "SUCCESS"], "no further delivery");
@@ -174,7 +178,8 @@ async fn duplicate_deliveries_serial_and_concurrent_deliver_once() {
     let f = Fixture::new("serve").await;
     orders(&f, &[(1, "2026-10-01 00:00:00+00")]).await;
     let (dir, name) = config_dir(&f, None);
-    let svc = Service::start(&dir, &[]).await;
+    // A generous wait: on a busy emulator the first delivery can take a while.
+    let svc = Service::start(&dir, &[("FERRY_LEASE_WAIT_SECONDS", "120".into())]).await;
 
     let m1 = unique("m");
     let body = envelope(&m1, &json!({"config": name}));
@@ -212,7 +217,7 @@ async fn a_redelivery_while_the_first_delivery_still_runs_is_retried_until_it_is
     topic.push_to(&format!("{}/", svc.url)).await;
     let message_id = topic.publish(json!({"config": name}).to_string().as_bytes(), json!({})).await;
 
-    assert_eq!(wait_for_success(&f, &message_id, 60).await, ["PENDING", "SUCCESS"]);
+    assert_eq!(wait_for_success(&f, &message_id, 120).await, ["PENDING", "SUCCESS"]);
     eventually(Duration::from_secs(30), "a redelivery answered after the delivery", || async {
         svc.entries().iter().any(|e| e["message"] == "message already delivered; nothing to do").then_some(())
     })

@@ -246,9 +246,12 @@ impl StateStore for MetadataStore {
                     expires_at: ts(first_other.and_then(|r| r.get(2))),
                 });
             }
+            // About a second between reads keeps waiting cheap for BigQuery; the jitter keeps
+            // contenders from moving in step.
             let jitter =
-                u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos() % 300);
-            tokio::time::sleep(Duration::from_millis(200 + jitter)).await;
+                u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos() % 500);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            tokio::time::sleep(Duration::from_millis(750 + jitter).min(left)).await;
         }
     }
 
