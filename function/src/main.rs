@@ -25,22 +25,29 @@ struct Cli {
     command: Command,
 }
 
+/// Which exports a run covers, and how.
+#[derive(clap::Args)]
+struct Selection {
+    /// Export to run (repeatable); every enabled one by default.
+    #[arg(long = "export")]
+    exports: Vec<String>,
+    /// Ignore the watermark: deliver every row up to the current maximum.
+    #[arg(long)]
+    full: bool,
+    /// Read and encode, deliver and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run date for `{date}` in queries (YYYY-MM-DD); today (UTC) by default.
+    #[arg(long)]
+    date: Option<NaiveDate>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run exports: all enabled ones, or those named with --export.
     Run {
-        /// Export to run (repeatable).
-        #[arg(long = "export")]
-        exports: Vec<String>,
-        /// Ignore the watermark: deliver every row up to the current maximum.
-        #[arg(long)]
-        full: bool,
-        /// Read and encode, deliver and record nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Run date for `{date}` in queries (YYYY-MM-DD); today (UTC) by default.
-        #[arg(long)]
-        date: Option<NaiveDate>,
+        #[command(flatten)]
+        what: Selection,
     },
     /// Show what a run would do: window, SQL, file names.
     Plan {
@@ -88,19 +95,14 @@ enum Command {
         /// `projects/P/topics/T`, or `T` with --project.
         #[arg(long, env = "FERRY_TOPIC")]
         topic: String,
+        /// Project of a short topic name.
         #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
         project: Option<String>,
         /// The config the service should use (`<name>.json` in its config directory).
         #[arg(long = "config-name", default_value = "default")]
         config_name: String,
-        #[arg(long = "export")]
-        exports: Vec<String>,
-        #[arg(long)]
-        full: bool,
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long)]
-        date: Option<NaiveDate>,
+        #[command(flatten)]
+        what: Selection,
         /// Variable holding an access token (e.g. from `gcloud auth print-access-token`);
         /// without it, the metadata server's. Ignored with PUBSUB_EMULATOR_HOST.
         #[arg(long, default_value = "GOOGLE_OAUTH_ACCESS_TOKEN")]
@@ -202,7 +204,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ferry::serve::serve(settings).await?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Publish { topic, project, config_name, exports, full, dry_run, date, token_env } => {
+        Command::Publish { topic, project, config_name, what, token_env } => {
+            let Selection { exports, full, dry_run, date } = what;
             let trigger =
                 ferry::trigger::Trigger { config: config_name, exports: (!exports.is_empty()).then_some(exports), full, date, dry_run };
             if !ferry::trigger::valid_config_name(&trigger.config) {
@@ -294,7 +297,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { .. } | Command::Publish { .. } => unreachable!("handled above"),
-        Command::Run { exports, full, dry_run, date } => {
+        Command::Run { what: Selection { exports, full, dry_run, date } } => {
             let opts = options(exports, full, dry_run, date);
             let show = std::io::stderr().is_terminal();
             let progress: Option<&(dyn Fn(Progress<'_>) + Sync)> = if show { Some(&progress_printer) } else { None };
