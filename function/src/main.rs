@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, env = "FERRY_CONFIG_DIR", default_value = "configs")]
         config_dir: PathBuf,
         /// Seconds a request waits while another instance delivers the same export.
-        #[arg(long, env = "FERRY_LEASE_WAIT_SECONDS", default_value_t = 20)]
+        #[arg(long, env = "FERRY_LEASE_WAIT_SECONDS", default_value_t = 8)]
         lease_wait: u64,
         /// Seconds an export's lease lasts without renewal.
         #[arg(long, env = "FERRY_LEASE_TTL_SECONDS", default_value_t = 600)]

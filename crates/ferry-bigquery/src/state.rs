@@ -10,9 +10,9 @@
 //! `CURRENT_TIMESTAMP()`, so the clocks of the instances do not matter. To acquire, a holder
 //! inserts its row and then reads the live rows of the export: it holds the lease only if its
 //! row is the only one. Two racing holders cannot both see only themselves (each inserted
-//! before it read), so at most one wins. While it may wait, the oldest claim keeps its row and
-//! reads again; younger claims delete theirs and insert anew later, so contenders queue behind
-//! the oldest instead of all giving way at once.
+//! before it read), so at most one wins. A waiting run inserts its claim only when it sees no
+//! live claim; when claims race, the oldest keeps its row and reads again while younger ones
+//! delete theirs, so contenders neither all give way at once nor crowd out the next winner.
 
 use std::time::Duration;
 
@@ -214,37 +214,46 @@ impl StateStore for MetadataStore {
             "SELECT holder, message_id, expires_at FROM {l} WHERE export_name = @export AND expires_at > CURRENT_TIMESTAMP() \
              ORDER BY acquired_at, holder"
         );
+        let mine = |r: &Vec<Cell>| text(r.first()).as_deref() == Some(holder);
+        let held = |rows: &[Vec<Cell>]| {
+            let first_other = rows.iter().find(|r| !mine(r));
+            Claim::Held {
+                holder: first_other.and_then(|r| text(r.first())).unwrap_or_default(),
+                message_id: first_other.and_then(|r| text(r.get(1))),
+                expires_at: ts(first_other.and_then(|r| r.get(2))),
+            }
+        };
         let mut inserted = false;
         loop {
-            if !inserted {
-                self.bq.execute(&insert, &params).await.map_err(|e| self.fail(e))?;
-                inserted = true;
-            }
+            let out_of_time = std::time::Instant::now() >= deadline;
             let rows = self.bq.query(&live, &who[..1], 100).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
-            let mine = |r: &Vec<Cell>| text(r.first()).as_deref() == Some(holder);
-            if rows.len() == 1 && mine(&rows[0]) {
+            if !inserted {
+                // Claim only a lease that looks free, so that waiting claims do not crowd out
+                // the one that is about to win.
+                if !rows.is_empty() {
+                    if out_of_time {
+                        return Ok(held(&rows));
+                    }
+                } else {
+                    self.bq.execute(&insert, &params).await.map_err(|e| self.fail(e))?;
+                    inserted = true;
+                    continue;
+                }
+            } else if rows.len() == 1 && mine(&rows[0]) {
                 // Expired rows are only clutter now: nobody can hold them.
                 let purge = format!("DELETE FROM {l} WHERE export_name = @export AND expires_at <= CURRENT_TIMESTAMP()");
                 if let Err(e) = self.bq.execute(&purge, &who[..1]).await {
                     tracing::warn!(export, error = %e, "could not purge expired leases");
                 }
                 return Ok(Claim::Acquired);
-            }
-            let first_other = rows.iter().find(|r| !mine(r));
-            let out_of_time = std::time::Instant::now() >= deadline;
-            // The oldest claim keeps its row and waits to be alone; younger ones step back, so
-            // two contenders never both give way.
-            let oldest = rows.first().is_some_and(mine);
-            if out_of_time || !oldest {
+            } else if out_of_time || !rows.first().is_some_and(mine) {
+                // Racing claims: the oldest keeps its row and waits to be alone; younger ones
+                // step back, so two contenders never both give way.
                 self.release(export, holder).await?;
                 inserted = false;
-            }
-            if out_of_time {
-                return Ok(Claim::Held {
-                    holder: first_other.and_then(|r| text(r.first())).unwrap_or_default(),
-                    message_id: first_other.and_then(|r| text(r.get(1))),
-                    expires_at: ts(first_other.and_then(|r| r.get(2))),
-                });
+                if out_of_time {
+                    return Ok(held(&rows));
+                }
             }
             // About a second between reads keeps waiting cheap for BigQuery; the jitter keeps
             // contenders from moving in step.
