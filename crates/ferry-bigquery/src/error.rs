@@ -18,11 +18,24 @@ pub enum BigQueryError {
     Auth(String),
 }
 
+/// Two statements changed the same table at once and one lost: BigQuery answers 400 ("Could not
+/// serialize access to table … due to concurrent update", "Transaction is aborted due to
+/// concurrent update") and asks for a retry; the DuckDB-backed emulator says "Failed to commit".
+fn is_concurrent_update(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("concurrent update") || m.contains("could not serialize access") || m.contains("failed to commit")
+}
+
 impl Classify for BigQueryError {
     fn class(&self) -> ErrorClass {
         match self {
-            BigQueryError::Api { status, reason, .. } => {
-                if *status == 429 || *status >= 500 || reason.contains("rateLimitExceeded") || reason.contains("backendError") {
+            BigQueryError::Api { status, reason, message, .. } => {
+                if *status == 429
+                    || *status >= 500
+                    || reason.contains("rateLimitExceeded")
+                    || reason.contains("backendError")
+                    || is_concurrent_update(message)
+                {
                     ErrorClass::Transient
                 } else {
                     ErrorClass::Permanent
@@ -31,5 +44,29 @@ impl Classify for BigQueryError {
             BigQueryError::Transport { .. } => ErrorClass::Transient,
             BigQueryError::Decode { .. } | BigQueryError::Auth(_) => ErrorClass::Permanent,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, message: &str) -> BigQueryError {
+        BigQueryError::Api {
+            op: "jobs.query",
+            status,
+            status_text: String::new(),
+            reason: " (invalidQuery)".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn concurrent_update_conflicts_are_transient() {
+        assert_eq!(api(400, "Could not serialize access to table p:d.t due to concurrent update").class(), ErrorClass::Transient);
+        assert_eq!(api(400, "Transaction is aborted due to concurrent update against table p.d.t").class(), ErrorClass::Transient);
+        assert_eq!(api(400, "Failed to commit: Failed to commit DuckLake transaction.").class(), ErrorClass::Transient);
+        assert_eq!(api(400, "Syntax error: Unexpected keyword").class(), ErrorClass::Permanent);
+        assert_eq!(api(503, "backend").class(), ErrorClass::Transient);
     }
 }
