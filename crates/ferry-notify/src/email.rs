@@ -13,7 +13,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::{message, wants, Backoff, NotifyError};
+use crate::{error_chain, message, wants, Backoff, NotifyError};
 
 /// Sends the run summary by email.
 pub struct EmailNotifier {
@@ -123,21 +123,6 @@ fn tls_parameters(spec: &EmailSpec) -> Result<TlsParameters, NotifyError> {
         b = b.add_root_certificate(cert);
     }
     b.build_rustls().map_err(|e| NotifyError::Setup { field: "notifications.email.tls", reason: e.to_string() })
-}
-
-/// The error and its sources, de-duplicated (lettre's `Display` already includes the first).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[async_trait]

@@ -42,6 +42,22 @@ impl Classify for NotifyError {
     }
 }
 
+/// An error and its sources as one line, each source once (some errors already repeat their
+/// source in their own text). Callers strip secrets first (reqwest: `without_url`).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Whether a channel configured with `when` sends for `report`.
 pub fn wants(when: When, report: &RunReport) -> bool {
     match when {

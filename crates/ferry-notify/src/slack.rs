@@ -7,7 +7,7 @@ use ferry_core::config::SlackSpec;
 use ferry_core::run::RunReport;
 use ferry_core::{ErrorClass, Failure, Notifier};
 
-use crate::{message, wants, Backoff, NotifyError};
+use crate::{error_chain, message, wants, Backoff, NotifyError};
 
 /// Posts the run summary to a Slack channel.
 pub struct SlackNotifier {
@@ -30,7 +30,7 @@ impl SlackNotifier {
     async fn post(&self, payload: &serde_json::Value) -> Result<(), NotifyError> {
         let response = self.client.post(self.spec.webhook_url.expose()).json(payload).send().await.map_err(|e| {
             let class = if e.is_builder() { ErrorClass::Permanent } else { ErrorClass::Transient };
-            NotifyError::Slack { reason: format!("cannot reach the webhook: {}", error_text(e)), class }
+            NotifyError::Slack { reason: format!("cannot reach the webhook: {}", error_chain(&e.without_url())), class }
         })?;
         let status = response.status();
         if status.is_success() {
@@ -45,19 +45,6 @@ impl SlackNotifier {
         };
         Err(NotifyError::Slack { reason: format!("HTTP {status} {:?}{hint}", body.trim()), class })
     }
-}
-
-/// A reqwest error's text and sources, without the URL (which holds the webhook's token).
-fn error_text(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[async_trait]
