@@ -146,7 +146,7 @@ async fn run(s: &ServeSettings, p: Push) -> Response {
         .map(|o| {
             let status = match &o.skipped {
                 Some(Skip::AlreadyDelivered { .. }) => "ALREADY_DELIVERED",
-                Some(Skip::Busy { .. }) => "BUSY",
+                Some(Skip::Busy) => "BUSY",
                 None => o.status.as_str(),
             };
             json!({"export": o.export, "status": status, "rows": o.rows, "file": o.file})

@@ -103,8 +103,9 @@ pub struct ExportOutcome {
 pub enum Skip {
     /// The triggering message was already delivered by run `run_id`: this is a redelivery.
     AlreadyDelivered { run_id: String },
-    /// Another run holds the export's lease; this run must try again later.
-    Busy { holder: String, until: DateTime<Utc> },
+    /// Another run holds the export's lease (the outcome's error names it); this run must try
+    /// again later.
+    Busy,
 }
 
 impl ExportOutcome {
@@ -173,11 +174,16 @@ impl RunReport {
             started_at: now,
             finished_at: now,
             dry_run: opts.dry_run,
-            destination: format!("sftp://{}:{}{}", config.sftp.host, config.sftp.port, config.sftp.path),
+            destination: configured_destination(config),
             outcomes,
             notify_errors: Vec::new(),
         }
     }
+}
+
+/// The destination as configured, for reports of runs that have no connected sink.
+fn configured_destination(config: &Config) -> String {
+    format!("sftp://{}:{}{}", config.sftp.host, config.sftp.port, config.sftp.path)
 }
 
 /// Sends `report` through every notifier, unless it is a dry run. A failing channel is logged
@@ -298,7 +304,7 @@ impl Runner<'_> {
         let mut outcomes = Vec::new();
         let destination = match &self.sink {
             Ok(s) => s.describe(),
-            Err(_) => format!("sftp://{}:{}{}", self.config.sftp.host, self.config.sftp.port, self.config.sftp.path),
+            Err(_) => configured_destination(self.config),
         };
         match self.selected(opts) {
             Err(e) => {
@@ -350,8 +356,8 @@ impl Runner<'_> {
                     result
                 }
                 Ok(Claim::Held { holder, message_id, expires_at }) => {
-                    tracing::warn!(run_id, export = %export.name, holder = %holder, message_id = ?message_id, "another run is delivering this export");
-                    outcome.skipped = Some(Skip::Busy { holder: holder.clone(), until: expires_at });
+                    tracing::warn!(run_id, export = %export.name, holder = %holder, holder_message_id = message_id.as_deref().unwrap_or("-"), "another run is delivering this export");
+                    outcome.skipped = Some(Skip::Busy);
                     Err(Stop::quiet(Failure::with_class(
                         ErrorClass::Transient,
                         format!(
