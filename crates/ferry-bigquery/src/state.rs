@@ -210,9 +210,10 @@ impl StateStore for MetadataStore {
         let mut params = who.to_vec();
         params.push(p("message", "STRING", message_id.map(str::to_owned)));
         params.push(QueryParam::new("ttl", "INT64", ttl.as_secs().max(1).to_string()));
-        let live = format!(
-            "SELECT holder, message_id, expires_at FROM {l} WHERE export_name = @export AND expires_at > CURRENT_TIMESTAMP() \
-             ORDER BY acquired_at, holder"
+        // Every claim of the export, each marked live or expired (by the server's clock).
+        let claims = format!(
+            "SELECT holder, message_id, expires_at, expires_at > CURRENT_TIMESTAMP() AS live FROM {l} \
+             WHERE export_name = @export ORDER BY acquired_at, holder"
         );
         let mine = |r: &Vec<Cell>| text(r.first()).as_deref() == Some(holder);
         let held = |rows: &[Vec<Cell>]| {
@@ -226,7 +227,10 @@ impl StateStore for MetadataStore {
         let mut inserted = false;
         loop {
             let out_of_time = std::time::Instant::now() >= deadline;
-            let rows = self.bq.query(&live, &who[..1], 100).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
+            let all = self.bq.query(&claims, &who[..1], 1000).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
+            let is_live = |r: &Vec<Cell>| text(r.get(3)).as_deref() == Some("true");
+            let expired = all.iter().any(|r| !is_live(r));
+            let rows: Vec<Vec<Cell>> = all.into_iter().filter(is_live).collect();
             if !inserted {
                 // Claim only a lease that looks free, so that waiting claims do not crowd out
                 // the one that is about to win.
@@ -240,10 +244,12 @@ impl StateStore for MetadataStore {
                     continue;
                 }
             } else if rows.len() == 1 && mine(&rows[0]) {
-                // Expired rows are only clutter now: nobody can hold them.
-                let purge = format!("DELETE FROM {l} WHERE export_name = @export AND expires_at <= CURRENT_TIMESTAMP()");
-                if let Err(e) = self.bq.execute(&purge, &who[..1]).await {
-                    tracing::warn!(export, error = %e, "could not purge expired leases");
+                // Expired claims (of runs that died) are only clutter now: nobody can hold them.
+                if expired {
+                    let purge = format!("DELETE FROM {l} WHERE export_name = @export AND expires_at <= CURRENT_TIMESTAMP()");
+                    if let Err(e) = self.bq.execute(&purge, &who[..1]).await {
+                        tracing::warn!(export, error = %e, "could not purge expired leases");
+                    }
                 }
                 return Ok(Claim::Acquired);
             } else if out_of_time || !rows.first().is_some_and(mine) {
