@@ -10,7 +10,8 @@
 //!   help; it is logged and reported through the failure notifications of the default config.
 //! - 401 when push authentication is configured and the token does not verify.
 //!
-//! Response bodies carry statuses only, never error texts: details go to the log and the
+//! Response bodies carry statuses, plus for a rejected message what is wrong with it; never the
+//! text of an internal error: details go to the log and the
 //! notifications.
 
 use std::net::SocketAddr;
