@@ -156,6 +156,9 @@ fn print_report(r: &RunReport) {
                 o.seconds
             ),
         }
+        if o.status == RunStatus::Success && o.skipped.is_none() {
+            println!("  {:<24} time: {}", "", o.stages);
+        }
         if let Some(Skip::AlreadyDelivered { run_id }) = &o.skipped {
             println!("  {:<24} already delivered for this message by run {run_id}", "");
         }
@@ -248,11 +251,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: ok", cli.config.display());
             for x in &config.exports {
                 println!(
-                    "  {:<24} {}{} -> {}",
+                    "  {:<24} {}{} -> {}{}",
                     x.name,
                     if x.incremental { "incremental on " } else { "full" },
                     x.cursor.as_deref().filter(|_| x.incremental).unwrap_or_default(),
-                    x.template.as_str()
+                    x.template.as_str(),
+                    if x.split.is_split() { format!(" ({})", x.split) } else { String::new() }
                 );
             }
             let n = &config.notifications;
@@ -270,7 +274,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for p in plans {
                 println!("{}", p.export);
                 println!("  window: {}{}", p.window, if p.full { " (full)" } else { "" });
-                println!("  file:   {}", p.file_name.as_deref().unwrap_or("(nothing new: no file)"));
+                let split = config.exports.iter().find(|x| x.name == p.export).map(|x| x.split).unwrap_or_default();
+                match &p.file_name {
+                    None => println!("  file:   (nothing new: no file)"),
+                    Some(f) if split.is_split() => println!("  files:  {f}, … ({split})"),
+                    Some(f) => println!("  file:   {f}"),
+                }
                 println!("  sql:    {}", p.sql);
             }
             Ok(ExitCode::SUCCESS)

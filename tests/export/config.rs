@@ -113,6 +113,13 @@ fn bad_configs_name_the_field_and_what_was_expected() {
             "notifications.slack.webhook_url_env: environment variable NO_SUCH_VAR is not set",
         ),
         (json!([1, 2]), "expected a JSON object with `exports`, `sftp` and `metadata_table`"),
+        (with("exports.0.max_rows_per_file", json!(0)), "exports[0].max_rows_per_file: expected a number of rows of at least 1, found 0"),
+        (with("exports.0.max_bytes_per_file", json!(100)), "exports[0].max_bytes_per_file: expected at least 1024 bytes, found 100"),
+        (with("exports.0.max_rows_per_file", json!(-5)), "exports[0].max_rows_per_file: invalid value: integer `-5`, expected u64"),
+        (
+            with("exports.0.max_rows_per_file", json!(1000)),
+            "exports[0].destination_filename: \"ORDERS_{datetime}.csv\" has no {part} placeholder, which max_rows_per_file needs to name each file, e.g. \"ORDERS_{datetime}_{part}.csv\"",
+        ),
     ];
     assert!(cases.len() >= 20);
     for (i, (cfg, expected)) in cases.iter().enumerate() {

@@ -9,4 +9,5 @@ mod incremental;
 mod leases;
 mod notify;
 mod serve;
+mod split;
 mod types;

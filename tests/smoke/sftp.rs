@@ -73,6 +73,25 @@ async fn posix_rename_replaces_an_existing_file_and_create_refuses() {
 }
 
 #[tokio::test]
+async fn without_posix_rename_overwrite_moves_the_old_file_aside_and_removes_it() {
+    let dir = TestDir::create("smoke_sftp");
+    let sink = SftpSink::connect(key_settings(&dir)).await.expect("connect").without_posix_rename();
+    assert!(!sink.offers_posix_rename());
+    // No file yet: the plain rename succeeds.
+    put(&sink, "out.csv", PutMode::Overwrite, &[b"first\n"]).await.expect("first");
+    assert_eq!(dir.read("out.csv"), b"first\n");
+    // OpenSSH refuses the plain rename onto it: the old file goes aside, the new one in, the old one away.
+    put(&sink, "out.csv", PutMode::Overwrite, &[b"second\n"]).await.expect("overwrite by the fallback");
+    assert_eq!(dir.read("out.csv"), b"second\n");
+    assert_eq!(dir.names(), ["out.csv"], "neither the temporary nor the set-aside file is left");
+    // Create still refuses to replace.
+    let err = put(&sink, "out.csv", PutMode::Create, &[b"third\n"]).await.expect_err("create over existing");
+    assert!(matches!(err.downcast_ref::<SftpError>(), Some(SftpError::Exists { .. })), "{err}");
+    assert_eq!(dir.read("out.csv"), b"second\n");
+    sink.close().await;
+}
+
+#[tokio::test]
 async fn password_auth_with_pinned_fingerprint() {
     let dir = TestDir::create("smoke_sftp");
     let password = stack().file("FERRY_SFTP_PASSWORD_FILE");

@@ -92,7 +92,7 @@ pub struct RawExport {
     /// A SELECT whose result is exported; `{date}` becomes the `@run_date` DATE parameter.
     #[serde(default)]
     pub query: Option<String>,
-    /// File name template: `{date}`, `{datetime}`, `{name}`.
+    /// File name template: `{date}`, `{datetime}`, `{name}`, and `{part}` for split exports.
     pub destination_filename: String,
     /// Cursor column for incremental windows (TIMESTAMP, DATETIME, DATE or INT64).
     #[serde(default)]
@@ -123,6 +123,13 @@ pub struct RawExport {
     /// in the overlap are delivered again.
     #[serde(default)]
     pub lookback: Option<u64>,
+    /// Start a new file after this many rows. Needs `{part}` in the file name.
+    #[serde(default)]
+    pub max_rows_per_file: Option<u64>,
+    /// Start a new file before one would grow past this many bytes (of CSV before compression,
+    /// so a GZIP file stays well below it). Needs `{part}` in the file name.
+    #[serde(default)]
+    pub max_bytes_per_file: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -504,6 +511,24 @@ impl RawConfig {
                     b','
                 }
             };
+            if x.max_rows_per_file == Some(0) {
+                err(at("max_rows_per_file"), "expected a number of rows of at least 1, found 0".into());
+            }
+            if let Some(b) = x.max_bytes_per_file.filter(|b| *b < MIN_FILE_BYTES) {
+                err(at("max_bytes_per_file"), format!("expected at least {MIN_FILE_BYTES} bytes, found {b}"));
+            }
+            let split = Split { max_rows: x.max_rows_per_file, max_bytes: x.max_bytes_per_file };
+            if let Some(t) = template.as_ref().filter(|t| split.is_split() && !t.has_part()) {
+                let field = if x.max_rows_per_file.is_some() { "max_rows_per_file" } else { "max_bytes_per_file" };
+                err(
+                    at("destination_filename"),
+                    format!(
+                        "{:?} has no {{part}} placeholder, which {field} needs to name each file, e.g. \"{}\"",
+                        t.as_str(),
+                        with_part(t.as_str())
+                    ),
+                );
+            }
             if let (Some(source), Some(template)) = (source, template) {
                 exports.push(ExportSpec {
                     name: x.name.clone(),
@@ -517,6 +542,7 @@ impl RawConfig {
                     header: x.header,
                     enabled: x.enabled,
                     lookback: x.lookback.unwrap_or(0),
+                    split,
                 });
             }
         }
@@ -825,6 +851,54 @@ pub struct ExportSpec {
     pub enabled: bool,
     /// How far behind the watermark to re-read (see [`RawExport::lookback`]); 0 for none.
     pub lookback: u64,
+    /// When to start a new file.
+    pub split: Split,
+}
+
+/// The smallest `max_bytes_per_file` accepted.
+pub const MIN_FILE_BYTES: u64 = 1024;
+
+/// When a split export starts a new file. A file always holds at least one row, and every file
+/// has its own header row (and is a gzip file of its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Split {
+    /// At most this many rows per file.
+    pub max_rows: Option<u64>,
+    /// At most this many bytes of CSV (before compression) per file, header included.
+    pub max_bytes: Option<u64>,
+}
+
+impl Split {
+    /// True when either limit is set.
+    pub fn is_split(&self) -> bool {
+        self.max_rows.is_some() || self.max_bytes.is_some()
+    }
+
+    /// Whether a file holding `rows` rows and `bytes` bytes may not take a row of `row_bytes`
+    /// more.
+    pub fn is_full(&self, rows: u64, bytes: u64, row_bytes: u64) -> bool {
+        self.max_rows.is_some_and(|m| rows >= m) || self.max_bytes.is_some_and(|m| bytes + row_bytes > m)
+    }
+}
+
+impl fmt::Display for Split {
+    /// `a new file every 1000 rows or 1048576 bytes`; empty when not split.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let limits: Vec<String> =
+            [self.max_rows.map(|r| format!("{r} rows")), self.max_bytes.map(|b| format!("{b} bytes"))].into_iter().flatten().collect();
+        if limits.is_empty() {
+            return Ok(());
+        }
+        write!(f, "a new file every {}", limits.join(" or "))
+    }
+}
+
+/// `template` with `_{part}` before its extensions, for error messages.
+fn with_part(template: &str) -> String {
+    match template.find('.') {
+        Some(dot) => format!("{}_{{part}}{}", &template[..dot], &template[dot..]),
+        None => format!("{template}_{{part}}"),
+    }
 }
 
 /// SFTP credentials.

@@ -22,7 +22,7 @@ use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use crate::config::Compression;
-use crate::cursor::{format_timestamp, parse_rest_timestamp};
+use crate::cursor::{format_timestamp, parse_rest_timestamp, write_timestamp};
 
 /// A cell as a warehouse returns it: scalars as text, arrays and records nested.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +102,11 @@ enum Out {
 /// Streams rows into CSV bytes. Feed rows with [`CsvEncoder::write_row`], take encoded bytes
 /// with [`CsvEncoder::take`] whenever convenient, and finish with [`CsvEncoder::finish`].
 /// Counts rows and hashes (SHA-256) the bytes it hands out, after compression.
+///
+/// For split exports the encoder writes a sequence of parts: [`CsvEncoder::stage_row`] encodes
+/// a row and tells its size, so the caller can end the part with [`CsvEncoder::next_part`]
+/// before adding it with [`CsvEncoder::push_staged`]. Every part has its own header row and,
+/// with gzip, is a complete gzip file; counts and hashes are per part.
 pub struct CsvEncoder {
     columns: Vec<Column>,
     opts: CsvOptions,
@@ -109,32 +114,52 @@ pub struct CsvEncoder {
     out: Out,
     rows: u64,
     bytes: u64,
+    raw: u64,
     sha: Sha256,
 }
 
 impl CsvEncoder {
     /// A new encoder; writes the header row now when enabled.
     pub fn new(columns: Vec<Column>, opts: CsvOptions) -> Self {
-        let out = match opts.compression {
-            Compression::None => Out::Plain(Vec::with_capacity(1 << 18)),
-            Compression::Gzip => Out::Gzip(GzEncoder::new(Vec::with_capacity(1 << 18), flate2::Compression::fast())),
+        let mut enc = Self {
+            columns,
+            opts,
+            line: Vec::with_capacity(1024),
+            out: Self::new_out(opts.compression),
+            rows: 0,
+            bytes: 0,
+            raw: 0,
+            sha: Sha256::new(),
         };
-        let mut enc = Self { columns, opts, line: Vec::with_capacity(1024), out, rows: 0, bytes: 0, sha: Sha256::new() };
-        if opts.header {
-            let names: Vec<String> = enc.columns.iter().map(|c| c.name.clone()).collect();
-            for (i, n) in names.iter().enumerate() {
-                if i > 0 {
-                    enc.line.push(opts.delimiter);
-                }
-                push_field(&mut enc.line, n.as_bytes(), opts.delimiter, false);
-            }
-            enc.line.extend_from_slice(b"\r\n");
-            enc.flush_line();
-        }
+        enc.write_header();
         enc
     }
 
+    fn new_out(compression: Compression) -> Out {
+        match compression {
+            Compression::None => Out::Plain(Vec::with_capacity(1 << 18)),
+            Compression::Gzip => Out::Gzip(GzEncoder::new(Vec::with_capacity(1 << 18), flate2::Compression::fast())),
+        }
+    }
+
+    fn write_header(&mut self) {
+        if !self.opts.header {
+            return;
+        }
+        let staged = std::mem::take(&mut self.line);
+        for (i, c) in self.columns.iter().enumerate() {
+            if i > 0 {
+                self.line.push(self.opts.delimiter);
+            }
+            push_field(&mut self.line, c.name.as_bytes(), self.opts.delimiter, false);
+        }
+        self.line.extend_from_slice(b"\r\n");
+        self.flush_line();
+        self.line = staged;
+    }
+
     fn flush_line(&mut self) {
+        self.raw += self.line.len() as u64;
         match &mut self.out {
             Out::Plain(v) => v.extend_from_slice(&self.line),
             Out::Gzip(g) => g.write_all(&self.line).expect("writing to memory"),
@@ -144,6 +169,15 @@ impl CsvEncoder {
 
     /// Encodes one row; `cells` are in column order.
     pub fn write_row(&mut self, cells: &[Cell]) -> Result<(), String> {
+        self.stage_row(cells)?;
+        self.push_staged();
+        Ok(())
+    }
+
+    /// Encodes one row without adding it yet; returns its size in bytes (before compression).
+    /// Add it with [`CsvEncoder::push_staged`], possibly after [`CsvEncoder::next_part`].
+    pub fn stage_row(&mut self, cells: &[Cell]) -> Result<usize, String> {
+        self.line.clear();
         if cells.len() != self.columns.len() {
             return Err(format!("row has {} cells, the schema has {} columns", cells.len(), self.columns.len()));
         }
@@ -159,7 +193,7 @@ impl CsvEncoder {
                     ColumnType::String => push_field(&mut self.line, t.as_bytes(), d, true),
                     ColumnType::Timestamp => {
                         let us = parse_rest_timestamp(t).ok_or_else(|| format!("column {}: bad TIMESTAMP {t:?}", col.name))?;
-                        self.line.extend_from_slice(format_timestamp(us).as_bytes());
+                        write_timestamp(&mut self.line, us);
                     }
                     _ => push_field(&mut self.line, t.as_bytes(), d, false),
                 },
@@ -171,9 +205,28 @@ impl CsvEncoder {
             }
         }
         self.line.extend_from_slice(b"\r\n");
+        Ok(self.line.len())
+    }
+
+    /// Adds the row staged by [`CsvEncoder::stage_row`] to the current part.
+    pub fn push_staged(&mut self) {
         self.flush_line();
         self.rows += 1;
-        Ok(())
+    }
+
+    /// Size of the current part before compression, header included.
+    pub fn part_bytes(&self) -> u64 {
+        self.raw
+    }
+
+    /// Ends the current part and starts the next one with its own header (and gzip stream).
+    /// A staged row stays staged, for the new part. Returns the last bytes of the finished part
+    /// and its totals.
+    pub fn next_part(&mut self) -> (Vec<u8>, Encoded) {
+        let out = std::mem::replace(&mut self.out, Self::new_out(self.opts.compression));
+        let done = self.finish_out(out);
+        self.write_header();
+        done
     }
 
     /// Bytes buffered so far (before compression for gzip).
@@ -197,17 +250,24 @@ impl CsvEncoder {
 
     /// Ends the stream: returns the last bytes and the totals.
     pub fn finish(mut self) -> (Vec<u8>, Encoded) {
-        let tail = match std::mem::replace(&mut self.out, Out::Plain(Vec::new())) {
+        let out = std::mem::replace(&mut self.out, Out::Plain(Vec::new()));
+        self.finish_out(out)
+    }
+
+    fn finish_out(&mut self, out: Out) -> (Vec<u8>, Encoded) {
+        let tail = match out {
             Out::Plain(v) => v,
             Out::Gzip(g) => g.finish().expect("finishing gzip in memory"),
         };
-        self.bytes += tail.len() as u64;
         self.sha.update(&tail);
-        let sha256 = self.sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        (tail, Encoded { rows: self.rows, bytes: self.bytes, sha256 })
+        let sha = std::mem::take(&mut self.sha);
+        let sha256 = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let encoded = Encoded { rows: self.rows, bytes: self.bytes + tail.len() as u64, sha256 };
+        (self.rows, self.bytes, self.raw) = (0, 0, 0);
+        (tail, encoded)
     }
 
-    /// Rows encoded so far.
+    /// Rows encoded so far in the current part.
     pub fn rows(&self) -> u64 {
         self.rows
     }
@@ -330,5 +390,28 @@ mod tests {
             "s,n,t,a,r\r\n\"a,\"\"b\"\"\nc\",12345678901234567890.123456789,2024-01-02T03:04:05.123456Z,\"[1,2]\",\"{\"\"x\"\":1,\"\"y\"\":\"\"z\\\"\"\"\"}\"\r\n\"\",,,[],\r\n"
         );
         assert_eq!(totals.rows, 2);
+    }
+
+    #[test]
+    fn parts_have_their_own_header_and_totals() {
+        let mut e = CsvEncoder::new(
+            vec![col("s", ColumnType::String)],
+            CsvOptions { delimiter: b',', header: true, compression: Compression::None },
+        );
+        let t = |s: &str| Cell::Text(s.into());
+        assert_eq!(e.part_bytes(), 3);
+        e.write_row(&[t("a")]).unwrap();
+        assert_eq!(e.stage_row(&[t("bb")]).unwrap(), 4);
+        assert_eq!(e.part_bytes(), 6);
+        let mut first = e.take();
+        let (tail, one) = e.next_part();
+        first.extend(tail);
+        assert_eq!(first, b"s\r\na\r\n");
+        assert_eq!((one.rows, one.bytes), (1, 6));
+        assert_eq!(one.sha256, Sha256::digest(b"s\r\na\r\n").iter().map(|b| format!("{b:02x}")).collect::<String>());
+        e.push_staged();
+        let (second, two) = e.finish();
+        assert_eq!(second, b"s\r\nbb\r\n");
+        assert_eq!((two.rows, two.bytes), (1, 7));
     }
 }

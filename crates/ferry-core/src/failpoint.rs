@@ -23,7 +23,7 @@ static ARMED: Mutex<Option<HashMap<(String, String), Action>>> = Mutex::new(None
 static FROM_ENV: Once = Once::new();
 
 /// Every point a run passes, in order.
-pub const POINTS: &[&str] = &["upload:during", "upload:after", "publish:after"];
+pub const POINTS: &[&str] = &["upload:during", "upload:after", "publish:part", "publish:after"];
 
 fn insert(point: &str, export: &str, action: Action) {
     assert!(POINTS.contains(&point), "unknown failpoint {point}");

@@ -17,6 +17,6 @@ pub mod sink;
 pub mod template;
 
 pub use error::{BoxError, Classify, ErrorClass, Failure};
-pub use roles::{Claim, Notifier, RowReader, RunRecord, RunStatus, Source, StateStore, Window};
+pub use roles::{Claim, FileRecord, Notifier, RowReader, RunRecord, RunStatus, Source, StateStore, Window};
 pub use secret::Secret;
 pub use sink::{Published, PutMode, Sink, Upload};

@@ -109,12 +109,26 @@ pub struct RunRecord {
     pub window_lo: Option<String>,
     pub rows_exported: u64,
     pub bytes: u64,
+    /// SHA-256 of the file when the run delivered one file; per file in `files`.
     pub sha256: Option<String>,
+    /// The delivered file's name; for a split export the names, joined by `, `.
     pub file_name: Option<String>,
+    /// Every file of the run, in order. Empty in records written before ferry recorded them.
+    pub files: Vec<FileRecord>,
     pub started_at: DateTime<Utc>,
     pub completed_at: DateTime<Utc>,
     pub error_message: Option<String>,
     pub message_id: Option<String>,
+}
+
+/// One file of a run, as delivered (or, in a PENDING record, as verified before publishing).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileRecord {
+    pub name: String,
+    pub bytes: u64,
+    pub rows: u64,
+    /// Hex SHA-256 of the file's bytes.
+    pub sha256: String,
 }
 
 /// Where runs and watermarks are recorded.

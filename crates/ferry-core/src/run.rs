@@ -1,16 +1,19 @@
 //! One run: for each export, plan → read → encode → deliver → verify → record, then notify.
 //!
 //! Delivery and the watermark move together through the metadata table:
-//! 1. Rows `(lo, hi]` stream into a temporary file on the server.
-//! 2. When every byte is written, a PENDING record stores the file name, size, SHA-256 and `hi`.
-//! 3. The sink verifies the size and publishes the final name.
+//! 1. Rows `(lo, hi]` stream into temporary files on the server (one, or one per part of a
+//!    split export); each is closed and its size verified.
+//! 2. A PENDING record stores every file's name, size, row count and SHA-256, and `hi`.
+//! 3. The sink publishes the files under their final names, in order.
 //! 4. A SUCCESS record moves the watermark to `hi`.
 //!
-//! A failure before 2 removes the temporary file and records FAILED: the watermark stays, and
-//! the next run reads the same rows again. A failure between 2 and 4 leaves a PENDING record;
-//! the next run reconciles it first: if the final file is on the server with the recorded size,
-//! the delivery happened and a SUCCESS record is added (no second copy of those rows is sent);
-//! otherwise the run is recorded FAILED and its rows are read again.
+//! A failure before 2 removes the temporary files and records FAILED: the watermark stays, and
+//! the next run reads the same rows again. A failure in 3 that the sink reports removes the
+//! files not yet published and records FAILED, naming those already published. Any other
+//! failure between 2 and 4 leaves a PENDING record; the next run reconciles it first: if every
+//! file is on the server with the recorded size, the delivery happened and a SUCCESS record is
+//! added (no second copy of those rows is sent); otherwise the run is recorded FAILED and its
+//! rows are read again.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::config::{Config, ExportSpec, OnExisting};
 use crate::cursor::{CursorType, CursorValue};
 use crate::encode::{CsvEncoder, CsvOptions};
-use crate::roles::{Claim, Notifier, RunRecord, RunStatus, Source, StateStore, Window};
+use crate::roles::{Claim, FileRecord, Notifier, RunRecord, RunStatus, Source, StateStore, Window};
 use crate::{failpoint, ErrorClass, Failure, PutMode, Sink};
 
 /// What to run.
@@ -71,8 +74,10 @@ impl Default for RunOptions {
 pub struct ExportPlan {
     pub export: String,
     pub window: Window,
-    /// `None` when there is nothing new to deliver.
+    /// The (first) file's name; `None` when there is nothing new to deliver.
     pub file_name: Option<String>,
+    /// When the plan was made; file names are rendered for this time.
+    pub planned_at: DateTime<Utc>,
     pub sql: String,
     pub full: bool,
 }
@@ -86,8 +91,12 @@ pub struct ExportOutcome {
     pub window: Window,
     pub rows: u64,
     pub bytes: u64,
+    /// The delivered file; for a split export the names, joined by `, `.
     pub file: Option<String>,
+    /// SHA-256 of the delivered file, when there is one file.
     pub sha256: Option<String>,
+    /// Every delivered file, in order.
+    pub files: Vec<FileRecord>,
     /// What went wrong, in words a data engineer can act on; secrets redacted.
     pub error: Option<String>,
     pub error_class: Option<ErrorClass>,
@@ -96,6 +105,45 @@ pub struct ExportOutcome {
     pub reconciled: Vec<String>,
     /// Why this run did nothing for the export, when it did nothing on purpose.
     pub skipped: Option<Skip>,
+    /// Where the time went.
+    pub stages: Stages,
+}
+
+/// Wall time of an export by stage. The stages run one after another (reading overlaps only
+/// with the prefetch of the next page), so they add up to about the export's time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stages {
+    /// Lease, reconciling interrupted runs, watermark and `MAX(cursor)`.
+    pub plan: Duration,
+    /// Starting the read query, until its first page.
+    pub query: Duration,
+    /// Waiting for further pages of rows.
+    pub read: Duration,
+    /// Encoding rows to CSV (and gzip).
+    pub encode: Duration,
+    /// Writing to the server and verifying the temporary files.
+    pub upload: Duration,
+    /// Renaming to the final names.
+    pub publish: Duration,
+    /// Appending PENDING and SUCCESS records.
+    pub record: Duration,
+}
+
+impl std::fmt::Display for Stages {
+    /// `plan 0.4s · query 0.2s · read 15.0s · encode 2.1s · upload 1.2s · publish 0.0s · record 0.6s`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all = [
+            ("plan", self.plan),
+            ("query", self.query),
+            ("read", self.read),
+            ("encode", self.encode),
+            ("upload", self.upload),
+            ("publish", self.publish),
+            ("record", self.record),
+        ];
+        let parts: Vec<String> = all.iter().map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64())).collect();
+        f.write_str(&parts.join(" · "))
+    }
 }
 
 /// Why an export did nothing in a run.
@@ -120,11 +168,13 @@ impl ExportOutcome {
             bytes: 0,
             file: None,
             sha256: None,
+            files: Vec::new(),
             error: None,
             error_class: None,
             seconds: 0.0,
             reconciled: Vec::new(),
             skipped: None,
+            stages: Stages::default(),
         }
     }
 }
@@ -268,8 +318,9 @@ impl Runner<'_> {
         // by the watermark itself, so a quiet table does not re-send its last rows every run.
         let lo = watermark.map(|w| if export.lookback > 0 { w.minus(export.lookback) } else { w });
         let window = Window { lo, hi };
-        let file_name = (!nothing_new).then(|| export.template.render(&export.name, Utc::now()));
-        Ok(ExportPlan { export: export.name.clone(), sql: self.source.read_sql(export, &window), window, file_name, full })
+        let planned_at = Utc::now();
+        let file_name = (!nothing_new).then(|| export.template.render(&export.name, planned_at, 1));
+        Ok(ExportPlan { export: export.name.clone(), sql: self.source.read_sql(export, &window), window, file_name, planned_at, full })
     }
 
     async fn watermark(&self, export: &ExportSpec, column_type: Option<CursorType>) -> Result<Option<CursorValue>, Failure> {
@@ -336,7 +387,7 @@ impl Runner<'_> {
         let t0 = Instant::now();
         let started_at = Utc::now();
         let mut outcome = ExportOutcome::new(export.name.clone(), self.source.describe(export));
-        let ctx = RunCtx { run_id, started_at, message_id: opts.message_id.as_deref() };
+        let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref() };
         let result = if opts.dry_run {
             self.deliver(export, opts, &ctx, &mut outcome).await
         } else {
@@ -373,7 +424,7 @@ impl Runner<'_> {
         outcome.seconds = t0.elapsed().as_secs_f64();
         match result {
             Ok(()) => {
-                tracing::info!(run_id, export = %export.name, status = outcome.status.as_str(), rows = outcome.rows, bytes = outcome.bytes, file = ?outcome.file, "export finished");
+                tracing::info!(run_id, export = %export.name, status = outcome.status.as_str(), rows = outcome.rows, bytes = outcome.bytes, file = ?outcome.file, stages = %outcome.stages, "export finished");
             }
             Err(Stop { failure, record }) => {
                 let msg = self.config.redact(&failure.to_string());
@@ -405,6 +456,7 @@ impl Runner<'_> {
             bytes: o.bytes,
             sha256: o.sha256.clone(),
             file_name: o.file.clone(),
+            files: o.files.clone(),
             started_at: ctx.started_at,
             completed_at: Utc::now(),
             error_message: error,
@@ -443,6 +495,7 @@ impl Runner<'_> {
         o.rows = done.rows_exported;
         o.bytes = done.bytes;
         o.file = done.file_name.clone();
+        o.files = done.files.clone();
         o.sha256 = done.sha256.clone();
         o.skipped = Some(Skip::AlreadyDelivered { run_id: done.run_id.clone() });
         Ok(true)
@@ -451,17 +504,34 @@ impl Runner<'_> {
     /// Settles runs that stopped between their PENDING record and their outcome.
     async fn reconcile(&self, export: &ExportSpec, sink: &dyn Sink, outcome: &mut ExportOutcome) -> Result<(), Failure> {
         for pending in self.state.pending(&export.name).await? {
+            // Records from before ferry listed files name one file and its size.
+            let files: Vec<(String, u64)> = if pending.files.is_empty() {
+                vec![(pending.file_name.clone().unwrap_or_default(), pending.bytes)]
+            } else {
+                pending.files.iter().map(|f| (f.name.clone(), f.bytes)).collect()
+            };
+            let mut found = Vec::new();
+            for (name, bytes) in &files {
+                if sink.stat(name).await? == Some(*bytes) {
+                    found.push(name.as_str());
+                }
+            }
             let file = pending.file_name.clone().unwrap_or_default();
-            let found = sink.stat(&file).await?;
             let mut rec = pending.clone();
             rec.completed_at = Utc::now();
-            if found == Some(pending.bytes) {
+            if found.len() == files.len() {
                 rec.status = RunStatus::Success;
                 rec.error_message =
                     Some(format!("reconciled: {file} was found on the server with the recorded size after an interrupted run"));
-            } else {
+            } else if found.is_empty() {
                 rec.status = RunStatus::Failed;
                 rec.error_message = Some(format!("interrupted before {file} was published; its rows are delivered again"));
+            } else {
+                rec.status = RunStatus::Failed;
+                rec.error_message = Some(format!(
+                    "interrupted while publishing: {} had been published, the other files had not; the rows are delivered again",
+                    found.join(", ")
+                ));
             }
             tracing::warn!(export = %export.name, run_id = %pending.run_id, file = %file, status = rec.status.as_str(), "reconciled an interrupted run");
             self.state.append(&rec).await?;
@@ -482,8 +552,9 @@ impl Runner<'_> {
             }
         }
         let plan = self.plan_export(export, opts).await.map_err(Stop::record)?;
+        o.stages.plan = ctx.started.elapsed();
         o.window = plan.window.clone();
-        let Some(file) = plan.file_name.clone() else {
+        if plan.file_name.is_none() {
             o.status = RunStatus::Empty;
             // An EMPTY record keeps the history complete; it never moves the watermark.
             if !opts.dry_run {
@@ -491,96 +562,243 @@ impl Runner<'_> {
                 self.state.append(&rec).await.map_err(Stop::quiet)?;
             }
             return Ok(());
-        };
+        }
         let run_date = opts.run_date.format("%Y-%m-%d").to_string();
+        let t = Instant::now();
         let mut reader = self.source.read(export, &plan.window, &run_date).await.map_err(Stop::record)?;
+        let mut st = Stages { plan: o.stages.plan, query: t.elapsed(), ..Stages::default() };
         let mut encoder = CsvEncoder::new(
             reader.columns().to_vec(),
             CsvOptions { delimiter: export.delimiter, header: export.header, compression: export.compression },
         );
-        if opts.dry_run {
-            while let Some(page) = reader.next_page().await.map_err(Stop::quiet)? {
-                for row in &page {
-                    encoder.write_row(row).map_err(|e| Stop::quiet(Failure::with_class(ErrorClass::Permanent, e)))?;
-                }
-                encoder.take();
-            }
-            let (_, totals) = encoder.finish();
-            o.rows = totals.rows;
-            o.bytes = totals.bytes;
-            o.status = RunStatus::Success;
-            o.file = Some(file);
-            return Ok(());
-        }
-
-        let sink = self.connected_sink()?;
+        let sink = if opts.dry_run { None } else { Some(self.connected_sink()?) };
         let mode = match self.config.sftp.on_existing {
             OnExisting::Fail => PutMode::Create,
             OnExisting::Overwrite => PutMode::Overwrite,
         };
-        let mut upload = sink.begin(&file, mode).await.map_err(Stop::record)?;
+        let mut parts = Parts { sink, mode, export, at: plan.planned_at, current: None, sealed: Vec::new(), files: Vec::new(), sent: 0 };
         let t0 = Instant::now();
-        let mut sent = 0u64;
-        let streamed: Result<crate::encode::Encoded, Failure> = async {
+        let streamed: Result<(), Failure> = async {
+            let t = Instant::now();
+            parts.start().await?;
+            st.upload += t.elapsed();
             let mut first = true;
-            while let Some(page) = reader.next_page().await? {
-                for row in &page {
-                    encoder
-                        .write_row(row)
-                        .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("encoding a row of {}: {e}", export.name)))?;
+            let mut first_page = true;
+            loop {
+                let t = Instant::now();
+                let Some(page) = reader.next_page().await? else { break };
+                if std::mem::take(&mut first_page) {
+                    st.query += t.elapsed();
+                } else {
+                    st.read += t.elapsed();
                 }
-                if encoder.buffered() >= CHUNK {
-                    let chunk = encoder.take();
-                    sent += chunk.len() as u64;
-                    upload.write(&chunk).await?;
-                    if first {
+                let t = Instant::now();
+                let mut uploading = Duration::ZERO;
+                for row in &page {
+                    let n = encoder
+                        .stage_row(row)
+                        .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("encoding a row of {}: {e}", export.name)))?
+                        as u64;
+                    if encoder.rows() > 0 && export.split.is_full(encoder.rows(), encoder.part_bytes(), n) {
+                        let (tail, totals) = encoder.next_part();
+                        let t = Instant::now();
+                        parts.finish(&tail, totals).await?;
+                        parts.start().await?;
+                        uploading += t.elapsed();
+                    }
+                    if export.split.is_full(encoder.rows(), encoder.part_bytes(), n) {
+                        // Even an empty file cannot take this row.
+                        return Err(Failure::with_class(
+                            ErrorClass::Permanent,
+                            format!(
+                                "export {}: a row of {n} bytes does not fit in a file of max_bytes_per_file = {} bytes (with the header); raise max_bytes_per_file",
+                                export.name,
+                                export.split.max_bytes.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    encoder.push_staged();
+                }
+                let chunk = (encoder.buffered() >= CHUNK).then(|| encoder.take());
+                st.encode += t.elapsed().saturating_sub(uploading);
+                st.upload += uploading;
+                if let Some(chunk) = chunk {
+                    let t = Instant::now();
+                    parts.write(&chunk).await?;
+                    st.upload += t.elapsed();
+                    if first && sink.is_some() {
                         failpoint::hit("upload:during", &export.name).await?;
                         first = false;
                     }
                 }
                 if let Some(p) = self.progress {
-                    p(crate::run::Progress { export: &export.name, rows: encoder.rows(), bytes: sent, elapsed: t0.elapsed() });
+                    p(Progress { export: &export.name, rows: parts.rows() + encoder.rows(), bytes: parts.sent, elapsed: t0.elapsed() });
                 }
             }
-            let (tail, totals) = encoder.finish();
-            upload.write(&tail).await?;
-            failpoint::hit("upload:during", &export.name).await?;
-            Ok(totals)
+            if sink.is_some() {
+                failpoint::hit("upload:during", &export.name).await?;
+            }
+            let t = Instant::now();
+            let (tail, totals) = encoder.next_part();
+            st.encode += t.elapsed();
+            let t = Instant::now();
+            parts.finish(&tail, totals).await?;
+            st.upload += t.elapsed();
+            Ok(())
         }
         .await;
-        let totals = match streamed {
-            Ok(t) => t,
-            Err(e) => {
-                upload.abort().await;
-                return Err(Stop::record(e));
-            }
+        o.stages = st;
+        if let Err(e) = streamed {
+            parts.abort().await;
+            return Err(Stop::record(e));
+        }
+        o.rows = parts.rows();
+        o.bytes = parts.files.iter().map(|f| f.bytes).sum();
+        o.sha256 = match parts.files.as_slice() {
+            [one] => Some(one.sha256.clone()),
+            _ => None,
         };
-        o.rows = totals.rows;
-        o.bytes = totals.bytes;
-        o.sha256 = Some(totals.sha256.clone());
-        o.file = Some(file.clone());
+        o.file = Some(parts.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "));
+        o.files = parts.files.clone();
+        if opts.dry_run {
+            o.status = RunStatus::Success;
+            return Ok(());
+        }
         if let Err(e) = failpoint::hit("upload:after", &export.name).await {
-            upload.abort().await;
+            parts.abort().await;
             return Err(Stop::record(e));
         }
         let pending = self.record(export, ctx, RunStatus::Pending, o, None);
+        let t = Instant::now();
         if let Err(e) = self.state.append(&pending).await {
-            upload.abort().await;
+            parts.abort().await;
             return Err(Stop::record(e));
         }
-        // From here on a FAILED record would hide a file that may be published: failures leave
-        // the PENDING record for the next run to reconcile.
-        let published = upload.commit().await.map_err(Stop::record)?;
-        o.bytes = published.bytes;
+        o.stages.record = t.elapsed();
+        // From here on a FAILED record would hide files that may be published: failures leave
+        // the PENDING record for the next run to reconcile, unless the sink says for sure which
+        // files it published.
+        let t = Instant::now();
+        parts.publish().await.map_err(Stop::record)?;
+        o.stages.publish = t.elapsed();
         failpoint::hit("publish:after", &export.name).await.map_err(Stop::quiet)?;
         let done = self.record(export, ctx, RunStatus::Success, o, None);
-        self.state.append(&done).await.map_err(|e| {
+        let t = Instant::now();
+        let recorded = self.state.append(&done).await;
+        o.stages.record += t.elapsed();
+        recorded.map_err(|e| {
             Stop::quiet(Failure::with_class(
                 e.class(),
-                format!("{file} was delivered, but recording it failed ({e}); the next run reconciles it without sending the rows twice"),
+                format!(
+                    "{} delivered, but recording it failed ({e}); the next run reconciles it without sending the rows twice",
+                    o.file.as_deref().unwrap_or_default()
+                ),
             ))
         })?;
         o.status = RunStatus::Success;
+        Ok(())
+    }
+}
+
+/// More files than this in one run is a configuration mistake (limits far too small).
+const MAX_FILES: usize = 10_000;
+
+/// The files of one export run: the one being written and those written and verified, which
+/// are published together only once the last one is verified.
+struct Parts<'a> {
+    /// `None` in a dry run: files are counted and named, nothing is written.
+    sink: Option<&'a dyn Sink>,
+    mode: PutMode,
+    export: &'a ExportSpec,
+    at: DateTime<Utc>,
+    current: Option<Box<dyn crate::Upload>>,
+    sealed: Vec<Box<dyn crate::Upload>>,
+    files: Vec<FileRecord>,
+    /// Bytes handed to the sink so far, for progress.
+    sent: u64,
+}
+
+impl Parts<'_> {
+    fn next_name(&self) -> String {
+        self.export.template.render(&self.export.name, self.at, self.files.len() as u32 + 1)
+    }
+
+    fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    async fn start(&mut self) -> Result<(), Failure> {
+        if self.files.len() >= MAX_FILES {
+            return Err(Failure::with_class(
+                ErrorClass::Permanent,
+                format!(
+                    "export {}: the window needs more than {MAX_FILES} files; raise max_rows_per_file or max_bytes_per_file",
+                    self.export.name
+                ),
+            ));
+        }
+        if let Some(sink) = self.sink {
+            self.current = Some(sink.begin(&self.next_name(), self.mode).await?);
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Failure> {
+        self.sent += chunk.len() as u64;
+        if let Some(u) = &mut self.current {
+            u.write(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the file's last bytes and verifies it on the destination.
+    async fn finish(&mut self, tail: &[u8], totals: crate::encode::Encoded) -> Result<(), Failure> {
+        self.write(tail).await?;
+        if let Some(mut upload) = self.current.take() {
+            upload.seal().await?;
+            self.sealed.push(upload);
+        }
+        let name = self.next_name();
+        self.files.push(FileRecord { name, bytes: totals.bytes, rows: totals.rows, sha256: totals.sha256 });
+        Ok(())
+    }
+
+    /// Removes every temporary file.
+    async fn abort(&mut self) {
+        for upload in self.current.take().into_iter().chain(self.sealed.drain(..)) {
+            upload.abort().await;
+        }
+    }
+
+    /// Publishes every file in order. When one fails, the rest are removed, and the error says
+    /// which files were already published.
+    async fn publish(&mut self) -> Result<(), Failure> {
+        let mut published = Vec::new();
+        let mut uploads = std::mem::take(&mut self.sealed).into_iter();
+        while let Some(upload) = uploads.next() {
+            let result = match upload.commit().await {
+                Ok(p) => {
+                    published.push(p.name);
+                    failpoint::hit("publish:part", &self.export.name).await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {}
+                Err(e) => {
+                    for rest in uploads {
+                        rest.abort().await;
+                    }
+                    if published.is_empty() {
+                        return Err(e);
+                    }
+                    return Err(Failure::with_class(
+                        e.class(),
+                        format!("{e}; {} had already been published, and the next run delivers their rows again", published.join(", ")),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -589,6 +807,8 @@ impl Runner<'_> {
 struct RunCtx<'a> {
     run_id: &'a str,
     started_at: DateTime<Utc>,
+    /// When the export started, lease included.
+    started: Instant,
     message_id: Option<&'a str>,
 }
 

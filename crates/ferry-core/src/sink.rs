@@ -53,8 +53,14 @@ pub trait Upload: Send {
     /// Appends bytes to the temporary file.
     async fn write(&mut self, chunk: &[u8]) -> Result<(), Failure>;
 
-    /// Verifies the temporary file's size against the bytes written, then publishes it under
-    /// the final name. On error the temporary file has been removed.
+    /// Closes the temporary file and verifies that the destination holds exactly the bytes
+    /// written, without publishing anything; returns the size. After this only
+    /// [`Upload::commit`] or [`Upload::abort`] may follow. On error the temporary file has been
+    /// removed. Lets a caller verify every file of a set before it publishes any of them.
+    async fn seal(&mut self) -> Result<u64, Failure>;
+
+    /// Seals the upload unless [`Upload::seal`] already did, then publishes it under the final
+    /// name. On error the temporary file has been removed.
     async fn commit(self: Box<Self>) -> Result<Published, Failure>;
 
     /// Discards the upload and removes the temporary file.

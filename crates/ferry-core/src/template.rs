@@ -1,5 +1,6 @@
-//! File name templates: `{date}` (YYYYMMDD), `{datetime}` (YYYYMMDD_HHMMSS, UTC), `{name}`.
-//! A template whose result could leave the target directory is rejected when the
+//! File name templates: `{date}` (YYYYMMDD), `{datetime}` (YYYYMMDD_HHMMSS, UTC), `{name}`,
+//! `{part}` (the 1-based number of a file when an export is split, zero-padded to three digits
+//! so that names sort in order: `001`, `002`, … `999`, `1000`). A template whose result could leave the target directory is rejected when the
 //! configuration is loaded.
 
 use chrono::{DateTime, Utc};
@@ -10,6 +11,7 @@ enum Piece {
     Date,
     DateTime,
     Name,
+    Part,
 }
 
 /// A parsed, validated file name template.
@@ -36,7 +38,8 @@ impl FileTemplate {
                 "date" => Piece::Date,
                 "datetime" => Piece::DateTime,
                 "name" => Piece::Name,
-                other => return Err(format!("unknown placeholder {{{other}}}; expected {{date}}, {{datetime}} or {{name}}")),
+                "part" => Piece::Part,
+                other => return Err(format!("unknown placeholder {{{other}}}; expected {{date}}, {{datetime}}, {{name}} or {{part}}")),
             });
             rest = &rest[close + 1..];
         }
@@ -65,8 +68,13 @@ impl FileTemplate {
         Ok(Self { pieces, source: s.to_owned() })
     }
 
-    /// The file name for an export named `name` planned at `at`.
-    pub fn render(&self, name: &str, at: DateTime<Utc>) -> String {
+    /// Whether the template has a `{part}` placeholder, which split exports need.
+    pub fn has_part(&self) -> bool {
+        self.pieces.contains(&Piece::Part)
+    }
+
+    /// The name of file number `part` (from 1) of an export named `name` planned at `at`.
+    pub fn render(&self, name: &str, at: DateTime<Utc>, part: u32) -> String {
         let mut out = String::new();
         for p in &self.pieces {
             match p {
@@ -74,6 +82,7 @@ impl FileTemplate {
                 Piece::Date => out.push_str(&at.format("%Y%m%d").to_string()),
                 Piece::DateTime => out.push_str(&at.format("%Y%m%d_%H%M%S").to_string()),
                 Piece::Name => out.push_str(name),
+                Piece::Part => out.push_str(&format!("{part:03}")),
             }
         }
         out
@@ -93,8 +102,12 @@ mod tests {
     #[test]
     fn renders_and_rejects() {
         let at = Utc.with_ymd_and_hms(2026, 11, 22, 5, 4, 3).unwrap();
-        assert_eq!(FileTemplate::parse("X_{datetime}.csv").unwrap().render("n", at), "X_20261122_050403.csv");
-        assert_eq!(FileTemplate::parse("{name}_{date}.csv.gz").unwrap().render("orders", at), "orders_20261122.csv.gz");
+        assert_eq!(FileTemplate::parse("X_{datetime}.csv").unwrap().render("n", at, 1), "X_20261122_050403.csv");
+        assert_eq!(FileTemplate::parse("{name}_{date}.csv.gz").unwrap().render("orders", at, 1), "orders_20261122.csv.gz");
+        let split = FileTemplate::parse("{name}_{date}_{part}.csv").unwrap();
+        assert!(split.has_part());
+        assert_eq!(split.render("o", at, 2), "o_20261122_002.csv");
+        assert_eq!(split.render("o", at, 1234), "o_20261122_1234.csv");
         assert!(FileTemplate::parse("../x.csv").is_err());
         assert!(FileTemplate::parse("a/b.csv").is_err());
         assert!(FileTemplate::parse("{year}.csv").is_err());

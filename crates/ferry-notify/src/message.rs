@@ -206,11 +206,13 @@ mod tests {
             bytes: rows * 100,
             file: (status == RunStatus::Success).then(|| format!("{name}.csv")),
             sha256: None,
+            files: Vec::new(),
             error: (status == RunStatus::Failed).then(|| "sftp 127.0.0.1:22: permission denied for <user>".into()),
             error_class: (status == RunStatus::Failed).then_some(ErrorClass::Permanent),
             seconds: 1.25,
             reconciled: Vec::new(),
             skipped: None,
+            stages: Default::default(),
         }
     }
 

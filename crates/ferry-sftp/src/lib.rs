@@ -146,13 +146,13 @@ struct Connection {
     handle: client::Handle<Verifier>,
     sftp: SftpSession,
     raw: RawSftpSession,
-    posix_rename: bool,
 }
 
 /// An SFTP destination directory. One SSH connection, opened by [`SftpSink::connect`].
 pub struct SftpSink {
     settings: SftpSettings,
     conn: Arc<Connection>,
+    posix_rename: bool,
 }
 
 impl fmt::Debug for SftpSink {
@@ -233,12 +233,20 @@ impl SftpSink {
             raw.init().await.map_err(|e| SftpError::Connect { server: server.clone(), reason: format!("SFTP subsystem: {e}") })?;
         let posix_rename = version.extensions.get("posix-rename@openssh.com").is_some_and(|v| v == "1");
 
-        Ok(Self { settings, conn: Arc::new(Connection { handle, sftp, raw, posix_rename }) })
+        Ok(Self { settings, conn: Arc::new(Connection { handle, sftp, raw }), posix_rename })
     }
 
     /// Whether the server offers `posix-rename@openssh.com`.
     pub fn offers_posix_rename(&self) -> bool {
-        self.conn.posix_rename
+        self.posix_rename
+    }
+
+    /// Publishes as if the server did not offer `posix-rename@openssh.com`: step 3 of the
+    /// fallback chain. For servers whose extension misbehaves, and to exercise the chain
+    /// against servers that have it.
+    pub fn without_posix_rename(mut self) -> Self {
+        self.posix_rename = false;
+        self
     }
 
     /// The target directory.
@@ -297,6 +305,8 @@ impl Sink for SftpSink {
             nonce: nonce.to_owned(),
             mode,
             written: 0,
+            posix_rename: self.posix_rename,
+            sealed: None,
             finished: false,
         }))
     }
@@ -325,6 +335,9 @@ struct SftpUpload {
     nonce: String,
     mode: PutMode,
     written: u64,
+    posix_rename: bool,
+    /// The verified size, once sealed.
+    sealed: Option<u64>,
     finished: bool,
 }
 
@@ -353,7 +366,7 @@ impl SftpUpload {
                     self.io("rename", &self.final_path, e)
                 }
             }),
-            PutMode::Overwrite if self.conn.posix_rename => self.posix_rename(&self.temp, &self.final_path).await,
+            PutMode::Overwrite if self.posix_rename => self.posix_rename(&self.temp, &self.final_path).await,
             PutMode::Overwrite => {
                 if self.conn.sftp.rename(self.temp.clone(), self.final_path.clone()).await.is_ok() {
                     return Ok(());
@@ -399,8 +412,11 @@ impl Upload for SftpUpload {
         Ok(())
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<Published, Failure> {
-        let mut file = self.file.take().expect("commit twice");
+    async fn seal(&mut self) -> Result<u64, Failure> {
+        if let Some(size) = self.sealed {
+            return Ok(size);
+        }
+        let mut file = self.file.take().expect("seal after abort");
         // shutdown() waits for every outstanding write to be acknowledged, then closes the handle.
         if let Err(e) = file.shutdown().await {
             let err =
@@ -422,6 +438,12 @@ impl Upload for SftpUpload {
             self.remove_temp().await;
             return Err(err.into());
         }
+        self.sealed = Some(size);
+        Ok(size)
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<Published, Failure> {
+        let size = self.seal().await?;
         if let Err(e) = self.publish().await {
             self.remove_temp().await;
             return Err(e.into());
