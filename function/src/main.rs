@@ -59,7 +59,14 @@ enum Command {
         date: Option<NaiveDate>,
     },
     /// Validate the configuration offline.
-    Check,
+    Check {
+        /// Leave out what the deployment provides (secrets, mounted files, SFTP_HOST and the
+        /// other settings read from the environment): for CI and image builds.
+        #[arg(long)]
+        no_secrets: bool,
+    },
+    /// Print the JSON Schema of the configuration file.
+    Schema,
     /// The Cloud Run service: Pub/Sub push requests on `POST /`, `GET /health`.
     Serve {
         /// Port (Cloud Run sets PORT).
@@ -135,6 +142,37 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
         eprintln!("{}: {e}", path.display());
         ExitCode::from(2)
     })
+}
+
+/// What `ferry check` prints about a valid config.
+fn print_check(raw: &ferry_core::config::RawConfig, config: &Config) {
+    for x in &config.exports {
+        println!(
+            "  {:<24} {}{} -> {}{}",
+            x.name,
+            if x.incremental { "incremental on " } else { "full" },
+            x.cursor.as_deref().filter(|_| x.incremental).unwrap_or_default(),
+            x.template.as_str(),
+            if x.split.is_split() { format!(" ({})", x.split) } else { String::new() }
+        );
+    }
+    let n = &config.notifications;
+    if let Some(e) = &n.email {
+        println!("  notify email ({}) via {}:{} to {}", format!("{:?}", e.when).to_lowercase(), e.host, e.port, e.to.join(", "));
+    }
+    if let Some(s) = &n.slack {
+        println!("  notify slack ({})", format!("{:?}", s.when).to_lowercase());
+    }
+    for sc in &raw.schedules {
+        let what = sc.exports.as_ref().map(|e| e.join(", ")).unwrap_or_else(|| "all exports".into());
+        println!(
+            "  schedule {:<15} {} ({}): {what}{}",
+            sc.name,
+            sc.cron,
+            sc.time_zone.as_deref().unwrap_or("Etc/UTC"),
+            if sc.full { ", full" } else { "" }
+        );
+    }
 }
 
 fn print_report(r: &RunReport) {
@@ -236,6 +274,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("published message {id} to {topic}: {}", String::from_utf8_lossy(&data));
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Schema => {
+            print!("{}", ferry_core::config::json_schema());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Check { no_secrets: true } => {
+            let checked = Config::load_raw(&cli.config)
+                .and_then(|raw| raw.validate_with(&|k| std::env::var(k).ok(), ferry_core::config::Deployment::Elsewhere).map(|c| (raw, c)));
+            let (raw, config) = match checked {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{}: {e}", cli.config.display());
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            println!("{}: ok (secrets, mounted files and settings from the environment not checked)", cli.config.display());
+            print_check(&raw, &config);
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let config = match load(&cli.config) {
@@ -243,29 +299,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     match cli.command {
-        Command::Check => {
+        Command::Check { .. } => {
             if let Err(e) = ferry_notify::from_config(&config.notifications) {
                 eprintln!("{}: {e}", cli.config.display());
                 return Ok(ExitCode::from(2));
             }
             println!("{}: ok", cli.config.display());
-            for x in &config.exports {
-                println!(
-                    "  {:<24} {}{} -> {}{}",
-                    x.name,
-                    if x.incremental { "incremental on " } else { "full" },
-                    x.cursor.as_deref().filter(|_| x.incremental).unwrap_or_default(),
-                    x.template.as_str(),
-                    if x.split.is_split() { format!(" ({})", x.split) } else { String::new() }
-                );
-            }
-            let n = &config.notifications;
-            if let Some(e) = &n.email {
-                println!("  notify email ({}) via {}:{} to {}", format!("{:?}", e.when).to_lowercase(), e.host, e.port, e.to.join(", "));
-            }
-            if let Some(s) = &n.slack {
-                println!("  notify slack ({})", format!("{:?}", s.when).to_lowercase());
-            }
+            let raw = Config::load_raw(&cli.config).context("re-reading the config")?;
+            print_check(&raw, &config);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { exports, full, date } => {
@@ -305,7 +346,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { .. } | Command::Publish { .. } => unreachable!("handled above"),
+        Command::Serve { .. } | Command::Publish { .. } | Command::Schema => unreachable!("handled above"),
         Command::Run { what: Selection { exports, full, dry_run, date } } => {
             let opts = options(exports, full, dry_run, date);
             let show = std::io::stderr().is_terminal();

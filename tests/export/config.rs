@@ -117,6 +117,24 @@ fn bad_configs_name_the_field_and_what_was_expected() {
         (with("exports.0.max_bytes_per_file", json!(100)), "exports[0].max_bytes_per_file: expected at least 1024 bytes, found 100"),
         (with("exports.0.max_rows_per_file", json!(-5)), "exports[0].max_rows_per_file: invalid value: integer `-5`, expected u64"),
         (
+            with("schedules", json!([{"name": "nightly", "cron": "0 2 * *"}])),
+            "schedules[0].cron: expected five cron fields (minute hour day-of-month month day-of-week), e.g. \"0 2 * * *\", found \"0 2 * *\"",
+        ),
+        (
+            with("schedules", json!([{"name": "nightly", "cron": "0 2 * * *", "exports": ["order"]}])),
+            "schedules[0].exports[0]: no export is named \"order\"",
+        ),
+        (with("schedules", json!([{"name": "Nightly Run", "cron": "0 2 * * *"}])), "schedules[0].name: expected 1 to 40 lowercase letters"),
+        (
+            with("schedules", json!([{"name": "a", "cron": "0 2 * * *", "time_zone": "Europe Berlin"}])),
+            "schedules[0].time_zone: expected an IANA time zone",
+        ),
+        (
+            with("schedules", json!([{"name": "a", "cron": "0 2 * * *"}, {"name": "a", "cron": "0 3 * * *"}])),
+            "schedules[1].name: duplicate schedule name \"a\"",
+        ),
+        (with("schedules", json!([{"name": "a", "cron": "0 2 * * *", "when": "daily"}])), "schedules[0].when: unknown field `when`"),
+        (
             with("exports.0.max_rows_per_file", json!(1000)),
             "exports[0].destination_filename: \"ORDERS_{datetime}.csv\" has no {part} placeholder, which max_rows_per_file needs to name each file, e.g. \"ORDERS_{datetime}_{part}.csv\"",
         ),
@@ -131,6 +149,122 @@ fn bad_configs_name_the_field_and_what_was_expected() {
     many["sftp"]["port"] = json!(0);
     let got = errors_of(&many);
     assert!(got.contains("2 problems") && got.contains("columns[0]") && got.contains("sftp.port"), "{got}");
+}
+
+#[test]
+fn an_offline_check_leaves_out_only_what_the_deployment_provides() {
+    use ferry_core::config::Deployment;
+    let nothing = |_: &str| None;
+    // The seed form takes host, user, password and host-key trust from the environment, and
+    // names files that exist only where it is deployed.
+    let mut v = with("sftp", json!({"path": "/upload", "known_hosts_file": "/secrets/known-hosts/known_hosts"}));
+    v["notifications"] = json!({"slack": {}, "email": {"smtp_host": "h", "from": "a@b.example", "to": ["c@d.example"], "username": "u", "ca_file": "/secrets/ca.pem"}});
+    let raw = RawConfig::from_json(&v.to_string()).expect("parses");
+    let here = raw.validate(&nothing).expect_err("secrets and files are missing here").to_string();
+    for missing in [
+        "sftp.host",
+        "sftp.username",
+        "sftp.password_env",
+        "sftp.known_hosts_file",
+        "notifications.slack",
+        "notifications.email.password_env",
+        "ca_file",
+    ] {
+        assert!(here.contains(missing), "{missing} not reported in:\n{here}");
+    }
+    raw.validate_with(&nothing, Deployment::Elsewhere).expect("nothing else is wrong");
+
+    // Everything that is the config's own is still checked.
+    let mut bad = v.clone();
+    bad["exports"][0]["columns"] = json!(["id", "a; DROP TABLE x"]);
+    bad["schedules"] = json!([{"name": "n", "cron": "every night"}]);
+    let raw = RawConfig::from_json(&bad.to_string()).expect("parses");
+    let got = raw.validate_with(&nothing, Deployment::Elsewhere).expect_err("bad column and cron").to_string();
+    assert!(got.contains("2 problems") && got.contains("exports[0].columns[1]") && got.contains("schedules[0].cron"), "{got}");
+}
+
+fn workspace_file(rel: &str) -> std::path::PathBuf {
+    ferry_testkit::workspace_root().join(rel)
+}
+
+/// Every config the repository ships passes `ferry check --no-secrets`, and the examples also
+/// pass the full `ferry check` once their secrets and files are supplied.
+#[test]
+fn every_shipped_config_passes_ferry_check() {
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for dir in ["configs", "configs/examples"] {
+        for e in std::fs::read_dir(workspace_file(dir)).expect("configs directory") {
+            let p = e.expect("entry").path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            if name.ends_with(".json") && !name.ends_with(".schema.json") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 6, "expected default.json and the examples, found {files:?}");
+    let bin = ferry_bin();
+    for f in &files {
+        let out =
+            Command::new(&bin).env_clear().args(["--config", f.to_str().unwrap(), "check", "--no-secrets"]).output().expect("ferry check");
+        assert!(out.status.success(), "{}: {}{}", f.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"), "{}", f.display());
+    }
+
+    // The full check: the same file with its secret files pointed at real ones (the only
+    // change), and its environment variables set.
+    let dir = std::env::temp_dir().join(ferry_testkit::unique("ferry-examples"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("known_hosts"),
+        "sftp.partner.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("id_ed25519"), "not read by check\n").unwrap();
+    for f in files.iter().filter(|f| f.parent().is_some_and(|p| p.ends_with("examples"))) {
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        if v["sftp"].get("known_hosts_file").is_some() {
+            v["sftp"]["known_hosts_file"] = json!(dir.join("known_hosts"));
+        }
+        if v["sftp"].get("private_key_file").is_some() {
+            v["sftp"]["private_key_file"] = json!(dir.join("id_ed25519"));
+        }
+        let path = dir.join(f.file_name().unwrap());
+        std::fs::write(&path, v.to_string()).unwrap();
+        let out = Command::new(&bin)
+            .env_clear()
+            .envs([
+                ("SFTP_HOST", "sftp.partner.example"),
+                ("SFTP_USERNAME", "acme"),
+                ("SFTP_PASSWORD", "pw"),
+                ("SFTP_KNOWN_HOSTS", dir.join("known_hosts").to_str().unwrap()),
+                ("EMAIL_PASSWORD", "pw"),
+                ("SLACK_WEBHOOK_URL", "https://hooks.slack.example/services/T/B/X"),
+            ])
+            .args(["--config", path.to_str().unwrap(), "check"])
+            .output()
+            .expect("ferry check");
+        assert!(out.status.success(), "{}: {}{}", f.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `configs/ferry.schema.json` is generated from the code; this fails when they drift apart.
+#[test]
+fn the_checked_in_json_schema_matches_the_code() {
+    let path = workspace_file("configs/ferry.schema.json");
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = ferry_core::config::json_schema();
+    assert!(
+        checked_in == generated,
+        "{} is out of date with the config types: regenerate it with `cargo run -q -p ferry -- schema > configs/ferry.schema.json`",
+        path.display()
+    );
+    // It describes the real shape: the seed's required fields, no unknown fields.
+    let schema: Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(schema["required"], json!(["exports", "sftp", "metadata_table"]));
+    assert_eq!(schema["additionalProperties"], json!(false));
+    assert_eq!(schema["$defs"]["RawExport"]["additionalProperties"], json!(false));
 }
 
 #[test]

@@ -59,12 +59,23 @@ fn one(path: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
     ConfigErrors(vec![ConfigError { path: path.into(), message: message.into() }])
 }
 
+/// Where the configuration is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// In the environment it runs in: secrets are resolved and files must exist.
+    Here,
+    /// Before deployment (CI, an image build): secrets, mounted files and the settings the
+    /// deployment passes as environment variables are not looked at.
+    Elsewhere,
+}
+
 // ------------------------------------------------------------------ the file's shape
 
 /// The configuration file as written. The seed format (exports, sftp, metadata_table) loads
 /// unchanged; everything else is optional with a safe default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "ferry configuration")]
 pub struct RawConfig {
     /// The exports this file defines.
     pub exports: Vec<RawExport>,
@@ -78,10 +89,33 @@ pub struct RawConfig {
     /// Who hears about runs.
     #[serde(default)]
     pub notifications: Option<RawNotifications>,
+    /// When Cloud Scheduler runs this config. Read by `deploy/scheduler.sh`, which makes one
+    /// job per entry; a run ignores it.
+    #[serde(default)]
+    pub schedules: Vec<RawSchedule>,
+}
+
+/// One Cloud Scheduler job for this config.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// Job name suffix: lowercase letters, digits and `-` (the job is `<service>-<config>-<name>`).
+    pub name: String,
+    /// Five-field cron expression, e.g. `0 2 * * *`.
+    pub cron: String,
+    /// IANA time zone the cron expression is read in; `Etc/UTC` by default.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Run only these exports; all enabled exports when absent.
+    #[serde(default)]
+    pub exports: Option<Vec<String>>,
+    /// Ignore the watermark and deliver everything.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// One export.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawExport {
     /// Unique name: letters, digits, `_` and `-`.
@@ -132,12 +166,19 @@ pub struct RawExport {
     pub max_bytes_per_file: Option<u64>,
 }
 
+/// The JSON Schema of the configuration file, generated from [`RawConfig`] and its doc
+/// comments; `configs/ferry.schema.json` is this text.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RawConfig);
+    serde_json::to_string_pretty(&schema).expect("a JSON Schema serializes") + "\n"
+}
+
 fn yes() -> bool {
     true
 }
 
 /// File format.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Format {
     /// RFC 4180 CSV.
@@ -146,7 +187,7 @@ pub enum Format {
 }
 
 /// Compression of the delivered file.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Compression {
     /// Plain bytes.
@@ -157,7 +198,7 @@ pub enum Compression {
 }
 
 /// What to do when the final file name already exists on the server.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum OnExisting {
     /// Fail the export and leave the existing file alone.
@@ -169,7 +210,7 @@ pub enum OnExisting {
 
 /// SFTP settings. Host, user and password may come from `SFTP_HOST`, `SFTP_USERNAME`,
 /// `SFTP_PASSWORD` as in the seed deployment.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSftp {
     /// Target directory on the server.
@@ -218,7 +259,7 @@ fn secs30() -> u64 {
 }
 
 /// BigQuery settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBigQuery {
     /// Project that runs the queries; `GOOGLE_CLOUD_PROJECT`, else the metadata table's project.
@@ -240,7 +281,7 @@ pub struct RawBigQuery {
 }
 
 /// How BigQuery requests are authorised.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BigQueryAuthKind {
     /// The metadata server's token for the attached service account.
@@ -253,7 +294,7 @@ pub enum BigQueryAuthKind {
 }
 
 /// Notification channels.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotifications {
     /// Email over SMTP.
@@ -265,7 +306,7 @@ pub struct RawNotifications {
 }
 
 /// When a channel sends.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum When {
     /// Only after a run in which every export succeeded.
@@ -278,7 +319,7 @@ pub enum When {
 }
 
 /// SMTP transport security.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SmtpTls {
     /// STARTTLS, required.
@@ -291,7 +332,7 @@ pub enum SmtpTls {
 }
 
 /// Email settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEmail {
     /// SMTP server.
@@ -328,7 +369,7 @@ fn port587() -> u16 {
 }
 
 /// Slack settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSlack {
     /// Variable holding the webhook URL; `SLACK_WEBHOOK_URL` by default.
@@ -359,6 +400,15 @@ impl RawConfig {
 
     /// Checks meaning and resolves secrets. `env` looks up environment variables.
     pub fn validate(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        self.validate_with(env, Deployment::Here)
+    }
+
+    /// Checks meaning, and with [`Deployment::Elsewhere`] leaves out what only the deployment
+    /// provides: secrets, mounted files, and the settings the seed deployment passes as
+    /// environment variables. What it returns then holds placeholders and must not be run.
+    pub fn validate_with(&self, env: &dyn Fn(&str) -> Option<String>, deployment: Deployment) -> Result<Config, ConfigErrors> {
+        let elsewhere = deployment == Deployment::Elsewhere;
+        let placeholder = |var: &str| elsewhere.then(|| format!("<{var}>"));
         let mut errs = Vec::new();
         let mut err = |path: String, message: String| errs.push(ConfigError { path, message });
 
@@ -376,7 +426,8 @@ impl RawConfig {
             .project
             .clone()
             .or_else(|| env("GOOGLE_CLOUD_PROJECT"))
-            .or_else(|| metadata_table.as_ref().and_then(|t| t.project.clone()));
+            .or_else(|| metadata_table.as_ref().and_then(|t| t.project.clone()))
+            .or_else(|| placeholder("GOOGLE_CLOUD_PROJECT"));
         if project.is_none() {
             err(
                 "bigquery.project".into(),
@@ -402,6 +453,7 @@ impl RawConfig {
                 }
                 Some(var) => match env(var) {
                     Some(t) if !t.is_empty() => BigQueryAuth::Token(Secret::new(t)),
+                    _ if elsewhere => BigQueryAuth::None,
                     _ => {
                         err("bigquery.token_env".into(), format!("environment variable {var} is not set"));
                         BigQueryAuth::None
@@ -547,13 +599,16 @@ impl RawConfig {
             }
         }
 
+        validate_schedules(&self.schedules, &names, &mut err);
+
         // SFTP
         let s = &self.sftp;
-        let host = s.host.clone().or_else(|| env("SFTP_HOST")).filter(|h| !h.is_empty());
+        let host = s.host.clone().or_else(|| env("SFTP_HOST")).filter(|h| !h.is_empty()).or_else(|| placeholder("SFTP_HOST"));
         if host.is_none() {
             err("sftp.host".into(), "missing: set sftp.host or the SFTP_HOST environment variable".into());
         }
-        let username = s.username.clone().or_else(|| env("SFTP_USERNAME")).filter(|h| !h.is_empty());
+        let username =
+            s.username.clone().or_else(|| env("SFTP_USERNAME")).filter(|h| !h.is_empty()).or_else(|| placeholder("SFTP_USERNAME"));
         if username.is_none() {
             err("sftp.username".into(), "missing: set sftp.username or the SFTP_USERNAME environment variable".into());
         }
@@ -570,6 +625,7 @@ impl RawConfig {
             let passphrase = match &s.private_key_passphrase_env {
                 Some(var) => match env(var) {
                     Some(p) => Some(Secret::new(p)),
+                    None if elsewhere => None,
                     None => {
                         err("sftp.private_key_passphrase_env".into(), format!("environment variable {var} is not set"));
                         None
@@ -577,7 +633,7 @@ impl RawConfig {
                 },
                 None => None,
             };
-            if !key.exists() {
+            if !elsewhere && !key.exists() {
                 err("sftp.private_key_file".into(), format!("file {} does not exist", key.display()));
             }
             Some(SftpAuth::PrivateKey { path: key.clone(), passphrase })
@@ -588,12 +644,15 @@ impl RawConfig {
                 err(path, format!("no credentials: {message}{hint}"))
             };
             resolve_secret(
-                "sftp.password_env",
-                s.password_env.as_deref(),
-                "SFTP_PASSWORD",
-                "sftp.password_file",
-                s.password_file.as_ref(),
+                SecretField {
+                    env_field: "sftp.password_env",
+                    var: s.password_env.as_deref(),
+                    default_var: "SFTP_PASSWORD",
+                    file_field: "sftp.password_file",
+                    file: s.password_file.as_ref(),
+                },
                 env,
+                deployment,
                 &mut secret_err,
             )
             .map(SftpAuth::Password)
@@ -614,6 +673,7 @@ impl RawConfig {
                 err("sftp.host_key_fingerprint".into(), "set either known_hosts_file or host_key_fingerprint, not both".into());
                 None
             }
+            (None, None) if elsewhere => Some(HostKey::Fingerprint("<SFTP_HOST_KEY_FINGERPRINT>".into())),
             (None, None) => {
                 err(
                     "sftp.known_hosts_file".into(),
@@ -622,7 +682,7 @@ impl RawConfig {
                 None
             }
             (Some(f), None) => {
-                if !f.exists() {
+                if !elsewhere && !f.exists() {
                     err("sftp.known_hosts_file".into(), format!("file {} does not exist", f.display()));
                 }
                 Some(HostKey::KnownHosts(f.clone()))
@@ -639,7 +699,7 @@ impl RawConfig {
             }
         };
 
-        let notifications = self.notifications.as_ref().map(|n| validate_notifications(n, env, &mut err)).unwrap_or_default();
+        let notifications = self.notifications.as_ref().map(|n| validate_notifications(n, env, deployment, &mut err)).unwrap_or_default();
 
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
@@ -668,15 +728,65 @@ impl RawConfig {
     }
 }
 
+fn validate_schedules(schedules: &[RawSchedule], exports: &HashSet<String>, err: &mut dyn FnMut(String, String)) {
+    let mut seen = HashSet::new();
+    for (i, sc) in schedules.iter().enumerate() {
+        let at = |f: &str| format!("schedules[{i}].{f}");
+        let name_ok = (1..=40).contains(&sc.name.len())
+            && sc.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !sc.name.starts_with('-')
+            && !sc.name.ends_with('-');
+        if !name_ok {
+            err(at("name"), format!("expected 1 to 40 lowercase letters, digits or '-' (not first or last), found {:?}", sc.name));
+        } else if !seen.insert(sc.name.as_str()) {
+            err(at("name"), format!("duplicate schedule name {:?}", sc.name));
+        }
+        let fields: Vec<&str> = sc.cron.split_whitespace().collect();
+        if fields.len() != 5 || !fields.iter().all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-'))) {
+            err(
+                at("cron"),
+                format!("expected five cron fields (minute hour day-of-month month day-of-week), e.g. \"0 2 * * *\", found {:?}", sc.cron),
+            );
+        }
+        if let Some(tz) = &sc.time_zone {
+            let ok = !tz.is_empty()
+                && tz.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+')));
+            if !ok {
+                err(at("time_zone"), format!("expected an IANA time zone such as \"Europe/Berlin\" or \"Etc/UTC\", found {tz:?}"));
+            }
+        }
+        if let Some(names) = &sc.exports {
+            if names.is_empty() {
+                err(at("exports"), "expected at least one export name, or leave exports out to run all".into());
+            }
+            for (j, n) in names.iter().enumerate() {
+                if !exports.contains(n) {
+                    err(format!("schedules[{i}].exports[{j}]"), format!("no export is named {n:?}"));
+                }
+            }
+        }
+    }
+}
+
+/// Where a secret may come from: a file, else an environment variable.
+struct SecretField<'a> {
+    env_field: &'a str,
+    var: Option<&'a str>,
+    default_var: &'a str,
+    file_field: &'a str,
+    file: Option<&'a PathBuf>,
+}
+
 fn resolve_secret(
-    path_env: &str,
-    var: Option<&str>,
-    default_var: &str,
-    path_file: &str,
-    file: Option<&PathBuf>,
+    field: SecretField<'_>,
     env: &dyn Fn(&str) -> Option<String>,
+    deployment: Deployment,
     err: &mut dyn FnMut(String, String),
 ) -> Option<Secret> {
+    let SecretField { env_field: path_env, var, default_var, file_field: path_file, file } = field;
+    if deployment == Deployment::Elsewhere {
+        return Some(Secret::new(""));
+    }
     if let Some(f) = file {
         return match std::fs::read_to_string(f) {
             Ok(v) => Some(Secret::new(v.trim_end_matches(['\r', '\n']))),
@@ -708,6 +818,7 @@ fn is_email(s: &str) -> bool {
 fn validate_notifications(
     n: &RawNotifications,
     env: &dyn Fn(&str) -> Option<String>,
+    deployment: Deployment,
     err: &mut dyn FnMut(String, String),
 ) -> Notifications {
     let email = n.email.as_ref().map(|e| {
@@ -727,17 +838,20 @@ fn validate_notifications(
         }
         let password = e.username.as_ref().and_then(|_| {
             resolve_secret(
-                "notifications.email.password_env",
-                e.password_env.as_deref(),
-                "EMAIL_PASSWORD",
-                "notifications.email.password_file",
-                e.password_file.as_ref(),
+                SecretField {
+                    env_field: "notifications.email.password_env",
+                    var: e.password_env.as_deref(),
+                    default_var: "EMAIL_PASSWORD",
+                    file_field: "notifications.email.password_file",
+                    file: e.password_file.as_ref(),
+                },
                 env,
+                deployment,
                 err,
             )
         });
         if let Some(ca) = &e.ca_file {
-            if !ca.exists() {
+            if deployment == Deployment::Here && !ca.exists() {
                 err("notifications.email.ca_file".into(), format!("file {} does not exist", ca.display()));
             }
         }
@@ -755,15 +869,18 @@ fn validate_notifications(
     });
     let slack = n.slack.as_ref().and_then(|s| {
         let url = resolve_secret(
-            "notifications.slack.webhook_url_env",
-            s.webhook_url_env.as_deref(),
-            "SLACK_WEBHOOK_URL",
-            "notifications.slack.webhook_url_file",
-            s.webhook_url_file.as_ref(),
+            SecretField {
+                env_field: "notifications.slack.webhook_url_env",
+                var: s.webhook_url_env.as_deref(),
+                default_var: "SLACK_WEBHOOK_URL",
+                file_field: "notifications.slack.webhook_url_file",
+                file: s.webhook_url_file.as_ref(),
+            },
             env,
+            deployment,
             err,
         )?;
-        if !(url.expose().starts_with("https://") || url.expose().starts_with("http://")) {
+        if deployment == Deployment::Here && !(url.expose().starts_with("https://") || url.expose().starts_with("http://")) {
             err("notifications.slack.webhook_url_env".into(), "the webhook URL must start with https://".into());
         }
         Some(SlackSpec { webhook_url: url, when: s.when })
@@ -786,8 +903,13 @@ pub struct Config {
 impl Config {
     /// Loads and validates a file, with the process environment.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        Self::load_raw(path)?.validate(&|k| std::env::var(k).ok())
+    }
+
+    /// Reads and parses a file without validating its meaning.
+    pub fn load_raw(path: &std::path::Path) -> Result<RawConfig, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| one("", format!("cannot read config file {}: {e}", path.display())))?;
-        RawConfig::from_json(&text)?.validate(&|k| std::env::var(k).ok())
+        RawConfig::from_json(&text)
     }
 
     /// Every secret the configuration resolved, for redaction of text that leaves ferry.
