@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Service accounts and the least IAM they need. Safe to run again.
+#
+#   <service>-runtime   the identity ferry runs as on Cloud Run
+#     roles/bigquery.jobUser             (project)  run query jobs
+#     roles/bigquery.dataViewer          (each source dataset, from the configs' source_table
+#                                         and --read-dataset)  read the exported tables
+#     roles/bigquery.dataEditor          (the metadata dataset, from metadata_table)  create the
+#                                         metadata table, append run rows, take run leases
+#     roles/secretmanager.secretAccessor (each --secret)  read the mounted secrets
+#   <service>-push      the identity Pub/Sub signs push requests as (OIDC token)
+#     roles/run.invoker                  (the service only; granted by service.sh once it exists)
+#   Pub/Sub service agent
+#     roles/iam.serviceAccountTokenCreator (on <service>-push)  mint the push OIDC tokens
+#   <service>-deployer  the identity GitHub Actions deploys as (see github-wif.sh)
+#     roles/run.developer                (project)  deploy new revisions
+#     roles/iam.serviceAccountUser       (on <service>-runtime)  run revisions as it
+#     roles/artifactregistry.writer      (the image repository)  push images
+# Cloud Scheduler needs nothing: it publishes to a topic of its own project as its service agent.
+# shellcheck source=deploy/lib.sh source-path=SCRIPTDIR/..
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+parse_flags "$@"
+need gcloud bq jq
+
+datasets_from_configs() {
+  local file
+  while IFS=$'\t' read -r _ file; do
+    jq -r --arg p "$PROJECT" '
+      def ds: split(".") | if length == 3 then "\(.[0]):\(.[1])" elif length == 2 then "\($p):\(.[0])" else empty end;
+      [.exports[] | select(.enabled != false) | .source_table // empty | ds] | .[]
+    ' "$file" || die "cannot read $file"
+  done < <(config_files)
+}
+
+metadata_datasets() {
+  local file
+  while IFS=$'\t' read -r _ file; do
+    jq -r --arg p "$PROJECT" '.metadata_table | split(".") |
+      if length == 3 then "\(.[0]):\(.[1])" elif length == 2 then "\($p):\(.[0])" else empty end' "$file" ||
+      die "cannot read $file"
+  done < <(config_files)
+}
+
+lookup PROJECT_NUMBER gcloud projects describe "$PROJECT" --format=value\(projectNumber\)
+
+for sa in runtime push deployer; do
+  ensure gcloud iam service-accounts describe "${SERVICE}-${sa}@${PROJECT}.iam.gserviceaccount.com" --project="$PROJECT" -- \
+    gcloud iam service-accounts create "${SERVICE}-${sa}" --project="$PROJECT" --display-name="ferry ${sa}"
+done
+
+run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:${RUNTIME_SA}" \
+  --role=roles/bigquery.jobUser --condition=None --quiet
+while read -r ds; do
+  [ -n "$ds" ] || continue
+  run bq add-iam-policy-binding --member="serviceAccount:${RUNTIME_SA}" --role=roles/bigquery.dataViewer "$ds"
+done < <({ datasets_from_configs; printf '%s\n' "${READ_DATASETS[@]+"${READ_DATASETS[@]}"}"; } | sort -u)
+while read -r ds; do
+  [ -n "$ds" ] || continue
+  run bq add-iam-policy-binding --member="serviceAccount:${RUNTIME_SA}" --role=roles/bigquery.dataEditor "$ds"
+done < <(metadata_datasets | sort -u)
+for s in "${SECRETS[@]+"${SECRETS[@]}"}"; do
+  secret="${s#*=}"
+  secret="${secret%%:*}"
+  run gcloud secrets add-iam-policy-binding "$secret" --project="$PROJECT" \
+    --member="serviceAccount:${RUNTIME_SA}" --role=roles/secretmanager.secretAccessor --condition=None --quiet
+done
+
+run gcloud iam service-accounts add-iam-policy-binding "$PUSH_SA" --project="$PROJECT" \
+  --member="serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com" \
+  --role=roles/iam.serviceAccountTokenCreator --condition=None --quiet
+
+run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:${DEPLOYER_SA}" \
+  --role=roles/run.developer --condition=None --quiet
+run gcloud iam service-accounts add-iam-policy-binding "$RUNTIME_SA" --project="$PROJECT" \
+  --member="serviceAccount:${DEPLOYER_SA}" --role=roles/iam.serviceAccountUser --condition=None --quiet
+ensure gcloud artifacts repositories describe "$SERVICE" --project="$PROJECT" --location="$REGION" -- \
+  gcloud artifacts repositories create "$SERVICE" --project="$PROJECT" --location="$REGION" --repository-format=docker
+run gcloud artifacts repositories add-iam-policy-binding "$SERVICE" --project="$PROJECT" --location="$REGION" \
+  --member="serviceAccount:${DEPLOYER_SA}" --role=roles/artifactregistry.writer --quiet
