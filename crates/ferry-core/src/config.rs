@@ -275,7 +275,8 @@ pub struct RawBigQuery {
     /// With `auth: token_env`: the variable holding an OAuth access token.
     #[serde(default)]
     pub token_env: Option<String>,
-    /// Rows per result page; 20000 by default.
+    /// Rows per result page; 10000 by default. ferry holds about two pages at a time (one being
+    /// written, the next being fetched), so this bounds its memory: about 40 MiB at the default.
     #[serde(default)]
     pub page_size: Option<u32>,
 }
@@ -461,7 +462,7 @@ impl RawConfig {
                 },
             },
         };
-        let page_size = self.bigquery.page_size.unwrap_or(20_000);
+        let page_size = self.bigquery.page_size.unwrap_or(10_000);
         if !(1..=100_000).contains(&page_size) {
             err("bigquery.page_size".into(), format!("expected 1 to 100000 rows, found {page_size}"));
         }

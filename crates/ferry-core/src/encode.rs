@@ -116,6 +116,21 @@ pub struct CsvEncoder {
     bytes: u64,
     raw: u64,
     sha: Sha256,
+    special: Special,
+}
+
+/// The bytes that put a CSV field in quotes: the delimiter, `"`, CR and LF.
+#[derive(Clone, Copy)]
+struct Special([bool; 256]);
+
+impl Special {
+    fn new(delimiter: u8) -> Self {
+        let mut t = [false; 256];
+        for b in [delimiter, b'"', b'\n', b'\r'] {
+            t[b as usize] = true;
+        }
+        Special(t)
+    }
 }
 
 impl CsvEncoder {
@@ -130,6 +145,7 @@ impl CsvEncoder {
             bytes: 0,
             raw: 0,
             sha: Sha256::new(),
+            special: Special::new(opts.delimiter),
         };
         enc.write_header();
         enc
@@ -151,7 +167,7 @@ impl CsvEncoder {
             if i > 0 {
                 self.line.push(self.opts.delimiter);
             }
-            push_field(&mut self.line, c.name.as_bytes(), self.opts.delimiter, false);
+            push_field(&mut self.line, c.name.as_bytes(), &self.special, false);
         }
         self.line.extend_from_slice(b"\r\n");
         self.flush_line();
@@ -190,17 +206,17 @@ impl CsvEncoder {
             match cell {
                 Cell::Null => {}
                 Cell::Text(t) if !col.repeated => match &col.ty {
-                    ColumnType::String => push_field(&mut self.line, t.as_bytes(), d, true),
+                    ColumnType::String => push_field(&mut self.line, t.as_bytes(), &self.special, true),
                     ColumnType::Timestamp => {
                         let us = parse_rest_timestamp(t).ok_or_else(|| format!("column {}: bad TIMESTAMP {t:?}", col.name))?;
                         write_timestamp(&mut self.line, us);
                     }
-                    _ => push_field(&mut self.line, t.as_bytes(), d, false),
+                    _ => push_field(&mut self.line, t.as_bytes(), &self.special, false),
                 },
                 other => {
                     scratch.clear();
                     json_value(&mut scratch, other, &col.ty, col.repeated)?;
-                    push_field(&mut self.line, scratch.as_bytes(), d, false);
+                    push_field(&mut self.line, scratch.as_bytes(), &self.special, false);
                 }
             }
         }
@@ -282,19 +298,20 @@ pub struct Encoded {
     pub sha256: String,
 }
 
-fn push_field(out: &mut Vec<u8>, v: &[u8], delimiter: u8, empty_is_quoted: bool) {
-    let needs = v.iter().any(|&b| b == delimiter || b == b'"' || b == b'\n' || b == b'\r') || (empty_is_quoted && v.is_empty());
+fn push_field(out: &mut Vec<u8>, v: &[u8], special: &Special, empty_is_quoted: bool) {
+    let needs = v.iter().any(|&b| special.0[b as usize]) || (empty_is_quoted && v.is_empty());
     if !needs {
         out.extend_from_slice(v);
         return;
     }
     out.push(b'"');
-    for &b in v {
-        if b == b'"' {
-            out.push(b'"');
-        }
-        out.push(b);
+    let mut rest = v;
+    while let Some(i) = rest.iter().position(|&b| b == b'"') {
+        out.extend_from_slice(&rest[..=i]);
+        out.push(b'"');
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.push(b'"');
 }
 
