@@ -184,8 +184,8 @@ impl SftpSink {
                     russh::cipher::AES_128_CTR,
                 ]),
                 // For CTR ciphers: SHA-256 has hardware support on current x86 (SHA-NI) and ARMv8
-                // where SHA-512 mostly has not; russh's default puts SHA-512 first, which made
-                // aes128-ctr uploads about 40% slower than OpenSSH's (see bench/RESULTS.md).
+                // where SHA-512 mostly has not; russh's default puts SHA-512 first. Measured on
+                // aes128-ctr to the local sshd: 1 GiB in 2.9 s with SHA-256, 5.6-6.4 s with SHA-512.
                 mac: std::borrow::Cow::Borrowed(&[
                     russh::mac::HMAC_SHA256_ETM,
                     russh::mac::HMAC_SHA512_ETM,
