@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use ferry_core::config::Config;
+use ferry_core::config::{Config, Deployment};
 use ferry_core::run::{Progress, RunOptions, RunReport, Skip};
 use ferry_core::{RunStatus, StateStore};
 
@@ -278,9 +278,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", ferry_core::config::json_schema());
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Check { no_secrets: true } => {
-            let checked = Config::load_raw(&cli.config)
-                .and_then(|raw| raw.validate_with(&|k| std::env::var(k).ok(), ferry_core::config::Deployment::Elsewhere).map(|c| (raw, c)));
+        Command::Check { no_secrets } => {
+            let deployment = if no_secrets { Deployment::Elsewhere } else { Deployment::Here };
+            let checked =
+                Config::load_raw(&cli.config).and_then(|raw| raw.validate_with(&|k| std::env::var(k).ok(), deployment).map(|c| (raw, c)));
             let (raw, config) = match checked {
                 Ok(x) => x,
                 Err(e) => {
@@ -288,7 +289,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            println!("{}: ok (secrets, mounted files and settings from the environment not checked)", cli.config.display());
+            if no_secrets {
+                println!("{}: ok (secrets, mounted files and settings from the environment not checked)", cli.config.display());
+            } else if let Err(e) = ferry_notify::from_config(&config.notifications) {
+                eprintln!("{}: {e}", cli.config.display());
+                return Ok(ExitCode::from(2));
+            } else {
+                println!("{}: ok", cli.config.display());
+            }
             print_check(&raw, &config);
             return Ok(ExitCode::SUCCESS);
         }
@@ -299,16 +307,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     match cli.command {
-        Command::Check { .. } => {
-            if let Err(e) = ferry_notify::from_config(&config.notifications) {
-                eprintln!("{}: {e}", cli.config.display());
-                return Ok(ExitCode::from(2));
-            }
-            println!("{}: ok", cli.config.display());
-            let raw = Config::load_raw(&cli.config).context("re-reading the config")?;
-            print_check(&raw, &config);
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Plan { exports, full, date } => {
             let opts = options(exports, full, true, date);
             let plans = ferry::plan(&config, &opts).await?;
@@ -346,7 +344,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { .. } | Command::Publish { .. } | Command::Schema => unreachable!("handled above"),
+        Command::Serve { .. } | Command::Publish { .. } | Command::Schema | Command::Check { .. } => unreachable!("handled above"),
         Command::Run { what: Selection { exports, full, dry_run, date } } => {
             let opts = options(exports, full, dry_run, date);
             let show = std::io::stderr().is_terminal();
