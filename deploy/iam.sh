@@ -17,29 +17,16 @@
 #     roles/iam.serviceAccountUser       (on <service>-runtime)  run revisions as it
 #     roles/artifactregistry.writer      (the image repository)  push images
 # Cloud Scheduler needs nothing: it publishes to a topic of its own project as its service agent.
-# shellcheck source=deploy/lib.sh source-path=SCRIPTDIR/..
+# jq filters are single-quoted on purpose.
+# shellcheck source=deploy/lib.sh source-path=SCRIPTDIR/.. disable=SC2016
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_flags "$@"
 need gcloud bq jq
 
-datasets_from_configs() {
-  local file
-  while IFS=$'\t' read -r _ file; do
-    jq -r --arg p "$PROJECT" '
-      def ds: split(".") | if length == 3 then "\(.[0]):\(.[1])" elif length == 2 then "\($p):\(.[0])" else empty end;
-      [.exports[] | select(.enabled != false) | .source_table // empty | ds] | .[]
-    ' "$file" || die "cannot read $file"
-  done < <(config_files)
-}
-
-metadata_datasets() {
-  local file
-  while IFS=$'\t' read -r _ file; do
-    jq -r --arg p "$PROJECT" '.metadata_table | split(".") |
-      if length == 3 then "\(.[0]):\(.[1])" elif length == 2 then "\($p):\(.[0])" else empty end' "$file" ||
-      die "cannot read $file"
-  done < <(config_files)
-}
+# `project:dataset` of a `dataset.table` or `project.dataset.table` name.
+ds='def ds: split(".") | if length == 3 then "\(.[0]):\(.[1])" elif length == 2 then "\($project):\(.[0])" else empty end;'
+source_datasets=$(config_values "$ds"' .exports[] | select(.enabled != false) | .source_table // empty | ds')
+metadata_datasets=$(config_values "$ds"' .metadata_table | ds')
 
 lookup PROJECT_NUMBER gcloud projects describe "$PROJECT" --format=value\(projectNumber\)
 
@@ -53,11 +40,11 @@ run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$
 while read -r ds; do
   [ -n "$ds" ] || continue
   run bq add-iam-policy-binding --member="serviceAccount:${RUNTIME_SA}" --role=roles/bigquery.dataViewer "$ds"
-done < <({ datasets_from_configs; printf '%s\n' "${READ_DATASETS[@]+"${READ_DATASETS[@]}"}"; } | sort -u)
+done < <({ echo "$source_datasets"; printf '%s\n' "${READ_DATASETS[@]+"${READ_DATASETS[@]}"}"; } | sort -u)
 while read -r ds; do
   [ -n "$ds" ] || continue
   run bq add-iam-policy-binding --member="serviceAccount:${RUNTIME_SA}" --role=roles/bigquery.dataEditor "$ds"
-done < <(metadata_datasets | sort -u)
+done < <(echo "$metadata_datasets" | sort -u)
 for s in "${SECRETS[@]+"${SECRETS[@]}"}"; do
   secret="${s#*=}"
   secret="${secret%%:*}"

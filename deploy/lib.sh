@@ -146,6 +146,24 @@ ensure() {
   fi
 }
 
+# `upsert DESCRIBE... -- CREATE... -- UPDATE...`: update what exists, create what does not.
+# A dry run prints the creation, with the update as a comment.
+upsert() {
+  local describe=() create=()
+  while [ "$1" != -- ]; do describe+=("$1"); shift; done
+  shift
+  while [ "$1" != -- ]; do create+=("$1"); shift; done
+  shift
+  if [ "$DRY_RUN" = 1 ]; then
+    echo "# if it exists, instead: $(print_command "$@")"
+    print_command "${create[@]}"
+  elif "${describe[@]}" >/dev/null 2>&1; then
+    run "$@"
+  else
+    run "${create[@]}"
+  fi
+}
+
 # `lookup VAR COMMAND...` sets VAR to the command's output; a dry run prints the assignment and
 # sets VAR to the literal `${VAR}`.
 lookup() {
@@ -168,6 +186,16 @@ need() {
   for c in "$@"; do
     command -v "$c" >/dev/null 2>&1 || die "'$c' is not installed; it is needed here"
   done
+}
+
+# `config_values JQ_FILTER`: the filter's output lines over every config (with $project and
+# $service bound), or exit naming the file it cannot read. Called as `x=$(config_values …)`,
+# so that the exit stops the script before it changes anything.
+config_values() {
+  local file
+  while IFS=$'\t' read -r _ file; do
+    jq -r --arg project "$PROJECT" --arg service "$SERVICE" "$1" "$file" || die "cannot read $file (is it JSON? ferry check tells more)"
+  done < <(config_files)
 }
 
 # The configs the image carries: one `NAME<TAB>PATH` line per configs/NAME.json.

@@ -27,12 +27,9 @@ push_flags=(--project="$PROJECT" --push-endpoint="${SERVICE_URL}/"
   --push-auth-service-account="$PUSH_SA" --push-auth-token-audience="$SERVICE_URL"
   --ack-deadline=600 --min-retry-delay=30s --max-retry-delay=600s
   --dead-letter-topic="$DEAD" --max-delivery-attempts=5)
-if [ "$DRY_RUN" = 0 ] && gcloud pubsub subscriptions describe "$SUBSCRIPTION" --project="$PROJECT" >/dev/null 2>&1; then
-  run gcloud pubsub subscriptions update "$SUBSCRIPTION" "${push_flags[@]}"
-else
-  [ "$DRY_RUN" = 0 ] || echo "# 'update' instead of 'create' if the subscription exists"
-  run gcloud pubsub subscriptions create "$SUBSCRIPTION" --topic="$TOPIC" "${push_flags[@]}"
-fi
+upsert gcloud pubsub subscriptions describe "$SUBSCRIPTION" --project="$PROJECT" -- \
+  gcloud pubsub subscriptions create "$SUBSCRIPTION" --topic="$TOPIC" "${push_flags[@]}" -- \
+  gcloud pubsub subscriptions update "$SUBSCRIPTION" "${push_flags[@]}"
 # Dead-lettering needs the Pub/Sub service agent to publish to the dead-letter topic and to
 # acknowledge on the subscription.
 run gcloud pubsub topics add-iam-policy-binding "$DEAD" --project="$PROJECT" \

@@ -17,7 +17,18 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// Stand-ins for a new project: nothing exists yet.
     fn new() -> Self {
+        Self::with(false)
+    }
+
+    /// Stand-ins for a project where everything the scripts create already exists.
+    fn existing() -> Self {
+        Self::with(true)
+    }
+
+    fn with(exists: bool) -> Self {
+        let describe = if exists { 0 } else { 1 };
         let dir = std::env::temp_dir().join(ferry_testkit::unique("ferry-deploy"));
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         for tool in ["gcloud", "bq"] {
@@ -28,10 +39,10 @@ for a in "$@"; do printf ' %q' "$a" >> "{log}"; done
 echo >> "{log}"
 case "$*" in
   "projects describe "*) echo 123456789012 ;;
-  *" describe "*) exit 1 ;;
+  *" describe "*) exit {describe} ;;
 esac
 "#,
-                log = dir.join("calls").display()
+                log = dir.join("calls").display(),
             );
             let path = dir.join("bin").join(tool);
             std::fs::write(&path, script).unwrap();
@@ -131,6 +142,32 @@ fn dry_runs_print_exactly_the_commands_a_real_run_executes() {
     }
 }
 
+/// On a second deployment, what exists is updated with the command the dry run names for it.
+#[test]
+fn existing_subscriptions_and_jobs_are_updated_as_the_dry_run_says() {
+    let examples = root().join("configs/examples");
+    for script in ["pubsub.sh", "scheduler.sh"] {
+        let a = args(&["--config-dir", examples.to_str().unwrap()]);
+        let dry = Recorder::existing();
+        let mut d = a.clone();
+        d.push("--dry-run");
+        let printed = dry.run(script, &d);
+        assert!(printed.status.success(), "{script}: {}", text(&printed));
+        let updates: String = String::from_utf8_lossy(&printed.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("# if it exists, instead: "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let real = Recorder::existing();
+        let out = real.run(script, &a);
+        assert!(out.status.success(), "{script}: {}", text(&out));
+        let ran: Vec<String> = real.calls().into_iter().filter(|c| c.contains(" update ")).collect();
+        assert!(real.calls().iter().all(|c| !c.contains(" create ")), "{script} created what exists: {:?}", real.calls());
+        assert_eq!(words_of(&updates, Some("123456789012")), ran, "{script}");
+        assert!(!ran.is_empty(), "{script} updated nothing");
+    }
+}
+
 #[test]
 fn the_dry_run_output_is_the_deployment_described_in_the_readme() {
     let r = Recorder::new();
@@ -210,6 +247,22 @@ fn bad_input_stops_before_anything_runs() {
         assert_eq!(out.status.code(), Some(2), "{script} {a:?}: {}", text(&out));
         assert!(text(&out).contains(expected), "{script} {a:?}: expected {expected:?} in {}", text(&out));
         assert!(r.calls().is_empty(), "{script} {a:?} ran {:?}", r.calls());
+    }
+}
+
+#[test]
+fn a_config_that_is_not_json_stops_the_scripts_that_read_configs() {
+    for script in ["iam.sh", "scheduler.sh", "all.sh"] {
+        let r = Recorder::new();
+        let dir = r.dir.join("configs");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(root().join("configs/examples/schedules.json"), dir.join("a.json")).unwrap();
+        std::fs::write(dir.join("broken.json"), "{\"exports\": [").unwrap();
+        let out = r.run(script, &args(&["--config-dir", dir.to_str().unwrap(), "--image", "i:1"]));
+        assert_eq!(out.status.code(), Some(2), "{script}: {}", text(&out));
+        assert!(text(&out).contains("cannot read") && text(&out).contains("broken.json"), "{script}: {}", text(&out));
+        let changes: Vec<String> = r.calls().into_iter().filter(|c| !c.contains(" describe ")).collect();
+        assert!(changes.is_empty(), "{script} changed things before reading every config: {changes:?}");
     }
 }
 
