@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
+use ferry_bigquery::Cell;
 use ferry_core::config::{Config, ConfigErrors, RawConfig};
-use ferry_core::encode::Cell;
 use ferry_core::run::{RunOptions, RunReport};
 use ferry_testkit::{stack, unique, TestDataset, TestDir};
 use serde_json::{json, Value};

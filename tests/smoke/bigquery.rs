@@ -1,5 +1,5 @@
+use ferry_bigquery::Cell;
 use ferry_bigquery::QueryParam;
-use ferry_core::encode::Cell;
 use ferry_testkit::TestDataset;
 
 #[tokio::test]

@@ -1,7 +1,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_core::encode::Cell;
 use ferry_core::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -66,6 +65,15 @@ impl Field {
     pub fn is_repeated(&self) -> bool {
         self.mode.as_deref() == Some("REPEATED")
     }
+}
+
+/// A value as the REST API returns it: scalars as text, arrays and records nested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Null,
+    Text(String),
+    List(Vec<Cell>),
+    Record(Vec<Cell>),
 }
 
 /// One page of rows.

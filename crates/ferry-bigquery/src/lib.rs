@@ -6,12 +6,14 @@
 //! TIMESTAMP values are requested as int64 microseconds (`formatOptions.useInt64Timestamp`);
 //! the float-seconds form that some servers send anyway is accepted too.
 
+mod arrow;
 mod client;
 mod error;
 mod source;
 mod state;
 
-pub use client::{Auth, BigQuery, Field, Page, QueryJob, QueryParam, TableRef};
+pub use arrow::{rest_to_batch, schema_of};
+pub use client::{Auth, BigQuery, Cell, Field, Page, QueryJob, QueryParam, TableRef};
 pub use error::BigQueryError;
 pub use source::BigQuerySource;
 pub use state::MetadataStore;

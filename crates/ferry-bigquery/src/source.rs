@@ -3,12 +3,13 @@
 use async_trait::async_trait;
 use ferry_core::config::{ExportSpec, SourceSpec};
 use ferry_core::cursor::{CursorType, CursorValue};
-use ferry_core::encode::{Column, ColumnType};
 use ferry_core::ident::quote_column;
-use ferry_core::{ErrorClass, Failure, RowReader, Source, Window};
+use ferry_core::rows::{RecordBatch, SchemaRef};
+use ferry_core::{BatchReader, ErrorClass, Failure, Source, Window};
 use tokio::task::JoinHandle;
 
-use crate::client::{BigQuery, Field, Page, QueryJob, QueryParam};
+use crate::arrow::{rest_to_batch, schema_of};
+use crate::client::{BigQuery, Cell, QueryJob, QueryParam};
 use crate::BigQueryError;
 
 /// Reads exports from BigQuery.
@@ -48,14 +49,6 @@ impl BigQuerySource {
     }
 }
 
-fn to_column(f: &Field) -> Column {
-    Column {
-        name: f.name.clone(),
-        ty: ColumnType::from_bigquery(&f.type_name, f.fields.iter().map(to_column).collect()),
-        repeated: f.is_repeated(),
-    }
-}
-
 #[async_trait]
 impl Source for BigQuerySource {
     async fn upper_bound(&self, export: &ExportSpec, run_date: &str) -> Result<Option<CursorValue>, Failure> {
@@ -71,20 +64,20 @@ impl Source for BigQuerySource {
         })?;
         let rows = job.collect().await.map_err(|e| context(e, export))?;
         match rows.first().and_then(|r| r.first()) {
-            Some(ferry_core::encode::Cell::Text(t)) => CursorValue::parse(ty, t)
+            Some(Cell::Text(t)) => CursorValue::parse(ty, t)
                 .map(Some)
                 .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("export {}: MAX({cursor}): {e}", export.name))),
             _ => Ok(None),
         }
     }
 
-    async fn read(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<Box<dyn RowReader>, Failure> {
+    async fn read(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<Box<dyn BatchReader>, Failure> {
         let sql = self.read_sql(export, window);
         let job = self.bq.query(&sql, &Self::params(&sql, Some(window), run_date), self.page_size).await.map_err(|e| context(e, export))?;
-        let columns: Vec<Column> = job.schema.iter().map(to_column).collect();
+        let schema = SchemaRef::new(schema_of(&job.schema));
         let export_name = export.name.clone();
-        let first = tokio::spawn(fetch(job));
-        Ok(Box::new(Reader { columns, next: Some(first), export: export_name }))
+        let first = tokio::spawn(fetch(job, schema.clone()));
+        Ok(Box::new(Reader { schema, next: Some(first), export: export_name }))
     }
 
     fn read_sql(&self, export: &ExportSpec, window: &Window) -> String {
@@ -121,42 +114,44 @@ fn context(e: BigQueryError, export: &ExportSpec) -> Failure {
     Failure::with_class(class, format!("export {}: {e}", export.name))
 }
 
-type Fetched = (QueryJob, Result<Option<Page>, BigQueryError>);
+type Fetched = (QueryJob, Result<Option<RecordBatch>, Failure>);
 
-async fn fetch(mut job: QueryJob) -> Fetched {
-    let page = job.next_page().await;
+/// Fetches the next page and decodes it into a batch, off the caller's task.
+async fn fetch(mut job: QueryJob, schema: SchemaRef) -> Fetched {
+    let page = match job.next_page().await {
+        Ok(Some(rows)) => rest_to_batch(&schema, rows).map(Some).map_err(|e| Failure::with_class(ErrorClass::Permanent, e)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Failure::new(e)),
+    };
     (job, page)
 }
 
-/// Reads pages with one page fetched ahead, so that the network and encoding overlap. At
-/// most two pages are in memory.
+/// Reads pages with one page fetched and decoded ahead, so that the network and encoding
+/// overlap. At most two pages are in memory.
 struct Reader {
-    columns: Vec<Column>,
+    schema: SchemaRef,
     next: Option<JoinHandle<Fetched>>,
     export: String,
 }
 
 #[async_trait]
-impl RowReader for Reader {
-    fn columns(&self) -> &[Column] {
-        &self.columns
+impl BatchReader for Reader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 
-    async fn next_page(&mut self) -> Result<Option<Vec<Vec<ferry_core::encode::Cell>>>, Failure> {
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, Failure> {
         let Some(handle) = self.next.take() else { return Ok(None) };
         let (job, page) = handle
             .await
             .map_err(|e| Failure::with_class(ErrorClass::Transient, format!("export {}: page reader stopped: {e}", self.export)))?;
         match page {
-            Ok(Some(rows)) => {
-                self.next = Some(tokio::spawn(fetch(job)));
-                Ok(Some(rows))
+            Ok(Some(batch)) => {
+                self.next = Some(tokio::spawn(fetch(job, self.schema.clone())));
+                Ok(Some(batch))
             }
             Ok(None) => Ok(None),
-            Err(e) => {
-                let class = ferry_core::Classify::class(&e);
-                Err(Failure::with_class(class, format!("export {}: {e}", self.export)))
-            }
+            Err(e) => Err(Failure::with_class(e.class(), format!("export {}: {e}", self.export))),
         }
     }
 }

@@ -17,9 +17,9 @@
 
 use std::time::Duration;
 
+use crate::client::Cell;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_core::encode::Cell;
 use ferry_core::ident::TableName;
 use ferry_core::{Claim, Failure, RunRecord, RunStatus, StateStore};
 

@@ -1,90 +1,39 @@
-//! Rows and their CSV encoding.
+//! CSV encoding of typed rows ([`RecordBatch`]es, see [`crate::rows`]).
 //!
 //! CSV is RFC 4180: fields separated by the delimiter, records ended by CRLF, a field quoted
 //! with `"` when it contains the delimiter, a quote, CR or LF (quotes doubled inside), and a
-//! header row of column names unless turned off. How each BigQuery type is written:
+//! header row of column names unless turned off. How each type is written (BigQuery's names;
+//! the Arrow type each is read as is in [`crate::rows`]):
 //!
 //! | type | written as |
 //! |---|---|
 //! | NULL (any type) | an empty field |
 //! | STRING | the text; the empty string is written `""` so that it differs from NULL |
-//! | INT64, FLOAT64, NUMERIC, BIGNUMERIC | BigQuery's exact decimal text (never through a float) |
+//! | INT64, NUMERIC, BIGNUMERIC | exact decimal text: no exponent, no trailing fractional zeros (`12.5`, `-0.000000001`) |
+//! | FLOAT64 | the shortest text that reads back as the same double (`3.25`, `0.1`, `1e300`); `NaN`, `Infinity`, `-Infinity` |
 //! | BOOL | `true` / `false` |
 //! | TIMESTAMP | RFC 3339 UTC with six fractional digits: `2024-01-02T03:04:05.123456Z` |
-//! | DATE, DATETIME, TIME | ISO 8601 as BigQuery sends it: `2024-01-02`, `2024-01-02T03:04:05.5`, `03:04:05.250000` |
+//! | DATE, DATETIME, TIME | ISO 8601: `2024-01-02`, `2024-01-02T03:04:05.250000`, `03:04:05.250000` (the fraction only when not zero) |
 //! | BYTES | base64 |
 //! | JSON, GEOGRAPHY | their text |
-//! | ARRAY, STRUCT | one JSON value: `[1,2]`, `{"a":1,"b":"x"}`; inside it numbers are bare, TIMESTAMPs are strings as above |
+//! | ARRAY, STRUCT | one JSON value: `[1,2]`, `{"a":1,"b":"x"}`; a NULL ARRAY is `[]`; inside it numbers are bare, TIMESTAMPs are strings as above |
 
 use std::io::Write;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Decimal256Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, Time64MicrosecondType,
+    TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, BinaryArray, BooleanArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use base64::Engine;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use crate::config::Compression;
-use crate::cursor::{format_timestamp, parse_rest_timestamp, write_timestamp};
-
-/// A cell as a warehouse returns it: scalars as text, arrays and records nested.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cell {
-    Null,
-    Text(String),
-    List(Vec<Cell>),
-    Record(Vec<Cell>),
-}
-
-/// Column types (BigQuery's, standard and legacy names folded).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ColumnType {
-    String,
-    Int64,
-    Float64,
-    Numeric,
-    BigNumeric,
-    Bool,
-    Timestamp,
-    Date,
-    Datetime,
-    Time,
-    Bytes,
-    Json,
-    Geography,
-    Record(Vec<Column>),
-    /// Any other type name, written as its text.
-    Other(String),
-}
-
-impl ColumnType {
-    /// From a BigQuery type name; `fields` for RECORD/STRUCT.
-    pub fn from_bigquery(name: &str, fields: Vec<Column>) -> Self {
-        match name {
-            "STRING" => Self::String,
-            "INTEGER" | "INT64" => Self::Int64,
-            "FLOAT" | "FLOAT64" => Self::Float64,
-            "NUMERIC" => Self::Numeric,
-            "BIGNUMERIC" => Self::BigNumeric,
-            "BOOLEAN" | "BOOL" => Self::Bool,
-            "TIMESTAMP" => Self::Timestamp,
-            "DATE" => Self::Date,
-            "DATETIME" => Self::Datetime,
-            "TIME" => Self::Time,
-            "BYTES" => Self::Bytes,
-            "JSON" => Self::Json,
-            "GEOGRAPHY" => Self::Geography,
-            "RECORD" | "STRUCT" => Self::Record(fields),
-            other => Self::Other(other.to_owned()),
-        }
-    }
-}
-
-/// A result column.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Column {
-    pub name: String,
-    pub ty: ColumnType,
-    /// ARRAY of `ty`.
-    pub repeated: bool,
-}
+use crate::rows::is_json;
+use crate::text;
 
 /// CSV writer settings.
 #[derive(Debug, Clone, Copy)]
@@ -99,16 +48,17 @@ enum Out {
     Gzip(GzEncoder<Vec<u8>>),
 }
 
-/// Streams rows into CSV bytes. Feed rows with [`CsvEncoder::write_row`], take encoded bytes
-/// with [`CsvEncoder::take`] whenever convenient, and finish with [`CsvEncoder::finish`].
-/// Counts rows and hashes (SHA-256) the bytes it hands out, after compression.
+/// Streams typed rows into CSV bytes. Feed batches with [`CsvEncoder::write_batch`], take
+/// encoded bytes with [`CsvEncoder::take`] whenever convenient, and finish with
+/// [`CsvEncoder::finish`]. Counts rows and hashes (SHA-256) the bytes it hands out, after
+/// compression.
 ///
 /// For split exports the encoder writes a sequence of parts: [`CsvEncoder::stage_row`] encodes
 /// a row and tells its size, so the caller can end the part with [`CsvEncoder::next_part`]
 /// before adding it with [`CsvEncoder::push_staged`]. Every part has its own header row and,
 /// with gzip, is a complete gzip file; counts and hashes are per part.
 pub struct CsvEncoder {
-    columns: Vec<Column>,
+    names: Vec<String>,
     opts: CsvOptions,
     line: Vec<u8>,
     out: Out,
@@ -133,11 +83,114 @@ impl Special {
     }
 }
 
+/// One column of a batch, downcast once per batch for the row loop.
+enum ColumnView<'a> {
+    Text(&'a StringArray),
+    Int8(&'a PrimitiveArray<Int8Type>),
+    Int16(&'a PrimitiveArray<Int16Type>),
+    Int32(&'a PrimitiveArray<Int32Type>),
+    Int64(&'a PrimitiveArray<Int64Type>),
+    UInt8(&'a PrimitiveArray<UInt8Type>),
+    UInt16(&'a PrimitiveArray<UInt16Type>),
+    UInt32(&'a PrimitiveArray<UInt32Type>),
+    UInt64(&'a PrimitiveArray<UInt64Type>),
+    Float32(&'a PrimitiveArray<Float32Type>),
+    Float64(&'a PrimitiveArray<Float64Type>),
+    Bool(&'a BooleanArray),
+    Timestamp(&'a PrimitiveArray<TimestampMicrosecondType>),
+    Datetime(&'a PrimitiveArray<TimestampMicrosecondType>),
+    Date(&'a PrimitiveArray<Date32Type>),
+    Time(&'a PrimitiveArray<Time64MicrosecondType>),
+    Binary(&'a BinaryArray),
+    Decimal128(&'a PrimitiveArray<Decimal128Type>, i8),
+    Decimal256(&'a PrimitiveArray<Decimal256Type>, i8),
+    /// ARRAY or STRUCT: one JSON value.
+    Nested(&'a dyn Array, &'a Field),
+    /// A column of the NULL type.
+    Null,
+}
+
+/// A batch ready to be encoded row by row: see [`CsvEncoder::view`].
+pub struct BatchView<'a> {
+    columns: Vec<ColumnView<'a>>,
+    rows: usize,
+}
+
+impl BatchView<'_> {
+    /// Rows in the batch.
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// Checks that every column of `schema` has a CSV rendering; the error names the column.
+pub fn check_schema(schema: &Schema) -> Result<(), String> {
+    for f in schema.fields() {
+        check_type(f.data_type()).map_err(|t| format!("column {}: no CSV rendering for type {t}", f.name()))?;
+    }
+    Ok(())
+}
+
+fn check_type(t: &DataType) -> Result<(), String> {
+    match t {
+        DataType::Null
+        | DataType::Utf8
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Boolean
+        | DataType::Timestamp(TimeUnit::Microsecond, _)
+        | DataType::Date32
+        | DataType::Time64(TimeUnit::Microsecond)
+        | DataType::Binary
+        | DataType::Decimal128(_, _)
+        | DataType::Decimal256(_, _) => Ok(()),
+        DataType::List(f) => check_type(f.data_type()),
+        DataType::Struct(fields) => fields.iter().try_for_each(|f| check_type(f.data_type())),
+        other => Err(other.to_string()),
+    }
+}
+
+fn view<'a>(array: &'a dyn Array, field: &'a Field) -> ColumnView<'a> {
+    match field.data_type() {
+        DataType::Utf8 => ColumnView::Text(array.as_string::<i32>()),
+        DataType::Int8 => ColumnView::Int8(array.as_primitive()),
+        DataType::Int16 => ColumnView::Int16(array.as_primitive()),
+        DataType::Int32 => ColumnView::Int32(array.as_primitive()),
+        DataType::Int64 => ColumnView::Int64(array.as_primitive()),
+        DataType::UInt8 => ColumnView::UInt8(array.as_primitive()),
+        DataType::UInt16 => ColumnView::UInt16(array.as_primitive()),
+        DataType::UInt32 => ColumnView::UInt32(array.as_primitive()),
+        DataType::UInt64 => ColumnView::UInt64(array.as_primitive()),
+        DataType::Float32 => ColumnView::Float32(array.as_primitive()),
+        DataType::Float64 => ColumnView::Float64(array.as_primitive()),
+        DataType::Boolean => ColumnView::Bool(array.as_boolean()),
+        DataType::Timestamp(_, Some(_)) => ColumnView::Timestamp(array.as_primitive()),
+        DataType::Timestamp(_, None) => ColumnView::Datetime(array.as_primitive()),
+        DataType::Date32 => ColumnView::Date(array.as_primitive()),
+        DataType::Time64(_) => ColumnView::Time(array.as_primitive()),
+        DataType::Binary => ColumnView::Binary(array.as_binary::<i32>()),
+        DataType::Decimal128(_, s) => ColumnView::Decimal128(array.as_primitive(), *s),
+        DataType::Decimal256(_, s) => ColumnView::Decimal256(array.as_primitive(), *s),
+        DataType::Null => ColumnView::Null,
+        _ => ColumnView::Nested(array, field),
+    }
+}
+
 impl CsvEncoder {
-    /// A new encoder; writes the header row now when enabled.
-    pub fn new(columns: Vec<Column>, opts: CsvOptions) -> Self {
+    /// A new encoder for rows of `schema`; writes the header row now when enabled. Fails,
+    /// naming the column, when a column's type has no CSV rendering.
+    pub fn new(schema: &Schema, opts: CsvOptions) -> Result<Self, String> {
+        check_schema(schema)?;
         let mut enc = Self {
-            columns,
+            names: schema.fields().iter().map(|f| f.name().clone()).collect(),
             opts,
             line: Vec::with_capacity(1024),
             out: Self::new_out(opts.compression),
@@ -148,7 +201,7 @@ impl CsvEncoder {
             special: Special::new(opts.delimiter),
         };
         enc.write_header();
-        enc
+        Ok(enc)
     }
 
     fn new_out(compression: Compression) -> Out {
@@ -163,11 +216,11 @@ impl CsvEncoder {
             return;
         }
         let staged = std::mem::take(&mut self.line);
-        for (i, c) in self.columns.iter().enumerate() {
+        for (i, name) in self.names.iter().enumerate() {
             if i > 0 {
                 self.line.push(self.opts.delimiter);
             }
-            push_field(&mut self.line, c.name.as_bytes(), &self.special, false);
+            push_field(&mut self.line, name.as_bytes(), &self.special, false);
         }
         self.line.extend_from_slice(b"\r\n");
         self.flush_line();
@@ -183,45 +236,44 @@ impl CsvEncoder {
         self.line.clear();
     }
 
-    /// Encodes one row; `cells` are in column order.
-    pub fn write_row(&mut self, cells: &[Cell]) -> Result<(), String> {
-        self.stage_row(cells)?;
-        self.push_staged();
+    /// Prepares `batch` for [`CsvEncoder::stage_row`]. Fails when its columns differ from the
+    /// encoder's (count or names).
+    pub fn view<'a>(&self, batch: &'a RecordBatch) -> Result<BatchView<'a>, String> {
+        let schema = batch.schema_ref();
+        let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+        if names.len() != self.names.len() || names.iter().zip(&self.names).any(|(a, b)| *a != b) {
+            return Err(format!("a batch has columns {names:?}, the file has {:?}", self.names));
+        }
+        check_schema(schema)?;
+        let columns = batch.columns().iter().zip(schema.fields()).map(|(a, f)| view(a.as_ref(), f)).collect();
+        Ok(BatchView { columns, rows: batch.num_rows() })
+    }
+
+    /// Encodes every row of `batch`.
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let view = self.view(batch)?;
+        for row in 0..view.rows {
+            self.stage_row(&view, row);
+            self.push_staged();
+        }
         Ok(())
     }
 
-    /// Encodes one row without adding it yet; returns its size in bytes (before compression).
-    /// Add it with [`CsvEncoder::push_staged`], possibly after [`CsvEncoder::next_part`].
-    pub fn stage_row(&mut self, cells: &[Cell]) -> Result<usize, String> {
+    /// Encodes row `row` of `batch` without adding it yet; returns its size in bytes (before
+    /// compression). Add it with [`CsvEncoder::push_staged`], possibly after
+    /// [`CsvEncoder::next_part`].
+    pub fn stage_row(&mut self, batch: &BatchView<'_>, row: usize) -> usize {
         self.line.clear();
-        if cells.len() != self.columns.len() {
-            return Err(format!("row has {} cells, the schema has {} columns", cells.len(), self.columns.len()));
-        }
-        let d = self.opts.delimiter;
-        let mut scratch = String::new();
-        for (i, (cell, col)) in cells.iter().zip(&self.columns).enumerate() {
+        let line = &mut self.line;
+        let special = &self.special;
+        for (i, col) in batch.columns.iter().enumerate() {
             if i > 0 {
-                self.line.push(d);
+                line.push(self.opts.delimiter);
             }
-            match cell {
-                Cell::Null => {}
-                Cell::Text(t) if !col.repeated => match &col.ty {
-                    ColumnType::String => push_field(&mut self.line, t.as_bytes(), &self.special, true),
-                    ColumnType::Timestamp => {
-                        let us = parse_rest_timestamp(t).ok_or_else(|| format!("column {}: bad TIMESTAMP {t:?}", col.name))?;
-                        write_timestamp(&mut self.line, us);
-                    }
-                    _ => push_field(&mut self.line, t.as_bytes(), &self.special, false),
-                },
-                other => {
-                    scratch.clear();
-                    json_value(&mut scratch, other, &col.ty, col.repeated)?;
-                    push_field(&mut self.line, scratch.as_bytes(), &self.special, false);
-                }
-            }
+            write_cell(line, col, row, special);
         }
-        self.line.extend_from_slice(b"\r\n");
-        Ok(self.line.len())
+        line.extend_from_slice(b"\r\n");
+        line.len()
     }
 
     /// Adds the row staged by [`CsvEncoder::stage_row`] to the current part.
@@ -289,6 +341,94 @@ impl CsvEncoder {
     }
 }
 
+fn write_cell(line: &mut Vec<u8>, col: &ColumnView<'_>, row: usize, special: &Special) {
+    macro_rules! int {
+        ($a:expr) => {
+            if $a.is_valid(row) {
+                text::write_int(line, $a.value(row))
+            }
+        };
+    }
+    match col {
+        ColumnView::Text(a) => {
+            if a.is_valid(row) {
+                push_field(line, a.value(row).as_bytes(), special, true)
+            }
+        }
+        ColumnView::Int64(a) => int!(a),
+        ColumnView::Int32(a) => int!(a),
+        ColumnView::Int16(a) => int!(a),
+        ColumnView::Int8(a) => int!(a),
+        ColumnView::UInt64(a) => int!(a),
+        ColumnView::UInt32(a) => int!(a),
+        ColumnView::UInt16(a) => int!(a),
+        ColumnView::UInt8(a) => int!(a),
+        ColumnView::Float64(a) => {
+            if a.is_valid(row) {
+                text::write_float(line, a.value(row))
+            }
+        }
+        ColumnView::Float32(a) => {
+            if a.is_valid(row) {
+                // Through its shortest decimal text, so 0.1f32 stays 0.1.
+                text::write_float(line, a.value(row).to_string().parse().unwrap_or(f64::NAN))
+            }
+        }
+        ColumnView::Bool(a) => {
+            if a.is_valid(row) {
+                line.extend_from_slice(if a.value(row) { b"true" } else { b"false" })
+            }
+        }
+        ColumnView::Timestamp(a) => {
+            if a.is_valid(row) {
+                text::write_timestamp(line, a.value(row))
+            }
+        }
+        ColumnView::Datetime(a) => {
+            if a.is_valid(row) {
+                text::write_datetime(line, a.value(row))
+            }
+        }
+        ColumnView::Date(a) => {
+            if a.is_valid(row) {
+                text::write_date(line, a.value(row))
+            }
+        }
+        ColumnView::Time(a) => {
+            if a.is_valid(row) {
+                text::write_time(line, a.value(row))
+            }
+        }
+        ColumnView::Binary(a) => {
+            if a.is_valid(row) {
+                let start = line.len();
+                line.resize(start + base64::encoded_len(a.value(row).len(), true).unwrap_or(0), 0);
+                let n = base64::engine::general_purpose::STANDARD.encode_slice(a.value(row), &mut line[start..]).unwrap_or(0);
+                line.truncate(start + n);
+            }
+        }
+        ColumnView::Decimal128(a, scale) => {
+            if a.is_valid(row) {
+                text::write_decimal128(line, a.value(row), *scale)
+            }
+        }
+        ColumnView::Decimal256(a, scale) => {
+            if a.is_valid(row) {
+                text::write_decimal_digits(line, &a.value(row).to_string(), *scale)
+            }
+        }
+        ColumnView::Nested(a, field) => {
+            let is_list = matches!(field.data_type(), DataType::List(_));
+            if a.is_valid(row) || is_list {
+                let mut json = String::new();
+                json_value(&mut json, *a, field, row);
+                push_field(line, json.as_bytes(), special, false);
+            }
+        }
+        ColumnView::Null => {}
+    }
+}
+
 /// Totals of a finished encoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
@@ -319,106 +459,152 @@ fn json_string(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).expect("string to JSON"));
 }
 
-fn json_value(out: &mut String, cell: &Cell, ty: &ColumnType, repeated: bool) -> Result<(), String> {
-    if repeated {
-        let Cell::List(items) = cell else {
-            if *cell == Cell::Null {
-                out.push_str("[]");
-                return Ok(());
-            }
-            return Err("ARRAY value is not a list".into());
-        };
-        out.push('[');
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            json_value(out, item, ty, false)?;
-        }
-        out.push(']');
-        return Ok(());
+/// Appends value `row` of `array` (typed by `field`) as one JSON value. A NULL list is `[]`
+/// (BigQuery has no NULL ARRAY).
+fn json_value(out: &mut String, array: &dyn Array, field: &Field, row: usize) {
+    let is_list = matches!(field.data_type(), DataType::List(_));
+    if array.is_null(row) && !is_list {
+        out.push_str("null");
+        return;
     }
-    match (cell, ty) {
-        (Cell::Null, _) => out.push_str("null"),
-        (Cell::Record(values), ColumnType::Record(fields)) => {
+    let mut scalar = |quoted: bool| {
+        let mut bytes = Vec::new();
+        write_cell(&mut bytes, &view(array, field), row, &Special([false; 256]));
+        let text = String::from_utf8(bytes).expect("renderings are UTF-8");
+        if quoted {
+            json_string(out, &text)
+        } else {
+            out.push_str(&text)
+        }
+    };
+    match field.data_type() {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Boolean
+        | DataType::Decimal128(_, _)
+        | DataType::Decimal256(_, _) => scalar(false),
+        DataType::Float64 => {
+            let finite = array.as_primitive::<Float64Type>().value(row).is_finite();
+            scalar(!finite)
+        }
+        DataType::Float32 => {
+            let finite = array.as_primitive::<Float32Type>().value(row).is_finite();
+            scalar(!finite)
+        }
+        DataType::Utf8 if is_json(field) => out.push_str(array.as_string::<i32>().value(row)),
+        DataType::Utf8 => json_string(out, array.as_string::<i32>().value(row)),
+        DataType::List(item) => {
+            let list = array.as_list::<i32>();
+            out.push('[');
+            if list.is_valid(row) {
+                let values = list.value(row);
+                for i in 0..values.len() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_value(out, values.as_ref(), item, i);
+                }
+            }
+            out.push(']');
+        }
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
             out.push('{');
-            for (i, (v, f)) in values.iter().zip(fields).enumerate() {
+            for (i, (f, child)) in fields.iter().zip(s.columns()).enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                json_string(out, &f.name);
+                json_string(out, f.name());
                 out.push(':');
-                json_value(out, v, &f.ty, f.repeated)?;
+                json_value(out, child.as_ref(), f, row);
             }
             out.push('}');
         }
-        (Cell::Text(t), ColumnType::Int64 | ColumnType::Numeric | ColumnType::BigNumeric | ColumnType::Bool) => out.push_str(t),
-        (Cell::Text(t), ColumnType::Float64) => {
-            if t.parse::<f64>().is_ok_and(f64::is_finite) {
-                out.push_str(t)
-            } else {
-                json_string(out, t)
-            }
-        }
-        (Cell::Text(t), ColumnType::Json) => out.push_str(t),
-        (Cell::Text(t), ColumnType::Timestamp) => {
-            let us = parse_rest_timestamp(t).ok_or_else(|| format!("bad TIMESTAMP {t:?}"))?;
-            json_string(out, &format_timestamp(us));
-        }
-        (Cell::Text(t), _) => json_string(out, t),
-        (other, _) => return Err(format!("unexpected nested value {other:?}")),
+        DataType::Null => out.push_str("null"),
+        _ => scalar(true),
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    fn col(name: &str, ty: ColumnType) -> Column {
-        Column { name: name.into(), ty, repeated: false }
+    use arrow_array::builder::{Int64Builder, ListBuilder};
+    use arrow_array::{ArrayRef, Decimal128Array, Int64Array, StructArray, TimestampMicrosecondArray};
+    use arrow_schema::Fields;
+
+    use super::*;
+    use crate::rows::json_field;
+
+    fn encode(batch: &RecordBatch, header: bool) -> String {
+        let mut e = CsvEncoder::new(&batch.schema(), CsvOptions { delimiter: b',', header, compression: Compression::None }).unwrap();
+        e.write_batch(batch).unwrap();
+        let mut out = e.take();
+        out.extend(e.finish().0);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn quoting_nulls_and_nesting() {
-        let cols = vec![
-            col("s", ColumnType::String),
-            col("n", ColumnType::Numeric),
-            col("t", ColumnType::Timestamp),
-            Column { name: "a".into(), ty: ColumnType::Int64, repeated: true },
-            col("r", ColumnType::Record(vec![col("x", ColumnType::Int64), col("y", ColumnType::String)])),
-        ];
-        let mut e = CsvEncoder::new(cols, CsvOptions { delimiter: b',', header: true, compression: Compression::None });
-        let t = |s: &str| Cell::Text(s.into());
-        e.write_row(&[
-            t("a,\"b\"\nc"),
-            t("12345678901234567890.123456789"),
-            t("1704164645123456"),
-            Cell::List(vec![t("1"), t("2")]),
-            Cell::Record(vec![t("1"), t("z\"")]),
-        ])
-        .unwrap();
-        e.write_row(&[t(""), Cell::Null, Cell::Null, Cell::List(vec![]), Cell::Null]).unwrap();
-        let mut out = e.take();
-        let (tail, totals) = e.finish();
-        out.extend(tail);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "s,n,t,a,r\r\n\"a,\"\"b\"\"\nc\",12345678901234567890.123456789,2024-01-02T03:04:05.123456Z,\"[1,2]\",\"{\"\"x\"\":1,\"\"y\"\":\"\"z\\\"\"\"\"}\"\r\n\"\",,,[],\r\n"
+        let mut list = ListBuilder::new(Int64Builder::new());
+        list.append_value([Some(1), Some(2)]);
+        list.append_null();
+        let list = list.finish();
+        let st_fields = Fields::from(vec![Field::new("x", DataType::Int64, true), Field::new("y", DataType::Utf8, true)]);
+        let st = StructArray::new(
+            st_fields.clone(),
+            vec![Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef, Arc::new(StringArray::from(vec!["z\"", "w"]))],
+            Some(vec![true, false].into()),
         );
-        assert_eq!(totals.rows, 2);
+        let schema = Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new("n", DataType::Decimal128(38, 9), true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new("a", list.data_type().clone(), true),
+            Field::new("r", DataType::Struct(st_fields), true),
+            json_field("j"),
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(vec![Some("a,\"b\"\nc"), Some("")])),
+                Arc::new(
+                    Decimal128Array::from(vec![Some(12_345_678_901_234_567_890_123_456_789), None])
+                        .with_precision_and_scale(38, 9)
+                        .unwrap(),
+                ),
+                Arc::new(TimestampMicrosecondArray::from(vec![Some(1_704_164_645_123_456), None]).with_timezone("UTC")),
+                Arc::new(list),
+                Arc::new(st),
+                Arc::new(StringArray::from(vec![Some(r#"{"k":[1]}"#), None])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            encode(&batch, true),
+            "s,n,t,a,r,j\r\n\"a,\"\"b\"\"\nc\",12345678901234567890.123456789,2024-01-02T03:04:05.123456Z,\"[1,2]\",\"{\"\"x\"\":1,\"\"y\"\":\"\"z\\\"\"\"\"}\",\"{\"\"k\"\":[1]}\"\r\n\"\",,,[],,\r\n"
+        );
     }
 
     #[test]
     fn parts_have_their_own_header_and_totals() {
-        let mut e = CsvEncoder::new(
-            vec![col("s", ColumnType::String)],
-            CsvOptions { delimiter: b',', header: true, compression: Compression::None },
-        );
-        let t = |s: &str| Cell::Text(s.into());
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)])),
+            vec![Arc::new(StringArray::from(vec!["a", "bb"]))],
+        )
+        .unwrap();
+        let mut e = CsvEncoder::new(&batch.schema(), CsvOptions { delimiter: b',', header: true, compression: Compression::None }).unwrap();
+        let view = e.view(&batch).unwrap();
         assert_eq!(e.part_bytes(), 3);
-        e.write_row(&[t("a")]).unwrap();
-        assert_eq!(e.stage_row(&[t("bb")]).unwrap(), 4);
+        e.stage_row(&view, 0);
+        e.push_staged();
+        assert_eq!(e.stage_row(&view, 1), 4);
         assert_eq!(e.part_bytes(), 6);
         let mut first = e.take();
         let (tail, one) = e.next_part();
@@ -430,5 +616,12 @@ mod tests {
         let (second, two) = e.finish();
         assert_eq!(second, b"s\r\nbb\r\n");
         assert_eq!((two.rows, two.bytes), (1, 7));
+    }
+
+    #[test]
+    fn a_type_without_a_rendering_is_refused_by_name() {
+        let schema = Schema::new(vec![Field::new("d", DataType::Duration(TimeUnit::Second), true)]);
+        let err = CsvEncoder::new(&schema, CsvOptions { delimiter: b',', header: true, compression: Compression::None }).err().unwrap();
+        assert!(err.contains("column d"), "{err}");
     }
 }

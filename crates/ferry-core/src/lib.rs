@@ -11,12 +11,14 @@ pub mod error;
 pub mod failpoint;
 pub mod ident;
 pub mod roles;
+pub mod rows;
 pub mod run;
 pub mod secret;
 pub mod sink;
 pub mod template;
+pub mod text;
 
 pub use error::{BoxError, Classify, ErrorClass, Failure};
-pub use roles::{Claim, FileRecord, Notifier, RowReader, RunRecord, RunStatus, Source, StateStore, Window};
+pub use roles::{BatchReader, Claim, FileRecord, Notifier, RunRecord, RunStatus, Source, StateStore, Window};
 pub use secret::Secret;
 pub use sink::{Published, PutMode, Sink, Upload};

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::ExportSpec;
 use crate::cursor::CursorValue;
-use crate::encode::{Cell, Column};
+use crate::rows::{RecordBatch, SchemaRef};
 use crate::Failure;
 
 /// The rows an export reads: `(lo, hi]` of its cursor column.
@@ -27,13 +27,13 @@ impl std::fmt::Display for Window {
     }
 }
 
-/// A stream of row pages.
+/// A stream of typed row batches (see [`crate::rows`]).
 #[async_trait]
-pub trait RowReader: Send {
-    /// The result columns, in the order of each row's cells.
-    fn columns(&self) -> &[Column];
-    /// The next page of rows; `None` after the last.
-    async fn next_page(&mut self) -> Result<Option<Vec<Vec<Cell>>>, Failure>;
+pub trait BatchReader: Send {
+    /// The columns of every batch, in order.
+    fn schema(&self) -> SchemaRef;
+    /// The next batch of rows; `None` after the last.
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, Failure>;
 }
 
 /// Where rows come from.
@@ -41,8 +41,9 @@ pub trait RowReader: Send {
 /// Contract:
 /// - Identifiers are validated and quoted; every value (window bounds, run date) is bound as a
 ///   typed query parameter, never pasted into SQL.
-/// - [`Source::read`] returns exactly the rows with `lo < cursor <= hi`, ordered by the cursor,
-///   and holds at most one page in memory.
+/// - [`Source::read`] returns exactly the rows with `lo < cursor <= hi` (in no particular
+///   order: `hi` is fixed at plan time), decoded into typed batches, and holds a bounded number
+///   of batches in memory whatever the window's size.
 #[async_trait]
 pub trait Source: Send + Sync {
     /// `MAX(cursor)` over the export's rows now, typed like the column; `None` when there are no
@@ -50,7 +51,7 @@ pub trait Source: Send + Sync {
     async fn upper_bound(&self, export: &ExportSpec, run_date: &str) -> Result<Option<CursorValue>, Failure>;
 
     /// Starts reading the window.
-    async fn read(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<Box<dyn RowReader>, Failure>;
+    async fn read(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<Box<dyn BatchReader>, Failure>;
 
     /// The statement [`Source::read`] runs, for `ferry plan`.
     fn read_sql(&self, export: &ExportSpec, window: &Window) -> String;

@@ -568,9 +568,10 @@ impl Runner<'_> {
         let mut reader = self.source.read(export, &plan.window, &run_date).await.map_err(Stop::record)?;
         let mut st = Stages { plan: o.stages.plan, query: t.elapsed(), ..Stages::default() };
         let mut encoder = CsvEncoder::new(
-            reader.columns().to_vec(),
+            &reader.schema(),
             CsvOptions { delimiter: export.delimiter, header: export.header, compression: export.compression },
-        );
+        )
+        .map_err(|e| Stop::record(Failure::with_class(ErrorClass::Permanent, format!("export {}: {e}", export.name))))?;
         let sink = if opts.dry_run { None } else { Some(self.connected_sink()?) };
         let mode = match self.config.sftp.on_existing {
             OnExisting::Fail => PutMode::Create,
@@ -586,7 +587,7 @@ impl Runner<'_> {
             let mut first_page = true;
             loop {
                 let t = Instant::now();
-                let Some(page) = reader.next_page().await? else { break };
+                let Some(batch) = reader.next_batch().await? else { break };
                 if std::mem::take(&mut first_page) {
                     st.query += t.elapsed();
                 } else {
@@ -594,11 +595,11 @@ impl Runner<'_> {
                 }
                 let t = Instant::now();
                 let mut uploading = Duration::ZERO;
-                for row in &page {
-                    let n = encoder
-                        .stage_row(row)
-                        .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("encoding a row of {}: {e}", export.name)))?
-                        as u64;
+                let view = encoder
+                    .view(&batch)
+                    .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("encoding rows of {}: {e}", export.name)))?;
+                for row in 0..view.num_rows() {
+                    let n = encoder.stage_row(&view, row) as u64;
                     if encoder.rows() > 0 && export.split.is_full(encoder.rows(), encoder.part_bytes(), n) {
                         let (tail, totals) = encoder.next_part();
                         let t = Instant::now();

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use ferry_bigquery::Cell;
 use ferry_bigquery::{Auth, BigQuery};
-use ferry_core::encode::Cell;
 use serde_json::Value;
 
 pub mod pubsub;
