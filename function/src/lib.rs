@@ -1,18 +1,18 @@
 //! Wiring shared by the CLI and the service: a validated [`Config`] becomes the concrete roles
 //! (BigQuery source and metadata store, SFTP sink, notifiers) and a run.
 
+pub mod components;
 pub mod logging;
 pub mod oidc;
 pub mod serve;
 pub mod trigger;
 
-use std::time::Duration;
-
-use ferry_bigquery::{Auth, BigQuery, BigQuerySource, MetadataStore};
-use ferry_core::config::{BigQueryAuth, Config, HostKey, SftpAuth};
-use ferry_core::run::{ExportPlan, Progress, RunOptions, RunReport, Runner};
+use ferry_bigquery::{Auth, BigQuery, MetadataStore};
+use ferry_core::config::{BigQueryAuth, Config};
+use ferry_core::run::{ExportPlan, Progress, RunOptions, RunReport, Runner, Wiring};
 use ferry_core::{ErrorClass, Failure, StateStore};
-use ferry_sftp::{HostKeyPolicy, SftpSettings, SftpSink};
+
+use crate::components::Wired;
 
 /// The BigQuery client a config asks for.
 pub fn bigquery(config: &Config) -> Result<BigQuery, Failure> {
@@ -22,28 +22,6 @@ pub fn bigquery(config: &Config) -> Result<BigQuery, Failure> {
         BigQueryAuth::None => Auth::None,
     };
     BigQuery::new(&config.bigquery.endpoint, &config.bigquery.project, auth).map_err(Failure::new)
-}
-
-/// SFTP settings from a config.
-pub fn sftp_settings(config: &Config) -> SftpSettings {
-    let s = &config.sftp;
-    SftpSettings {
-        host: s.host.clone(),
-        port: s.port,
-        username: s.username.clone(),
-        auth: match &s.auth {
-            SftpAuth::Password(p) => ferry_sftp::Auth::Password(p.clone()),
-            SftpAuth::PrivateKey { path, passphrase } => {
-                ferry_sftp::Auth::PrivateKey { path: path.clone(), passphrase: passphrase.clone() }
-            }
-        },
-        host_key: match &s.host_key {
-            HostKey::KnownHosts(p) => HostKeyPolicy::KnownHosts(p.clone()),
-            HostKey::Fingerprint(f) => HostKeyPolicy::Fingerprint(f.clone()),
-        },
-        directory: s.path.clone(),
-        timeout: Duration::from_secs(s.timeout_secs),
-    }
 }
 
 /// The metadata store on `bq`, with its table created if missing.
@@ -56,21 +34,15 @@ pub async fn metadata_store(config: &Config, bq: &BigQuery) -> Result<MetadataSt
 /// What a run would do, changing nothing but creating the metadata table if it is missing.
 pub async fn plan(config: &Config, opts: &RunOptions) -> Result<Vec<ExportPlan>, anyhow::Error> {
     let bq = bigquery(config)?;
-    let source = BigQuerySource::new(bq.clone(), config.bigquery.page_size);
     let state = metadata_store(config, &bq).await?;
-    let runner = Runner {
-        config,
-        source: &source,
-        sink: Err((ErrorClass::Permanent, "planning only".into())),
-        state: &state,
-        notifiers: Vec::new(),
-        progress: None,
-    };
+    let wiring = Wired::new(config, bq);
+    let runner = Runner { config, wiring: &wiring, state: &state, notifiers: Vec::new(), progress: None };
     runner.plan(opts).await.map_err(anyhow::Error::msg)
 }
 
-/// Runs `opts` with the roles `config` names, then notifies. The SFTP connection is opened once
-/// per run (not for a dry run); a connection failure is recorded as each export's failure. When
+/// Runs `opts` with the roles `config` names, then notifies. Each destination's connection is
+/// opened once per run, when the first export needs it (not in a dry run); a connection failure
+/// is recorded as the failure of each export using it. When
 /// the metadata table cannot be used, no export starts: every selected export is reported
 /// FAILED and the notifiers still hear about it.
 pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(Progress<'_>) + Sync)>) -> RunReport {
@@ -95,18 +67,10 @@ pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(P
             report
         }
         Ok((bq, state)) => {
-            let source = BigQuerySource::new(bq, config.bigquery.page_size);
-            let sink = if opts.dry_run { None } else { Some(SftpSink::connect(sftp_settings(config)).await) };
-            let sink_ref: Result<&dyn ferry_core::Sink, (ErrorClass, String)> = match &sink {
-                Some(Ok(s)) => Ok(s),
-                Some(Err(e)) => Err((ferry_core::Classify::class(e), e.to_string())),
-                None => Err((ErrorClass::Permanent, "dry run: nothing is delivered".into())),
-            };
-            let runner = Runner { config, source: &source, sink: sink_ref, state: &state, notifiers, progress };
+            let wiring = Wired::new(config, bq);
+            let runner = Runner { config, wiring: &wiring, state: &state, notifiers, progress };
             let report = runner.run(opts).await;
-            if let Some(Ok(s)) = sink {
-                s.close().await;
-            }
+            wiring.close().await;
             report
         }
     };

@@ -64,6 +64,10 @@ enum Command {
         /// other settings read from the environment): for CI and image builds.
         #[arg(long)]
         no_secrets: bool,
+        /// Also print the file in component form, as ferry reads it (a seed-form file's
+        /// `sftp` section and export fields become each export's `source` and `destination`).
+        #[arg(long)]
+        explain: bool,
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
@@ -138,7 +142,7 @@ fn options(exports: Vec<String>, full: bool, dry_run: bool, date: Option<NaiveDa
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+    ferry::components::load(path).map_err(|e| {
         eprintln!("{}: {e}", path.display());
         ExitCode::from(2)
     })
@@ -152,8 +156,8 @@ fn print_check(raw: &ferry_core::config::RawConfig, config: &Config) {
             x.name,
             if x.incremental { "incremental on " } else { "full" },
             x.cursor.as_deref().filter(|_| x.incremental).unwrap_or_default(),
-            x.template.as_str(),
-            if x.split.is_split() { format!(" ({})", x.split) } else { String::new() }
+            x.file().map(|f| f.template.as_str()).unwrap_or_else(|| x.destination.component.describe.as_str()),
+            x.file().filter(|f| f.split.is_split()).map(|f| format!(" ({})", f.split)).unwrap_or_default()
         );
     }
     let n = &config.notifications;
@@ -275,13 +279,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Schema => {
-            print!("{}", ferry_core::config::json_schema());
+            print!("{}", ferry::components::json_schema());
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Check { no_secrets } => {
+        Command::Check { no_secrets, explain } => {
             let deployment = if no_secrets { Deployment::Elsewhere } else { Deployment::Here };
-            let checked =
-                Config::load_raw(&cli.config).and_then(|raw| raw.validate_with(&|k| std::env::var(k).ok(), deployment).map(|c| (raw, c)));
+            let checked = Config::load_raw(&cli.config)
+                .and_then(|raw| ferry::components::validate(&raw, &|k| std::env::var(k).ok(), deployment).map(|c| (raw, c)));
             let (raw, config) = match checked {
                 Ok(x) => x,
                 Err(e) => {
@@ -298,6 +302,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}: ok", cli.config.display());
             }
             print_check(&raw, &config);
+            if explain {
+                println!("{}", serde_json::to_string_pretty(raw.normalized())?);
+            }
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -313,7 +320,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for p in plans {
                 println!("{}", p.export);
                 println!("  window: {}{}", p.window, if p.full { " (full)" } else { "" });
-                let split = config.exports.iter().find(|x| x.name == p.export).map(|x| x.split).unwrap_or_default();
+                let split = config.exports.iter().find(|x| x.name == p.export).and_then(|x| x.file()).map(|f| f.split).unwrap_or_default();
                 match &p.file_name {
                     None => println!("  file:   (nothing new: no file)"),
                     Some(f) if split.is_split() => println!("  files:  {f}, … ({split})"),

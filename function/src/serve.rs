@@ -25,7 +25,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ferry_core::config::Config;
 use ferry_core::run::{RunOptions, Skip};
 use ferry_core::{ErrorClass, RunStatus};
 use serde_json::json;
@@ -105,7 +104,7 @@ async fn push(State(s): State<Arc<ServeSettings>>, headers: HeaderMap, body: Byt
 async fn rejected(s: &ServeSettings, m: Malformed) -> Response {
     tracing::error!(message_id = m.message_id.as_deref().unwrap_or("-"), reason = %m.reason, "trigger message rejected; acknowledged so that it is not redelivered");
     let default = s.config_dir.join("default.json");
-    match Config::load(&default) {
+    match crate::components::load(&default) {
         Ok(config) => crate::report_rejected(&config, m.message_id.as_deref(), &m.reason).await,
         Err(_) => tracing::warn!(path = %default.display(), "no valid default config: the rejection is reported in this log only"),
     }
@@ -118,7 +117,7 @@ async fn run(s: &ServeSettings, p: Push) -> Response {
         let reason = format!("unknown config {:?}: there is no {}.json in the config directory", p.trigger.config, p.trigger.config);
         return rejected(s, Malformed { message_id: Some(p.message_id), reason }).await;
     }
-    let config = match Config::load(&path) {
+    let config = match crate::components::load(&path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(path = %path.display(), errors = %e, "configuration is invalid; message acknowledged: fix the configuration, then publish again");

@@ -51,7 +51,7 @@ impl Fixture {
     }
 
     pub fn load(&self, json: &Value) -> Result<Config, ConfigErrors> {
-        RawConfig::from_json(&json.to_string())?.validate(&|k| self.env.get(k).cloned())
+        RawConfig::from_json(&json.to_string())?.validate(&ferry::components::Registry, &|k| self.env.get(k).cloned())
     }
 
     /// A config with one incremental export of `table` on `updated_at`.

@@ -1,5 +1,6 @@
 use std::process::Command;
 
+use ferry::components::Registry;
 use ferry_core::config::RawConfig;
 use ferry_testkit::stack;
 use serde_json::{json, Value};
@@ -22,7 +23,7 @@ fn env(k: &str) -> Option<String> {
 }
 
 fn errors_of(v: &Value) -> String {
-    match RawConfig::from_json(&v.to_string()).and_then(|r| r.validate(&env)) {
+    match RawConfig::from_json(&v.to_string()).and_then(|r| r.validate(&Registry, &env)) {
         Ok(_) => String::new(),
         Err(e) => e.to_string(),
     }
@@ -160,7 +161,7 @@ fn an_offline_check_leaves_out_only_what_the_deployment_provides() {
     let mut v = with("sftp", json!({"path": "/upload", "known_hosts_file": "/secrets/known-hosts/known_hosts"}));
     v["notifications"] = json!({"slack": {}, "email": {"smtp_host": "h", "from": "a@b.example", "to": ["c@d.example"], "username": "u", "ca_file": "/secrets/ca.pem"}});
     let raw = RawConfig::from_json(&v.to_string()).expect("parses");
-    let here = raw.validate(&nothing).expect_err("secrets and files are missing here").to_string();
+    let here = raw.validate(&Registry, &nothing).expect_err("secrets and files are missing here").to_string();
     for missing in [
         "sftp.host",
         "sftp.username",
@@ -172,14 +173,14 @@ fn an_offline_check_leaves_out_only_what_the_deployment_provides() {
     ] {
         assert!(here.contains(missing), "{missing} not reported in:\n{here}");
     }
-    raw.validate_with(&nothing, Deployment::Elsewhere).expect("nothing else is wrong");
+    raw.validate_with(&Registry, &nothing, Deployment::Elsewhere).expect("nothing else is wrong");
 
     // Everything that is the config's own is still checked.
     let mut bad = v.clone();
     bad["exports"][0]["columns"] = json!(["id", "a; DROP TABLE x"]);
     bad["schedules"] = json!([{"name": "n", "cron": "every night"}]);
     let raw = RawConfig::from_json(&bad.to_string()).expect("parses");
-    let got = raw.validate_with(&nothing, Deployment::Elsewhere).expect_err("bad column and cron").to_string();
+    let got = raw.validate_with(&Registry, &nothing, Deployment::Elsewhere).expect_err("bad column and cron").to_string();
     assert!(got.contains("2 problems") && got.contains("exports[0].columns[1]") && got.contains("schedules[0].cron"), "{got}");
 }
 
@@ -254,17 +255,27 @@ fn every_shipped_config_passes_ferry_check() {
 fn the_checked_in_json_schema_matches_the_code() {
     let path = workspace_file("configs/ferry.schema.json");
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    let generated = ferry_core::config::json_schema();
+    let generated = ferry::components::json_schema();
     assert!(
         checked_in == generated,
         "{} is out of date with the config types: regenerate it with `cargo run -q -p ferry -- schema > configs/ferry.schema.json`",
         path.display()
     );
-    // It describes the real shape: the seed's required fields, no unknown fields.
+    // It describes the real shape: both forms' required fields, no unknown fields, and every
+    // component type with its own fields.
     let schema: Value = serde_json::from_str(&generated).unwrap();
-    assert_eq!(schema["required"], json!(["exports", "sftp", "metadata_table"]));
+    assert_eq!(schema["required"], json!(["exports", "metadata_table"]));
     assert_eq!(schema["additionalProperties"], json!(false));
-    assert_eq!(schema["$defs"]["RawExport"]["additionalProperties"], json!(false));
+    let export = &schema["$defs"]["RawExport"];
+    assert_eq!(export["additionalProperties"], json!(false));
+    for field in ["source", "destination", "source_table", "destination_filename", "compression"] {
+        assert!(export["properties"].get(field).is_some(), "{field} is not in the export's schema");
+    }
+    assert_eq!(export["properties"]["source"]["oneOf"][0]["properties"]["type"]["const"], json!("bigquery"));
+    let sftp = &export["properties"]["destination"]["oneOf"][0];
+    assert_eq!(sftp["properties"]["type"]["const"], json!("sftp"));
+    assert_eq!(sftp["additionalProperties"], json!(false));
+    assert!(schema["properties"]["sftp"]["allOf"][0]["properties"].get("host").is_some());
 }
 
 #[test]
@@ -293,11 +304,33 @@ fn the_seed_configuration_loads_unchanged() {
         "SFTP_HOST_KEY_FINGERPRINT" => Some("SHA256:AnxDfrPmOL4De0eahuVc3Rk2UV15ZF6y0jItw/GoFp4".to_owned()),
         _ => None,
     };
-    let config = RawConfig::from_json(seed).expect("parses").validate(&env).expect("valid");
+    let raw = RawConfig::from_json(seed).expect("parses");
+    let config = raw.validate(&Registry, &env).expect("valid");
     assert_eq!(config.exports.len(), 2);
-    assert_eq!(config.sftp.host, "sftp.partner.example");
     assert_eq!(config.bigquery.project, "project");
-    assert_eq!(config.exports[1].columns, ["id", "address_key", "_run_id"]);
+    // Each export reads its BigQuery table and writes to the one SFTP server of the file.
+    for x in &config.exports {
+        let sftp = x.destination.component.settings::<ferry_sftp::SftpSettings>().expect("an sftp destination");
+        assert_eq!(
+            (sftp.host.as_str(), sftp.port, sftp.username.as_str(), sftp.directory.as_str()),
+            ("sftp.partner.example", 22, "verite", "/To_Verite")
+        );
+        let file = x.file().expect("a file destination");
+        assert_eq!(file.on_existing, ferry_core::config::OnExisting::Fail);
+        assert!(!file.split.is_split() && file.header && file.delimiter == b',');
+    }
+    let source = config.exports[1].source.settings::<ferry_bigquery::component::SourceSettings>().expect("a bigquery source");
+    assert_eq!(source.columns, ["id", "address_key", "_run_id"]);
+    assert_eq!(config.exports[1].source.describe, "prod_staging.klaviyo_customerdata");
+    // The component form it maps to, as `ferry check --explain` prints it.
+    assert_eq!(
+        raw.normalized()["exports"][0],
+        json!({
+            "name": "shopify_customers", "timestamp_column": "last_updated_at", "incremental": true,
+            "source": {"type": "bigquery", "table": "prod_staging.shopify_customerdata", "columns": ["id", "email", "last_updated_at"]},
+            "destination": {"type": "sftp", "path": "/To_Verite", "port": 22, "file": {"name": "SHOPIFYCUSTOMERDATA_{datetime}.csv"}}
+        })
+    );
 }
 
 /// The CLI end to end, and a sentinel secret that must not appear in anything it prints.
@@ -338,4 +371,39 @@ async fn cli_runs_an_export_and_never_prints_the_password() {
     let check = Command::new(&bin).args(["--config", path.to_str().unwrap(), "check"]).env_remove("SFTP_PASSWORD").output().expect("check");
     assert_eq!(check.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&check.stderr).contains("sftp.password_env"), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
+/// The component form: the same export written with `source` and `destination` delivers the
+/// same bytes as its seed form, and its errors name the component's own fields.
+#[tokio::test]
+async fn the_component_form_delivers_what_the_seed_form_does() {
+    let f = Fixture::new("components").await;
+    orders(&f, &[(1, "2026-08-01 00:00:00+00"), (2, "2026-08-02 00:00:00+00")]).await;
+    let export = json!({"name": f.export, "source_table": format!("{}.orders", f.ds.name), "destination_filename": "{name}_seed.csv", "columns": ["id", "note"]});
+    let seed = f.json(export, json!({}));
+    let mut components = RawConfig::from_json(&seed.to_string()).expect("parses").normalized().clone();
+    let destination = &mut components["exports"][0]["destination"];
+    assert_eq!(destination["type"], json!("sftp"));
+    destination["file"]["name"] = json!("{name}_components.csv");
+    assert!(components.get("sftp").is_none(), "{components}");
+
+    for config in [&seed, &components] {
+        let r = f.run(&f.load(config).expect("valid"), false).await;
+        assert!(r.succeeded(), "{r:?}");
+    }
+    let seed_name = format!("{}_seed.csv", f.export);
+    let components_name = format!("{}_components.csv", f.export);
+    assert_eq!(f.dir.read(&seed_name), b"id,note\r\n1,row 1\r\n2,row 2\r\n");
+    assert_eq!(f.dir.read(&components_name), f.dir.read(&seed_name));
+
+    let mut bad = components.clone();
+    bad["exports"][0]["destination"]["file"]["name"] = json!("../up.csv");
+    bad["exports"][0]["source"]["colour"] = json!("red");
+    let got = f.load(&bad).expect_err("two problems").to_string();
+    assert!(got.contains("exports[0].destination.file.name: \"../up.csv\" contains a path separator"), "{got}");
+    assert!(got.contains("exports[0].source.colour: unknown field `colour`"), "{got}");
+    let mut unknown = components.clone();
+    unknown["exports"][0]["destination"]["type"] = json!("ftp");
+    let got = f.load(&unknown).expect_err("unknown type").to_string();
+    assert!(got.contains("exports[0].destination.type: unknown destination type \"ftp\"; expected one of sftp"), "{got}");
 }

@@ -8,6 +8,7 @@
 
 mod arrow;
 mod client;
+pub mod component;
 mod error;
 mod source;
 mod state;

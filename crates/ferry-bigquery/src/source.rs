@@ -1,7 +1,7 @@
 //! The BigQuery [`Source`]: `MAX(cursor)` at plan time, then the window's rows page by page.
 
 use async_trait::async_trait;
-use ferry_core::config::{ExportSpec, SourceSpec};
+use ferry_core::config::ExportSpec;
 use ferry_core::cursor::{CursorType, CursorValue};
 use ferry_core::ident::quote_column;
 use ferry_core::rows::{RecordBatch, SchemaRef};
@@ -10,23 +10,25 @@ use tokio::task::JoinHandle;
 
 use crate::arrow::{rest_to_batch, schema_of};
 use crate::client::{BigQuery, Cell, QueryJob, QueryParam};
+use crate::component::{SourceSettings, SourceSpec};
 use crate::BigQueryError;
 
-/// Reads exports from BigQuery.
+/// Reads one export's rows from BigQuery.
 #[derive(Debug, Clone)]
 pub struct BigQuerySource {
     bq: BigQuery,
     page_size: u32,
+    settings: SourceSettings,
 }
 
 impl BigQuerySource {
-    /// A source running queries with `bq`, fetching `page_size` rows per page.
-    pub fn new(bq: BigQuery, page_size: u32) -> Self {
-        Self { bq, page_size }
+    /// A source reading what `settings` name with `bq`, fetching `page_size` rows per page.
+    pub fn new(bq: BigQuery, page_size: u32, settings: SourceSettings) -> Self {
+        Self { bq, page_size, settings }
     }
 
-    fn source_sql(&self, export: &ExportSpec) -> String {
-        match &export.source {
+    fn source_sql(&self) -> String {
+        match &self.settings.source {
             SourceSpec::Table(t) => t.quoted(self.bq.project()),
             SourceSpec::Query(q) => format!("({q})"),
         }
@@ -53,7 +55,7 @@ impl BigQuerySource {
 impl Source for BigQuerySource {
     async fn upper_bound(&self, export: &ExportSpec, run_date: &str) -> Result<Option<CursorValue>, Failure> {
         let Some(cursor) = &export.cursor else { return Ok(None) };
-        let sql = format!("SELECT MAX({}) AS hi FROM {}", quote_column(cursor), self.source_sql(export));
+        let sql = format!("SELECT MAX({}) AS hi FROM {}", quote_column(cursor), self.source_sql());
         let job = self.bq.query(&sql, &Self::params(&sql, None, run_date), 1).await.map_err(|e| context(e, export))?;
         let type_name = job.schema.first().map(|f| f.type_name.clone()).unwrap_or_default();
         let ty = CursorType::from_bigquery(&type_name).ok_or_else(|| {
@@ -81,12 +83,12 @@ impl Source for BigQuerySource {
     }
 
     fn read_sql(&self, export: &ExportSpec, window: &Window) -> String {
-        let cols = if export.columns.is_empty() {
+        let cols = if self.settings.columns.is_empty() {
             "*".to_owned()
         } else {
-            export.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ")
+            self.settings.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ")
         };
-        let mut sql = format!("SELECT {cols} FROM {}", self.source_sql(export));
+        let mut sql = format!("SELECT {cols} FROM {}", self.source_sql());
         if let Some(cursor) = &export.cursor {
             let c = quote_column(cursor);
             let mut conds = Vec::new();
@@ -104,8 +106,8 @@ impl Source for BigQuerySource {
         sql
     }
 
-    fn describe(&self, export: &ExportSpec) -> String {
-        export.source.describe()
+    fn describe(&self, _export: &ExportSpec) -> String {
+        self.settings.source.describe()
     }
 }
 

@@ -19,7 +19,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::config::{Config, ExportSpec, OnExisting};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::{Config, ExportSpec, FileSettings, OnExisting};
 use crate::cursor::{CursorType, CursorValue};
 use crate::encode::{CsvEncoder, CsvOptions};
 use crate::roles::{Claim, FileRecord, Notifier, RunRecord, RunStatus, Source, StateStore, Window};
@@ -80,6 +84,8 @@ pub struct ExportPlan {
     pub planned_at: DateTime<Utc>,
     pub sql: String,
     pub full: bool,
+    /// Nothing new to deliver.
+    pub nothing_new: bool,
 }
 
 /// How one export ended.
@@ -212,7 +218,7 @@ impl RunReport {
         let outcomes = names
             .into_iter()
             .map(|name| {
-                let source = config.exports.iter().find(|e| e.name == name).map(|e| e.source.describe()).unwrap_or_default();
+                let source = config.exports.iter().find(|e| e.name == name).map(|e| e.source.describe.clone()).unwrap_or_default();
                 let mut o = ExportOutcome::new(name, source);
                 o.error = Some(error.clone());
                 o.error_class = Some(class);
@@ -224,16 +230,44 @@ impl RunReport {
             started_at: now,
             finished_at: now,
             dry_run: opts.dry_run,
-            destination: configured_destination(config),
+            destination: destinations(config, &names_of(opts, config)),
             outcomes,
             notify_errors: Vec::new(),
         }
     }
 }
 
-/// The destination as configured, for reports of runs that have no connected sink.
-fn configured_destination(config: &Config) -> String {
-    format!("sftp://{}:{}{}", config.sftp.host, config.sftp.port, config.sftp.path)
+/// The names of the exports `opts` selects (unknown names included).
+fn names_of(opts: &RunOptions, config: &Config) -> Vec<String> {
+    match &opts.exports {
+        Some(names) => names.clone(),
+        None => config.exports.iter().filter(|e| e.enabled).map(|e| e.name.clone()).collect(),
+    }
+}
+
+/// The distinct destinations of the exports named, for reports: `sftp://host:22/upload`.
+fn destinations(config: &Config, names: &[String]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for x in config.exports.iter().filter(|x| names.contains(&x.name)) {
+        if !seen.contains(&x.destination.component.describe.as_str()) {
+            seen.push(&x.destination.component.describe);
+        }
+    }
+    seen.join(", ")
+}
+
+/// Builds the roles of each export from its components: the map from component `type` to the
+/// crate of its system. Implemented by the wiring (`function/`) and by the test kit.
+#[async_trait]
+pub trait Wiring: Send + Sync {
+    /// The export's source.
+    fn source(&self, export: &ExportSpec) -> Result<Box<dyn Source>, Failure>;
+    /// The connected sink of the export's file destination. Connections are opened on first
+    /// use and shared by exports with the same settings; a failure to connect is the same
+    /// failure for each of them.
+    async fn sink(&self, export: &ExportSpec) -> Result<Arc<dyn Sink>, Failure>;
+    /// Closes every connection opened.
+    async fn close(&self);
 }
 
 /// Sends `report` through every notifier, unless it is a dry run. A failing channel is logged
@@ -264,9 +298,8 @@ pub struct Progress<'a> {
 /// Runs exports with the roles it is given.
 pub struct Runner<'a> {
     pub config: &'a Config,
-    pub source: &'a dyn Source,
-    /// The connected sink, or why there is none (connecting failed; a dry run needs none).
-    pub sink: Result<&'a dyn Sink, (ErrorClass, String)>,
+    /// Builds each export's source and sink.
+    pub wiring: &'a dyn Wiring,
     pub state: &'a dyn StateStore,
     pub notifiers: Vec<Box<dyn Notifier>>,
     pub progress: Option<&'a (dyn Fn(Progress<'_>) + Sync)>,
@@ -303,8 +336,9 @@ impl Runner<'_> {
 
     async fn plan_export(&self, export: &ExportSpec, opts: &RunOptions) -> Result<ExportPlan, Failure> {
         let run_date = opts.run_date.format("%Y-%m-%d").to_string();
+        let source = self.wiring.source(export)?;
         let hi = match &export.cursor {
-            Some(_) => self.source.upper_bound(export, &run_date).await?,
+            Some(_) => source.upper_bound(export, &run_date).await?,
             None => None,
         };
         let full = opts.full || !export.incremental;
@@ -319,8 +353,19 @@ impl Runner<'_> {
         let lo = watermark.map(|w| if export.lookback > 0 { w.minus(export.lookback) } else { w });
         let window = Window { lo, hi };
         let planned_at = Utc::now();
-        let file_name = (!nothing_new).then(|| export.template.render(&export.name, planned_at, 1));
-        Ok(ExportPlan { export: export.name.clone(), sql: self.source.read_sql(export, &window), window, file_name, planned_at, full })
+        let file_name = match export.file() {
+            Some(file) => (!nothing_new).then(|| file.template.render(&export.name, planned_at, 1)),
+            None => None,
+        };
+        Ok(ExportPlan {
+            export: export.name.clone(),
+            sql: source.read_sql(export, &window),
+            window,
+            file_name,
+            planned_at,
+            full,
+            nothing_new,
+        })
     }
 
     async fn watermark(&self, export: &ExportSpec, column_type: Option<CursorType>) -> Result<Option<CursorValue>, Failure> {
@@ -353,10 +398,7 @@ impl Runner<'_> {
         let run_id = opts.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let started_at = Utc::now();
         let mut outcomes = Vec::new();
-        let destination = match &self.sink {
-            Ok(s) => s.describe(),
-            Err(_) => configured_destination(self.config),
-        };
+        let destination = destinations(self.config, &names_of(opts, self.config));
         match self.selected(opts) {
             Err(e) => {
                 let mut o = ExportOutcome::new(opts.exports.clone().unwrap_or_default().join(","), String::new());
@@ -386,7 +428,7 @@ impl Runner<'_> {
     async fn run_export(&self, export: &ExportSpec, opts: &RunOptions, run_id: &str) -> ExportOutcome {
         let t0 = Instant::now();
         let started_at = Utc::now();
-        let mut outcome = ExportOutcome::new(export.name.clone(), self.source.describe(export));
+        let mut outcome = ExportOutcome::new(export.name.clone(), export.source.describe.clone());
         let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref() };
         let result = if opts.dry_run {
             self.deliver(export, opts, &ctx, &mut outcome).await
@@ -540,13 +582,14 @@ impl Runner<'_> {
         Ok(())
     }
 
-    fn connected_sink(&self) -> Result<&dyn Sink, Stop> {
-        self.sink.as_ref().copied().map_err(|(class, msg)| Stop::record(Failure::with_class(*class, msg.clone())))
+    async fn connected_sink(&self, export: &ExportSpec) -> Result<Arc<dyn Sink>, Stop> {
+        self.wiring.sink(export).await.map_err(Stop::record)
     }
 
     async fn deliver(&self, export: &ExportSpec, opts: &RunOptions, ctx: &RunCtx<'_>, o: &mut ExportOutcome) -> Result<(), Stop> {
         if !opts.dry_run {
-            self.reconcile(export, self.connected_sink()?, o).await.map_err(Stop::record)?;
+            let sink = self.connected_sink(export).await?;
+            self.reconcile(export, sink.as_ref(), o).await.map_err(Stop::record)?;
             if self.already_delivered(export, opts, o).await.map_err(Stop::quiet)? {
                 return Ok(());
             }
@@ -554,7 +597,7 @@ impl Runner<'_> {
         let plan = self.plan_export(export, opts).await.map_err(Stop::record)?;
         o.stages.plan = ctx.started.elapsed();
         o.window = plan.window.clone();
-        if plan.file_name.is_none() {
+        if plan.nothing_new {
             o.status = RunStatus::Empty;
             // An EMPTY record keeps the history complete; it never moves the watermark.
             if !opts.dry_run {
@@ -565,19 +608,37 @@ impl Runner<'_> {
         }
         let run_date = opts.run_date.format("%Y-%m-%d").to_string();
         let t = Instant::now();
-        let mut reader = self.source.read(export, &plan.window, &run_date).await.map_err(Stop::record)?;
+        let Some(file) = export.file() else {
+            return Err(Stop::record(Failure::with_class(
+                ErrorClass::Permanent,
+                format!(
+                    "export {}: destination type {} loads tables, which this build cannot run yet",
+                    export.name, export.destination.component.type_name
+                ),
+            )));
+        };
+        let source = self.wiring.source(export).map_err(Stop::record)?;
+        let mut reader = source.read(export, &plan.window, &run_date).await.map_err(Stop::record)?;
         let mut st = Stages { plan: o.stages.plan, query: t.elapsed(), ..Stages::default() };
-        let mut encoder = CsvEncoder::new(
-            &reader.schema(),
-            CsvOptions { delimiter: export.delimiter, header: export.header, compression: export.compression },
-        )
-        .map_err(|e| Stop::record(Failure::with_class(ErrorClass::Permanent, format!("export {}: {e}", export.name))))?;
-        let sink = if opts.dry_run { None } else { Some(self.connected_sink()?) };
-        let mode = match self.config.sftp.on_existing {
+        let mut encoder =
+            CsvEncoder::new(&reader.schema(), CsvOptions { delimiter: file.delimiter, header: file.header, compression: file.compression })
+                .map_err(|e| Stop::record(Failure::with_class(ErrorClass::Permanent, format!("export {}: {e}", export.name))))?;
+        let sink = if opts.dry_run { None } else { Some(self.connected_sink(export).await?) };
+        let mode = match file.on_existing {
             OnExisting::Fail => PutMode::Create,
             OnExisting::Overwrite => PutMode::Overwrite,
         };
-        let mut parts = Parts { sink, mode, export, at: plan.planned_at, current: None, sealed: Vec::new(), files: Vec::new(), sent: 0 };
+        let mut parts = Parts {
+            sink: sink.as_deref(),
+            mode,
+            export: &export.name,
+            file,
+            at: plan.planned_at,
+            current: None,
+            sealed: Vec::new(),
+            files: Vec::new(),
+            sent: 0,
+        };
         let t0 = Instant::now();
         let streamed: Result<(), Failure> = async {
             let t = Instant::now();
@@ -600,21 +661,21 @@ impl Runner<'_> {
                     .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("encoding rows of {}: {e}", export.name)))?;
                 for row in 0..view.num_rows() {
                     let n = encoder.stage_row(&view, row) as u64;
-                    if encoder.rows() > 0 && export.split.is_full(encoder.rows(), encoder.part_bytes(), n) {
+                    if encoder.rows() > 0 && file.split.is_full(encoder.rows(), encoder.part_bytes(), n) {
                         let (tail, totals) = encoder.next_part();
                         let t = Instant::now();
                         parts.finish(&tail, totals).await?;
                         parts.start().await?;
                         uploading += t.elapsed();
                     }
-                    if export.split.is_full(encoder.rows(), encoder.part_bytes(), n) {
+                    if file.split.is_full(encoder.rows(), encoder.part_bytes(), n) {
                         // Even an empty file cannot take this row.
                         return Err(Failure::with_class(
                             ErrorClass::Permanent,
                             format!(
                                 "export {}: a row of {n} bytes does not fit in a file of max_bytes_per_file = {} bytes (with the header); raise max_bytes_per_file",
                                 export.name,
-                                export.split.max_bytes.unwrap_or_default()
+                                file.split.max_bytes.unwrap_or_default()
                             ),
                         ));
                     }
@@ -710,7 +771,9 @@ struct Parts<'a> {
     /// `None` in a dry run: files are counted and named, nothing is written.
     sink: Option<&'a dyn Sink>,
     mode: PutMode,
-    export: &'a ExportSpec,
+    /// The export's name.
+    export: &'a str,
+    file: &'a FileSettings,
     at: DateTime<Utc>,
     current: Option<Box<dyn crate::Upload>>,
     sealed: Vec<Box<dyn crate::Upload>>,
@@ -721,7 +784,7 @@ struct Parts<'a> {
 
 impl Parts<'_> {
     fn next_name(&self) -> String {
-        self.export.template.render(&self.export.name, self.at, self.files.len() as u32 + 1)
+        self.file.template.render(self.export, self.at, self.files.len() as u32 + 1)
     }
 
     fn rows(&self) -> u64 {
@@ -734,7 +797,7 @@ impl Parts<'_> {
                 ErrorClass::Permanent,
                 format!(
                     "export {}: the window needs more than {MAX_FILES} files; raise max_rows_per_file or max_bytes_per_file",
-                    self.export.name
+                    self.export
                 ),
             ));
         }
@@ -780,7 +843,7 @@ impl Parts<'_> {
             let result = match upload.commit().await {
                 Ok(p) => {
                     published.push(p.name);
-                    failpoint::hit("publish:part", &self.export.name).await
+                    failpoint::hit("publish:part", self.export).await
                 }
                 Err(e) => Err(e),
             };

@@ -17,6 +17,7 @@
 //!    renamed into place, then the old one removed. Readers may briefly find no file, but never
 //!    a partial one.
 
+pub mod component;
 mod error;
 
 use std::fmt;
@@ -270,7 +271,7 @@ impl SftpSink {
     }
 
     /// Closes the SSH connection.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         let _ = self.conn.sftp.close().await;
         let _ = self.conn.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     }

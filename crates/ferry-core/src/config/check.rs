@@ -1,0 +1,154 @@
+//! The context a configuration is checked in: where in the file a check is (for field paths),
+//! the environment, the deployment, and the list of problems found so far. Component crates
+//! validate their settings through it, so every error names the field as the user wrote it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{ConfigError, Deployment};
+use crate::Secret;
+
+/// Where the checks of one part of the configuration report, and what they may look up.
+#[derive(Clone)]
+pub struct Check<'a> {
+    prefix: String,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    deployment: Deployment,
+    /// Normalised path → the path the user wrote (seed-form files, see `legacy`).
+    aliases: Rc<HashMap<String, String>>,
+    errors: Rc<RefCell<Vec<ConfigError>>>,
+}
+
+impl<'a> Check<'a> {
+    /// A check of a whole file.
+    pub(crate) fn root(env: &'a dyn Fn(&str) -> Option<String>, deployment: Deployment, aliases: HashMap<String, String>) -> Self {
+        Self { prefix: String::new(), env, deployment, aliases: Rc::new(aliases), errors: Rc::default() }
+    }
+
+    /// The same check one field deeper: `cx.at("file")`, `cx.at("columns[2]")`.
+    pub fn at(&self, field: &str) -> Check<'a> {
+        Check { prefix: self.join(field), ..self.clone() }
+    }
+
+    fn join(&self, field: &str) -> String {
+        match (self.prefix.is_empty(), field.starts_with('[')) {
+            (true, _) => field.to_owned(),
+            (false, true) => format!("{}{field}", self.prefix),
+            (false, false) => format!("{}.{field}", self.prefix),
+        }
+    }
+
+    /// The path of `field` (empty: this part itself) as the user wrote it, for messages:
+    /// `exports[0].destination.host`, or `sftp.host` for a seed-form file.
+    pub fn path(&self, field: &str) -> String {
+        let full = if field.is_empty() { self.prefix.clone() } else { self.join(field) };
+        translate(&self.aliases, &full)
+    }
+
+    /// The name of `field` as the user wrote it: `table`, or `source_table` in a seed-form file.
+    pub fn name(&self, field: &str) -> String {
+        let path = self.path(field);
+        let last = path.rsplit('.').next().unwrap_or(&path);
+        last.split('[').next().unwrap_or(last).to_owned()
+    }
+
+    /// Records a problem with `field` (empty: this part itself).
+    pub fn err(&self, field: &str, message: impl Into<String>) {
+        let path = self.path(field);
+        let message = message.into();
+        let mut errors = self.errors.borrow_mut();
+        if !errors.iter().any(|e| e.path == path && e.message == message) {
+            errors.push(ConfigError { path, message });
+        }
+    }
+
+    /// The problems recorded so far, through every `at` of the same root.
+    pub(crate) fn take_errors(&self) -> Vec<ConfigError> {
+        std::mem::take(&mut self.errors.borrow_mut())
+    }
+
+    /// An environment variable.
+    pub fn env(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
+    /// Whether secrets, mounted files and deployment settings are looked at.
+    pub fn deployment(&self) -> Deployment {
+        self.deployment
+    }
+
+    /// True when checking before deployment ([`Deployment::Elsewhere`]).
+    pub fn elsewhere(&self) -> bool {
+        self.deployment == Deployment::Elsewhere
+    }
+
+    /// Reads this part's settings from `value` as `T`, reporting shape errors (unknown fields,
+    /// wrong types) with their full path.
+    pub fn parse<T: DeserializeOwned>(&self, value: &Value) -> Option<T> {
+        serde_path_to_error::deserialize(value).map_err(|e| self.shape_error(e)).ok()
+    }
+
+    fn shape_error(&self, e: serde_path_to_error::Error<serde_json::Error>) {
+        let inner = e.path().to_string();
+        let field = if inner == "." { String::new() } else { inner };
+        self.err(&field, e.into_inner().to_string());
+    }
+
+    /// A secret from a file, else from an environment variable (`var`, else `default_var`).
+    /// Before deployment it is a placeholder. The error is `(field, message)` for the caller
+    /// to report, in its own words, with [`Check::err`].
+    pub fn secret(&self, field: SecretField<'_>) -> Result<Secret, (&'static str, String)> {
+        let SecretField { env_field, var, default_var, file_field, file } = field;
+        if self.elsewhere() {
+            return Ok(Secret::new(""));
+        }
+        if let Some(f) = file {
+            return match std::fs::read_to_string(f) {
+                Ok(v) => Ok(Secret::new(v.trim_end_matches(['\r', '\n']))),
+                Err(e) => Err((file_field, format!("cannot read {}: {e}", f.display()))),
+            };
+        }
+        let var = var.unwrap_or(default_var);
+        match self.env(var) {
+            Some(v) if !v.is_empty() => Ok(Secret::new(v)),
+            _ => Err((env_field, format!("environment variable {var} is not set"))),
+        }
+    }
+}
+
+/// Where a secret may come from: a file, else an environment variable.
+pub struct SecretField<'a> {
+    /// The field naming the variable (`password_env`).
+    pub env_field: &'static str,
+    /// The variable the config names, if any.
+    pub var: Option<&'a str>,
+    /// The variable read when the config names none (`SFTP_PASSWORD`).
+    pub default_var: &'a str,
+    /// The field naming the file (`password_file`).
+    pub file_field: &'static str,
+    /// The file the config names, if any.
+    pub file: Option<&'a PathBuf>,
+}
+
+/// `full` as the user wrote it: an exact alias, else the longest aliased prefix.
+pub(crate) fn translate(aliases: &HashMap<String, String>, full: &str) -> String {
+    if let Some(a) = aliases.get(full) {
+        return a.clone();
+    }
+    let mut best: Option<(&String, &String)> = None;
+    for (from, to) in aliases {
+        let under = full.len() > from.len() && full.starts_with(from.as_str()) && matches!(full.as_bytes()[from.len()], b'.' | b'[');
+        if under && best.is_none_or(|(b, _)| from.len() > b.len()) {
+            best = Some((from, to));
+        }
+    }
+    match best {
+        Some((from, to)) => format!("{to}{}", &full[from.len()..]),
+        None => full.to_owned(),
+    }
+}

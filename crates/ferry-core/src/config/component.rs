@@ -1,0 +1,73 @@
+//! Components: an export's `source` and `destination`, each tagged by `type` and defined and
+//! validated by the crate of its system. The core sees only what every run needs: a name for
+//! reports, the secrets to redact, and for destinations the shape (files or a table). The
+//! wiring (`function/`) implements [`Components`], mapping each `type` to its crate, and builds
+//! the roles from the validated settings.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::file::FileSettings;
+use super::Check;
+use crate::Secret;
+
+/// A validated component.
+#[derive(Clone)]
+pub struct Component {
+    /// The `type` it was configured with (`bigquery`, `sftp`).
+    pub type_name: String,
+    /// What it reads or writes, for plans, reports and the metadata table (`dataset.table`,
+    /// `query`, `sftp://host:22/upload`).
+    pub describe: String,
+    /// The backend crate's validated settings; only that crate (through the wiring) reads them.
+    pub settings: Arc<dyn Any + Send + Sync>,
+    /// Every secret the settings resolved, for redaction.
+    pub secrets: Vec<Secret>,
+}
+
+impl Component {
+    /// The settings as the backend's type; `None` for another backend's component.
+    pub fn settings<T: Any>(&self) -> Option<&T> {
+        self.settings.downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component").field("type_name", &self.type_name).field("describe", &self.describe).finish_non_exhaustive()
+    }
+}
+
+/// The two shapes of destination the run skeleton knows.
+#[derive(Debug, Clone)]
+pub enum Shape {
+    /// Files: an encoder, a name template and the temporary-name → verify → publish protocol
+    /// of a [`Sink`](crate::Sink).
+    File(FileSettings),
+    /// A database table, loaded with an atomic or idempotent commit.
+    Table,
+}
+
+/// A validated destination.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub component: Component,
+    pub shape: Shape,
+}
+
+/// The component types a build of ferry knows. Implementations read `value` (the component's
+/// settings without `type`) with [`Check::parse`] and report every problem through `cx`, which
+/// stands at the component (`exports[0].source`).
+pub trait Components {
+    /// Source types, for messages.
+    fn source_types(&self) -> Vec<&'static str>;
+    /// Destination types, for messages.
+    fn destination_types(&self) -> Vec<&'static str>;
+    /// Validates a source of `type_name`; `None` for an unknown type (the caller reports it) or
+    /// when a problem was reported.
+    fn source(&self, type_name: &str, value: &Value, cx: &Check<'_>) -> Option<Option<Component>>;
+    /// Validates a destination of `type_name`, like [`Components::source`].
+    fn destination(&self, type_name: &str, value: &Value, cx: &Check<'_>) -> Option<Option<Destination>>;
+}

@@ -1,0 +1,458 @@
+//! Configuration: the JSON file users write, checked in two phases.
+//!
+//! 1. [`RawConfig::from_json`]: syntax and the shape of the shared parts. Unknown fields are
+//!    errors; every error names the field path (`exports[1].timestamp_column`). A seed-form
+//!    file is rewritten into components first ([`legacy`]).
+//! 2. [`RawConfig::validate_with`]: meaning, without any network call. Each export's `source`
+//!    and `destination` are checked by the crate of their `type` ([`Components`]); the shared
+//!    parts here: names, cursors, the metadata table, schedules, notifications. All problems
+//!    are reported at once, each at the path the user wrote.
+//!
+//! Secrets never live in the file: the file names environment variables or files that hold
+//! them, and resolved values are [`Secret`]s.
+//!
+//! The modules: [`check`] (the context checks report through), [`component`] (sources and
+//! destinations), [`file`] (settings every file destination shares), [`legacy`] (the seed
+//! form), [`notify`], [`schedule`].
+
+pub mod check;
+pub mod component;
+pub mod file;
+pub mod legacy;
+pub mod notify;
+pub mod schedule;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use check::{Check, SecretField};
+pub use component::{Component, Components, Destination, Shape};
+pub use file::{Compression, FileSettings, Format, OnExisting, RawFile, Split, MIN_FILE_BYTES};
+pub use notify::{EmailSpec, Notifications, RawNotifications, SlackSpec, SmtpTls, When};
+pub use schedule::RawSchedule;
+
+use crate::ident::{is_column, TableName};
+use crate::Secret;
+
+/// One configuration problem: where it is and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, e.g. `exports[1].timestamp_column`; empty for the document itself.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All problems found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "invalid configuration ({n} problem{})", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn one(path: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError { path: path.into(), message: message.into() }])
+}
+
+/// Where the configuration is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// In the environment it runs in: secrets are resolved and files must exist.
+    Here,
+    /// Before deployment (CI, an image build): secrets, mounted files and the settings the
+    /// deployment passes as environment variables are not looked at.
+    Elsewhere,
+}
+
+// ------------------------------------------------------------------ the file's shape
+
+/// The configuration file, in component form (the seed form is rewritten into it by
+/// [`RawConfig::from_json`]). Everything but `exports` and `metadata_table` is optional with a
+/// safe default.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "ferry configuration")]
+pub struct RawConfig {
+    /// The exports this file defines.
+    pub exports: Vec<RawExport>,
+    /// `project.dataset.table` (or `dataset.table`) of the run history and watermarks.
+    pub metadata_table: String,
+    /// The Google Cloud project and BigQuery endpoint: the metadata table, and BigQuery
+    /// sources and destinations.
+    #[serde(default)]
+    pub bigquery: RawBigQuery,
+    /// Who hears about runs.
+    #[serde(default)]
+    pub notifications: Option<RawNotifications>,
+    /// When Cloud Scheduler runs this config. Read by `deploy/scheduler.sh`, which makes one
+    /// job per entry; a run ignores it.
+    #[serde(default)]
+    pub schedules: Vec<RawSchedule>,
+    /// Normalised field path → the path the user wrote (seed form).
+    #[serde(skip)]
+    #[schemars(skip)]
+    aliases: HashMap<String, String>,
+    /// Problems found while rewriting the seed form.
+    #[serde(skip)]
+    #[schemars(skip)]
+    seed_errors: Vec<(String, String)>,
+    /// The file in component form, for `ferry check --explain`.
+    #[serde(skip)]
+    #[schemars(skip)]
+    normalized: Value,
+}
+
+/// One export: rows of a source delivered to a destination.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawExport {
+    /// Unique name: letters, digits, `_` and `-`.
+    pub name: String,
+    /// Where rows come from: an object with a `type` (`bigquery`) and that type's settings.
+    #[serde(default)]
+    pub source: Option<Value>,
+    /// Where rows go: an object with a `type` (`sftp`) and that type's settings.
+    #[serde(default)]
+    pub destination: Option<Value>,
+    /// Cursor column for incremental windows (TIMESTAMP, DATETIME, DATE or INT64).
+    #[serde(default)]
+    pub timestamp_column: Option<String>,
+    /// Deliver only rows newer than the last delivered watermark.
+    #[serde(default)]
+    pub incremental: bool,
+    /// Skip this export when false.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Re-read this far behind the watermark to catch rows that arrive late: seconds for
+    /// TIMESTAMP and DATETIME cursors, whole days (rounded up) for DATE, units for INT64. Rows
+    /// in the overlap are delivered again.
+    #[serde(default)]
+    pub lookback: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// BigQuery settings.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBigQuery {
+    /// Project that runs the queries; `GOOGLE_CLOUD_PROJECT`, else the metadata table's project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// API endpoint; `FERRY_BIGQUERY_ENDPOINT`, else `https://bigquery.googleapis.com`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `metadata_server` (default: Cloud Run's service account), `token_env`, or `none`
+    /// (emulators only).
+    #[serde(default)]
+    pub auth: BigQueryAuthKind,
+    /// With `auth: token_env`: the variable holding an OAuth access token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Rows per result page; 10000 by default. ferry holds about two pages at a time (one being
+    /// written, the next being fetched), so this bounds its memory: about 40 MiB at the default.
+    #[serde(default)]
+    pub page_size: Option<u32>,
+}
+
+/// How BigQuery requests are authorised.
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BigQueryAuthKind {
+    /// The metadata server's token for the attached service account.
+    #[default]
+    MetadataServer,
+    /// An access token from an environment variable.
+    TokenEnv,
+    /// No credentials: only for a local emulator.
+    None,
+}
+
+impl RawConfig {
+    /// Parses the JSON text, rewriting the seed form into components. Errors name the field
+    /// path as the user wrote it.
+    pub fn from_json(text: &str) -> Result<Self, ConfigErrors> {
+        if !text.trim_start().starts_with('{') {
+            return Err(one("", "expected a JSON object with `exports`, `sftp` and `metadata_table`"));
+        }
+        let value: Value = serde_json::from_str(text).map_err(|e| one("", e.to_string()))?;
+        let legacy::Normalized { value, aliases, errors } = legacy::normalize(value);
+        let mut raw: RawConfig = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { check::translate(&aliases, &path) };
+            one(path, e.into_inner().to_string())
+        })?;
+        raw.aliases = aliases;
+        raw.seed_errors = errors;
+        raw.normalized = value;
+        Ok(raw)
+    }
+
+    /// The file in component form, as ferry reads it.
+    pub fn normalized(&self) -> &Value {
+        &self.normalized
+    }
+
+    /// Checks meaning and resolves secrets, in the environment it runs in.
+    pub fn validate(&self, components: &dyn Components, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        self.validate_with(components, env, Deployment::Here)
+    }
+
+    /// Checks meaning, and with [`Deployment::Elsewhere`] leaves out what only the deployment
+    /// provides: secrets, mounted files, and the settings the seed deployment passes as
+    /// environment variables. What it returns then holds placeholders and must not be run.
+    pub fn validate_with(
+        &self,
+        components: &dyn Components,
+        env: &dyn Fn(&str) -> Option<String>,
+        deployment: Deployment,
+    ) -> Result<Config, ConfigErrors> {
+        let cx = Check::root(env, deployment, self.aliases.clone());
+        for (path, message) in &self.seed_errors {
+            cx.err(path, message.clone());
+        }
+        let metadata_table = TableName::parse(&self.metadata_table).map_err(|m| cx.err("metadata_table", m)).ok();
+        let bigquery = self.validate_bigquery(&cx.at("bigquery"), metadata_table.as_ref());
+
+        if self.exports.is_empty() {
+            cx.err("exports", "expected at least one export");
+        }
+        let mut names = HashSet::new();
+        let mut exports = Vec::new();
+        for (i, x) in self.exports.iter().enumerate() {
+            let at = cx.at(&format!("exports[{i}]"));
+            if let Some(export) = validate_export(x, components, &at, &mut names) {
+                exports.push(export);
+            }
+        }
+        schedule::validate_schedules(&self.schedules, &names, &cx);
+        let notifications =
+            self.notifications.as_ref().map(|n| notify::validate_notifications(n, &cx.at("notifications"))).unwrap_or_default();
+
+        let errors = cx.take_errors();
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let (Some(metadata_table), Some(bigquery)) = (metadata_table, bigquery) else {
+            unreachable!("every missing piece recorded an error");
+        };
+        Ok(Config { exports, metadata_table, bigquery, notifications })
+    }
+
+    fn validate_bigquery(&self, cx: &Check<'_>, metadata_table: Option<&TableName>) -> Option<BigQuerySpec> {
+        let b = &self.bigquery;
+        let project = b
+            .project
+            .clone()
+            .or_else(|| cx.env("GOOGLE_CLOUD_PROJECT"))
+            .or_else(|| metadata_table.and_then(|t| t.project.clone()))
+            .or_else(|| cx.elsewhere().then(|| "<GOOGLE_CLOUD_PROJECT>".to_owned()));
+        if project.is_none() {
+            cx.err("project", "no project: set bigquery.project, GOOGLE_CLOUD_PROJECT, or write metadata_table as project.dataset.table");
+        }
+        let endpoint =
+            b.endpoint.clone().or_else(|| cx.env("FERRY_BIGQUERY_ENDPOINT")).unwrap_or_else(|| "https://bigquery.googleapis.com".into());
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            cx.err("endpoint", format!("expected an http(s) URL, found {endpoint:?}"));
+        }
+        let auth = match b.auth {
+            BigQueryAuthKind::MetadataServer => BigQueryAuth::MetadataServer,
+            BigQueryAuthKind::None => BigQueryAuth::None,
+            BigQueryAuthKind::TokenEnv => match b.token_env.as_deref() {
+                None => {
+                    cx.err("token_env", "auth is token_env: name the environment variable that holds the access token");
+                    BigQueryAuth::None
+                }
+                Some(var) => match cx.env(var) {
+                    Some(t) if !t.is_empty() => BigQueryAuth::Token(Secret::new(t)),
+                    _ if cx.elsewhere() => BigQueryAuth::None,
+                    _ => {
+                        cx.err("token_env", format!("environment variable {var} is not set"));
+                        BigQueryAuth::None
+                    }
+                },
+            },
+        };
+        let page_size = b.page_size.unwrap_or(10_000);
+        if !(1..=100_000).contains(&page_size) {
+            cx.err("page_size", format!("expected 1 to 100000 rows, found {page_size}"));
+        }
+        Some(BigQuerySpec { project: project?, endpoint, auth, page_size })
+    }
+}
+
+fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, names: &mut HashSet<String>) -> Option<ExportSpec> {
+    if x.name.is_empty() || x.name.len() > 64 || !x.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        cx.err("name", format!("expected 1 to 64 letters, digits, '_' or '-', found {:?}", x.name));
+    } else if !names.insert(x.name.clone()) {
+        cx.err("name", format!("duplicate export name {:?}", x.name));
+    }
+    let cursor = match &x.timestamp_column {
+        Some(c) if !is_column(c) => {
+            cx.err("timestamp_column", format!("{c:?} is not a valid column name (letters, digits and '_', not starting with a digit)"));
+            None
+        }
+        other => other.clone(),
+    };
+    if x.lookback.is_some() && !x.incremental {
+        cx.err("lookback", "lookback applies to incremental exports only");
+    }
+    if let Some(l) = x.lookback.filter(|l| *l > 366 * 86_400) {
+        cx.err("lookback", format!("expected at most 31622400 (a year in seconds), found {l}"));
+    }
+    if x.incremental && x.timestamp_column.is_none() {
+        cx.err("timestamp_column", "incremental exports need a timestamp_column (TIMESTAMP, DATETIME, DATE or INT64)");
+    }
+    let source = component(x.source.as_ref(), "source", &components.source_types(), cx, |t, v, c| components.source(t, v, c));
+    let destination =
+        component(x.destination.as_ref(), "destination", &components.destination_types(), cx, |t, v, c| components.destination(t, v, c));
+    Some(ExportSpec {
+        name: x.name.clone(),
+        source: source?,
+        destination: destination?,
+        cursor,
+        incremental: x.incremental,
+        enabled: x.enabled,
+        lookback: x.lookback.unwrap_or(0),
+    })
+}
+
+/// Reads a component's `type` and hands the rest of its settings to the crate of that type.
+fn component<T>(
+    value: Option<&Value>,
+    field: &str,
+    known: &[&str],
+    cx: &Check<'_>,
+    validate: impl Fn(&str, &Value, &Check<'_>) -> Option<Option<T>>,
+) -> Option<T> {
+    let Some(value) = value else {
+        cx.err(field, format!("missing: set {field} to an object with a `type` ({})", known.join(", ")));
+        return None;
+    };
+    let at = cx.at(field);
+    let Some(map) = value.as_object() else {
+        at.err("", format!("expected an object with a `type` ({}), found {value}", known.join(", ")));
+        return None;
+    };
+    let Some(type_name) = map.get("type").and_then(Value::as_str) else {
+        at.err("type", format!("missing: expected one of {}", known.join(", ")));
+        return None;
+    };
+    let mut settings = map.clone();
+    settings.remove("type");
+    match validate(type_name, &Value::Object(settings), &at) {
+        Some(valid) => valid,
+        None => {
+            at.err("type", format!("unknown {field} type {type_name:?}; expected one of {}", known.join(", ")));
+            None
+        }
+    }
+}
+
+// ------------------------------------------------------------------ validated
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub exports: Vec<ExportSpec>,
+    pub metadata_table: TableName,
+    pub bigquery: BigQuerySpec,
+    pub notifications: Notifications,
+}
+
+impl Config {
+    /// Reads and parses a file without validating its meaning.
+    pub fn load_raw(path: &std::path::Path) -> Result<RawConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| one("", format!("cannot read config file {}: {e}", path.display())))?;
+        RawConfig::from_json(&text)
+    }
+
+    /// Every secret the configuration resolved, for redaction of text that leaves ferry.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut v = Vec::new();
+        for x in &self.exports {
+            v.extend(x.source.secrets.iter());
+            v.extend(x.destination.component.secrets.iter());
+        }
+        if let BigQueryAuth::Token(t) = &self.bigquery.auth {
+            v.push(t);
+        }
+        if let Some(e) = &self.notifications.email {
+            v.extend(e.password.as_ref());
+        }
+        if let Some(s) = &self.notifications.slack {
+            v.push(&s.webhook_url);
+        }
+        v
+    }
+
+    /// `text` with every secret of this configuration replaced by `**REDACTED**`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets().iter().fold(text.to_owned(), |t, s| s.redact_in(&t))
+    }
+}
+
+/// A validated export.
+#[derive(Debug, Clone)]
+pub struct ExportSpec {
+    pub name: String,
+    pub source: Component,
+    pub destination: Destination,
+    pub cursor: Option<String>,
+    pub incremental: bool,
+    pub enabled: bool,
+    /// How far behind the watermark to re-read (see [`RawExport::lookback`]); 0 for none.
+    pub lookback: u64,
+}
+
+impl ExportSpec {
+    /// The file settings of a file destination.
+    pub fn file(&self) -> Option<&FileSettings> {
+        match &self.destination.shape {
+            Shape::File(f) => Some(f),
+            Shape::Table => None,
+        }
+    }
+}
+
+/// BigQuery credentials.
+#[derive(Debug, Clone)]
+pub enum BigQueryAuth {
+    MetadataServer,
+    Token(Secret),
+    None,
+}
+
+/// Validated BigQuery settings.
+#[derive(Debug, Clone)]
+pub struct BigQuerySpec {
+    pub project: String,
+    pub endpoint: String,
+    pub auth: BigQueryAuth,
+    pub page_size: u32,
+}

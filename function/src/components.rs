@@ -1,0 +1,198 @@
+//! Wiring by component type: which crate defines, validates and runs each `source` and
+//! `destination` type, and the JSON Schema of the whole file.
+//!
+//! Adding a type is one arm in each `match` below (and its crate's `component` module).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ferry_bigquery::component::SourceSettings;
+use ferry_bigquery::{BigQuery, BigQuerySource};
+use ferry_core::config::{Check, Component, Components, Config, ConfigErrors, Deployment, Destination, RawConfig};
+use ferry_core::run::Wiring;
+use ferry_core::{ErrorClass, Failure, Sink, Source};
+use ferry_sftp::{SftpSettings, SftpSink};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+/// The component types this build knows.
+pub struct Registry;
+
+impl Components for Registry {
+    fn source_types(&self) -> Vec<&'static str> {
+        vec!["bigquery"]
+    }
+
+    fn destination_types(&self) -> Vec<&'static str> {
+        vec!["sftp"]
+    }
+
+    fn source(&self, type_name: &str, value: &Value, cx: &Check<'_>) -> Option<Option<Component>> {
+        match type_name {
+            "bigquery" => Some(ferry_bigquery::component::validate_source(value, cx)),
+            _ => None,
+        }
+    }
+
+    fn destination(&self, type_name: &str, value: &Value, cx: &Check<'_>) -> Option<Option<Destination>> {
+        match type_name {
+            "sftp" => Some(ferry_sftp::component::validate_destination(value, cx)),
+            _ => None,
+        }
+    }
+}
+
+/// Loads and validates a file with the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    Config::load_raw(path)?.validate(&Registry, &|k| std::env::var(k).ok())
+}
+
+/// Validates a parsed file.
+pub fn validate(raw: &RawConfig, env: &dyn Fn(&str) -> Option<String>, deployment: Deployment) -> Result<Config, ConfigErrors> {
+    raw.validate_with(&Registry, env, deployment)
+}
+
+/// The roles of a run, built from each export's components: one BigQuery client for every
+/// BigQuery source, and one SFTP connection per distinct destination server and directory.
+pub struct Wired {
+    bq: BigQuery,
+    page_size: u32,
+    sinks: Mutex<HashMap<String, Connected>>,
+}
+
+/// A connection, or why connecting failed (the same failure for every export using it).
+type Connected = Result<Arc<SftpSink>, (ErrorClass, String)>;
+
+impl Wired {
+    /// Wiring for `config`'s exports, reading BigQuery with `bq`.
+    pub fn new(config: &Config, bq: BigQuery) -> Self {
+        Self { bq, page_size: config.bigquery.page_size, sinks: Mutex::default() }
+    }
+}
+
+#[async_trait]
+impl Wiring for Wired {
+    fn source(&self, export: &ferry_core::config::ExportSpec) -> Result<Box<dyn Source>, Failure> {
+        let c = &export.source;
+        match c.type_name.as_str() {
+            "bigquery" => {
+                let settings = c.settings::<SourceSettings>().ok_or_else(|| mismatch(c))?;
+                Ok(Box::new(BigQuerySource::new(self.bq.clone(), self.page_size, settings.clone())))
+            }
+            _ => Err(mismatch(c)),
+        }
+    }
+
+    async fn sink(&self, export: &ferry_core::config::ExportSpec) -> Result<Arc<dyn Sink>, Failure> {
+        let c = &export.destination.component;
+        let settings = match c.type_name.as_str() {
+            "sftp" => c.settings::<SftpSettings>().ok_or_else(|| mismatch(c))?,
+            _ => return Err(mismatch(c)),
+        };
+        // Secrets stay out of the key: one connection per server, user and directory.
+        let key = format!("{}@{}:{}{}", settings.username, settings.host, settings.port, settings.directory);
+        let mut sinks = self.sinks.lock().await;
+        if !sinks.contains_key(&key) {
+            let connected =
+                SftpSink::connect(settings.clone()).await.map(Arc::new).map_err(|e| (ferry_core::Classify::class(&e), e.to_string()));
+            sinks.insert(key.clone(), connected);
+        }
+        match &sinks[&key] {
+            Ok(s) => Ok(s.clone() as Arc<dyn Sink>),
+            Err((class, msg)) => Err(Failure::with_class(*class, msg.clone())),
+        }
+    }
+
+    async fn close(&self) {
+        for (_, sink) in self.sinks.lock().await.drain() {
+            if let Ok(s) = sink {
+                s.close().await;
+            }
+        }
+    }
+}
+
+fn mismatch(c: &Component) -> Failure {
+    Failure::with_class(ErrorClass::Permanent, format!("component {} ({}) has settings of another type", c.type_name, c.describe))
+}
+
+/// The JSON Schema of the configuration file, generated from the config types of the core and
+/// of every component crate, with their doc comments; `configs/ferry.schema.json` is this text.
+/// It accepts the component form and the seed form.
+pub fn json_schema() -> String {
+    let mut root = schemars::schema_for!(RawConfig).to_value();
+    let mut defs = root["$defs"].take();
+    let variants = |tag: &str, schema: schemars::Schema, defs: &mut Value| {
+        let mut v = schema.to_value();
+        for (k, d) in v.as_object_mut().and_then(|o| o.remove("$defs")).and_then(|d| d.as_object().cloned()).unwrap_or_default() {
+            defs[k] = d;
+        }
+        if let Some(o) = v.as_object_mut() {
+            o.remove("$schema");
+        }
+        v["properties"]["type"] = json!({"const": tag, "description": "The component type."});
+        let mut required = vec![json!("type")];
+        required.extend(v["required"].as_array().cloned().unwrap_or_default());
+        v["required"] = Value::Array(required);
+        v
+    };
+    let bigquery = variants("bigquery", schemars::schema_for!(ferry_bigquery::component::RawBigQuerySource), &mut defs);
+    let sftp_schema = schemars::schema_for!(ferry_sftp::component::RawSftpDestination);
+    let sftp = variants("sftp", sftp_schema.clone(), &mut defs);
+    let export = &mut defs["RawExport"]["properties"];
+    export["source"] = json!({"description": export["source"]["description"], "oneOf": [bigquery]});
+    export["destination"] = json!({"description": export["destination"]["description"], "oneOf": [sftp]});
+    // The seed form: file settings and the BigQuery source's fields beside the export's own,
+    // and one `sftp` section (without `file`) shared by every export.
+    let seed = schemars::schema_for!(SeedExport).to_value();
+    for (k, v) in seed["properties"].as_object().cloned().unwrap_or_default() {
+        export[k] = v;
+    }
+    for (k, d) in seed.get("$defs").and_then(Value::as_object).cloned().unwrap_or_default() {
+        defs[k] = d;
+    }
+    let mut seed_sftp = sftp_schema.to_value();
+    if let Some(o) = seed_sftp.as_object_mut() {
+        o.remove("$schema");
+        o.remove("$defs");
+    }
+    seed_sftp["title"] = json!("sftp (seed form)");
+    if let Some(p) = seed_sftp["properties"].as_object_mut() {
+        p.remove("file");
+    }
+    seed_sftp["properties"]["on_existing"] =
+        json!({"$ref": "#/$defs/OnExisting", "description": "`fail` (default) or `overwrite` when the final name exists."});
+    seed_sftp["required"] = json!(["path"]);
+    root["properties"]["sftp"] = json!({"description": "Seed form: the partner's SFTP server, shared by every export without a `destination`.", "allOf": [seed_sftp]});
+    root["$defs"] = defs;
+    serde_json::to_string_pretty(&root).expect("a JSON Schema serializes") + "\n"
+}
+
+/// The seed form's export fields, for the schema only (the loader rewrites them into
+/// components).
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct SeedExport {
+    /// Seed form: `dataset.table` or `project.dataset.table` of a BigQuery source; or use `query`.
+    source_table: Option<String>,
+    /// Seed form: a SELECT whose result is exported; `{date}` becomes the `@run_date` DATE parameter.
+    query: Option<String>,
+    /// Seed form: columns to export, in order; all columns when absent.
+    columns: Option<Vec<String>>,
+    /// Seed form: file name template: `{date}`, `{datetime}`, `{name}`, and `{part}` for split exports.
+    destination_filename: Option<String>,
+    /// Seed form: output format; only `CSV` for now.
+    format: Option<ferry_core::config::Format>,
+    /// Seed form: `NONE` or `GZIP`.
+    compression: Option<ferry_core::config::Compression>,
+    /// Seed form: field delimiter, one ASCII character; `,` by default.
+    delimiter: Option<String>,
+    /// Seed form: write a header row; true by default.
+    header: Option<bool>,
+    /// Seed form: start a new file after this many rows. Needs `{part}` in the file name.
+    max_rows_per_file: Option<u64>,
+    /// Seed form: start a new file before one would grow past this many bytes. Needs `{part}`.
+    max_bytes_per_file: Option<u64>,
+}
