@@ -3,7 +3,7 @@
 #
 #   <service>-runtime   the identity ferry runs as on Cloud Run
 #     roles/bigquery.jobUser             (project)  run query jobs
-#     roles/bigquery.dataViewer          (each source dataset, from the configs' source_table
+#     roles/bigquery.dataViewer          (each source dataset, from the configs' BigQuery sources
 #                                         and --read-dataset)  read the exported tables
 #     roles/bigquery.dataEditor          (the metadata dataset, from metadata_table)  create the
 #                                         metadata table, append run rows, take run leases
@@ -25,7 +25,7 @@ need gcloud bq jq
 
 # `project:dataset` of a `dataset.table` or `project.dataset.table` name.
 ds='def ds: split(".") | if length == 3 then "\(.[0]):\(.[1])" elif length == 2 then "\($project):\(.[0])" else empty end;'
-source_datasets=$(config_values "$ds"' .exports[] | select(.enabled != false) | .source_table // empty | ds')
+source_datasets=$(config_values "$ds"' .exports[] | select(.enabled != false) | (.source_table // (.source | objects | select(.type == "bigquery") | .table) // empty) | ds')
 metadata_datasets=$(config_values "$ds"' .metadata_table | ds')
 
 lookup PROJECT_NUMBER gcloud projects describe "$PROJECT" --format=value\(projectNumber\)

@@ -192,6 +192,7 @@ fn the_dry_run_output_is_the_deployment_described_in_the_readme() {
     // Least privilege, from the configs: read on the source datasets, edit on the metadata dataset.
     has("bq add-iam-policy-binding --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/bigquery.dataViewer acme-data:shop");
     has("bq add-iam-policy-binding --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/bigquery.dataViewer acme-data:prod_staging");
+    has("bq add-iam-policy-binding --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/bigquery.dataViewer acme-data:billing");
     has("bq add-iam-policy-binding --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/bigquery.dataEditor acme-data:ops");
     has("gcloud secrets add-iam-policy-binding sftp-password --project=acme-data --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/secretmanager.secretAccessor");
     assert!(!s.contains("roles/owner") && !s.contains("roles/editor") && !s.contains("roles/bigquery.admin"), "{s}");
