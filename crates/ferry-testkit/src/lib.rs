@@ -13,6 +13,7 @@ use ferry_bigquery::{Auth, BigQuery};
 use ferry_core::encode::Cell;
 use serde_json::Value;
 
+pub mod conformance;
 pub mod faults;
 pub mod pubsub;
 
