@@ -3,6 +3,9 @@
 //! Addresses and credentials come from the `FERRY_*` variables that `dev/stack env` prints, or,
 //! when they are not set, from the `.stack/env` file that `dev/stack up` writes. A test that
 //! needs a service which is not there fails with a message saying so; nothing is skipped.
+//!
+//! Tests that need no server use the in-memory backends of [`memory`], which obey the same
+//! contracts (the [`conformance`] suites run against both) and fail on demand ([`faults`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,9 @@ use ferry_bigquery::Cell;
 use ferry_bigquery::{Auth, BigQuery};
 use serde_json::Value;
 
+pub mod conformance;
+pub mod faults;
+pub mod memory;
 pub mod pubsub;
 
 /// The local stack's settings.

@@ -1,0 +1,71 @@
+//! In-memory backends for tests that need no server: a [`Sink`](ferry_core::Sink) and a
+//! [`StateStore`](ferry_core::StateStore) that keep their role's full contract (the same
+//! conformance suites run against them and against the real backends), and that take
+//! [`Faults`](crate::faults::Faults) to fail, lose a reply or hang at any call.
+
+mod sink;
+mod state;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use ferry_core::{Classify, ErrorClass};
+
+pub use sink::MemorySink;
+pub use state::{Lease, MemoryStateStore};
+
+/// Errors of the in-memory backends, worded like the real ones'.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemoryError {
+    /// `PutMode::Create` and the final name exists.
+    #[error("{server}: {path} already exists")]
+    Exists { server: String, path: String },
+    /// A file name that is not a bare name.
+    #[error("invalid file name {name:?}: must be a bare name without '/'")]
+    BadName { name: String },
+    /// The temporary file is gone or does not hold the bytes written.
+    #[error("{server}: {path} holds {actual:?} bytes after upload, expected {expected}")]
+    SizeMismatch { server: String, path: String, expected: u64, actual: Option<u64> },
+}
+
+impl Classify for MemoryError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            MemoryError::SizeMismatch { .. } => ErrorClass::Transient,
+            MemoryError::Exists { .. } | MemoryError::BadName { .. } => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// The time as a [`MemoryStateStore`] sees it: the real clock plus an offset a test moves
+/// forward, so leases expire without waiting. Waiting itself (`acquire`'s `wait`) stays real.
+/// Clones share the offset.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset: Arc<Mutex<TimeDelta>>,
+}
+
+impl Clock {
+    /// Now, on this clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.offset.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves this clock `d` forward.
+    pub fn advance(&self, d: Duration) {
+        *self.offset.lock().unwrap_or_else(|e| e.into_inner()) += TimeDelta::from_std(d).expect("duration in range");
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    mod sink {
+        crate::sink_conformance!(async { crate::memory::MemorySink::new().fixture() });
+    }
+
+    mod state {
+        crate::state_conformance!(async { crate::memory::MemoryStateStore::new() });
+    }
+}
