@@ -224,11 +224,27 @@ fn every_shipped_config_passes_ferry_check() {
     std::fs::write(dir.join("id_ed25519"), "not read by check\n").unwrap();
     for f in files.iter().filter(|f| f.parent().is_some_and(|p| p.ends_with("examples"))) {
         let mut v: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
-        if v["sftp"].get("known_hosts_file").is_some() {
-            v["sftp"]["known_hosts_file"] = json!(dir.join("known_hosts"));
+        // The mounted files, in the seed form's sftp section and in component destinations.
+        let mut sections = vec![v["sftp"].clone()];
+        sections.extend(v["exports"].as_array().unwrap().iter().map(|x| x["destination"].clone()));
+        let local = |mut s: Value| {
+            if s.get("known_hosts_file").is_some() {
+                s["known_hosts_file"] = json!(dir.join("known_hosts"));
+            }
+            if s.get("private_key_file").is_some() {
+                s["private_key_file"] = json!(dir.join("id_ed25519"));
+            }
+            s
+        };
+        if v.get("sftp").is_some() {
+            v["sftp"] = local(sections.remove(0));
+        } else {
+            sections.remove(0);
         }
-        if v["sftp"].get("private_key_file").is_some() {
-            v["sftp"]["private_key_file"] = json!(dir.join("id_ed25519"));
+        for (i, d) in sections.into_iter().enumerate() {
+            if !d.is_null() {
+                v["exports"][i]["destination"] = local(d);
+            }
         }
         let path = dir.join(f.file_name().unwrap());
         std::fs::write(&path, v.to_string()).unwrap();
