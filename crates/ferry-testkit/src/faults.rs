@@ -7,23 +7,29 @@
 //!
 //! Points, and the detail string a rule's predicate sees:
 //!
-//! | point            | detail       | effect                                                   |
-//! |------------------|--------------|----------------------------------------------------------|
-//! | `sink.begin`     | file name    | the temporary file is created                            |
-//! | `sink.stat`      | file name    | none                                                     |
-//! | `upload.write`   | file name    | the chunk is appended to the temporary file              |
-//! | `upload.seal`    | file name    | the temporary file is verified and closed                |
-//! | `upload.commit`  | file name    | the file is published under its final name               |
-//! | `upload.abort`   | file name    | the temporary file is removed                            |
-//! | `state.ensure`   | empty        | none                                                     |
-//! | `state.watermark`| export       | none                                                     |
-//! | `state.pending`  | export       | none                                                     |
-//! | `state.append`   | status, e.g. `SUCCESS` | the record is appended                         |
-//! | `state.history`  | export or empty | none                                                  |
-//! | `state.by_message` | export     | none                                                     |
-//! | `state.acquire`  | holder       | the lease is taken (or found held)                       |
-//! | `state.renew`    | holder       | the lease is extended                                    |
-//! | `state.release`  | holder       | the lease is given up                                    |
+//! | point              | detail                 | effect                                      |
+//! |--------------------|------------------------|---------------------------------------------|
+//! | `sink.begin`       | file name              | the temporary file is created               |
+//! | `sink.stat`        | file name              | none                                        |
+//! | `upload.write`     | file name              | the chunk is appended to the temporary file |
+//! | `upload.seal`      | file name              | the temporary file is closed and verified   |
+//! | `upload.commit`    | file name              | the file is published under its final name  |
+//! | `upload.abort`     | file name              | the temporary file is removed               |
+//! | `state.ensure`     | empty                  | none                                        |
+//! | `state.watermark`  | export                 | none                                        |
+//! | `state.pending`    | export                 | none                                        |
+//! | `state.append`     | status, e.g. `SUCCESS` | the record is appended                      |
+//! | `state.history`    | export, or empty       | none                                        |
+//! | `state.by_message` | export                 | none                                        |
+//! | `state.acquire`    | holder                 | the lease is taken (or found held)          |
+//! | `state.renew`      | holder                 | the lease is extended                       |
+//! | `state.release`    | holder                 | the lease is given up                       |
+//!
+//! After an injected error a backend is left as its contract says a real error leaves it: an
+//! upload whose write, seal or commit fails has removed its temporary file (after a lost commit
+//! reply the file is published all the same). Two cases leave debris, as real servers do: a lost
+//! `sink.begin` reply leaves a temporary file no upload owns, and [`Fault::ErrorBefore`] at
+//! `upload.abort` stands for a removal that failed, leaving the temporary file.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -7,10 +7,10 @@
 //!
 //! ```ignore
 //! mod sftp {
-//!     ferry_testkit::sink_conformance!(crate::sftp_fixture());
+//!     ferry_testkit::sink_conformance!(crate::sftp());
 //! }
 //! mod metadata {
-//!     ferry_testkit::state_conformance!(crate::metadata_backend());
+//!     ferry_testkit::state_conformance!(crate::metadata());
 //! }
 //! ```
 //!

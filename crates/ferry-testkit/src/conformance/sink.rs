@@ -1,4 +1,4 @@
-//! The [`Sink`] / [`Upload`] contract, case by case.
+//! The [`Sink`] / [`Upload`](ferry_core::Upload) contract, case by case.
 //!
 //! Besides the trait, a case looks into the sink's directory through [`Directory`]: to read
 //! what arrived, to see that no temporary file is left, and to tamper with a temporary file

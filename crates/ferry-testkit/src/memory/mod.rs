@@ -21,19 +21,22 @@ pub use state::{Lease, MemoryStateStore};
 pub enum MemoryError {
     /// `PutMode::Create` and the final name exists.
     #[error("{server}: {path} already exists")]
-    Exists { server: String, path: String },
+    Exists { server: &'static str, path: String },
     /// A file name that is not a bare name.
     #[error("invalid file name {name:?}: must be a bare name without '/'")]
     BadName { name: String },
-    /// The temporary file is gone or does not hold the bytes written.
-    #[error("{server}: {path} holds {actual:?} bytes after upload, expected {expected}")]
-    SizeMismatch { server: String, path: String, expected: u64, actual: Option<u64> },
+    /// The temporary file does not hold the bytes written.
+    #[error("{server}: {path} holds {actual} bytes after upload, expected {expected}")]
+    SizeMismatch { server: &'static str, path: String, expected: u64, actual: u64 },
+    /// The temporary file was removed behind the upload's back.
+    #[error("{server}: {path} vanished during the upload")]
+    Vanished { server: &'static str, path: String },
 }
 
 impl Classify for MemoryError {
     fn class(&self) -> ErrorClass {
         match self {
-            MemoryError::SizeMismatch { .. } => ErrorClass::Transient,
+            MemoryError::SizeMismatch { .. } | MemoryError::Vanished { .. } => ErrorClass::Transient,
             MemoryError::Exists { .. } | MemoryError::BadName { .. } => ErrorClass::Permanent,
         }
     }

@@ -11,6 +11,9 @@ use super::MemoryError;
 use crate::conformance::sink::{Directory, SinkFixture};
 use crate::faults::Faults;
 
+/// The "server" errors name.
+const SERVER: &str = "memory";
+
 type Taker = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// What the directory holds. Temporary and final files share one namespace, as on a server.
@@ -22,7 +25,8 @@ struct Dir {
 }
 
 struct Shared {
-    server: String,
+    /// The directory's path, as [`Published::path`] and errors give it.
+    path: String,
     dir: Mutex<Dir>,
     nonce: AtomicU64,
     taker: Mutex<Option<Taker>>,
@@ -34,7 +38,7 @@ impl Shared {
     }
 
     fn path_of(&self, name: &str) -> String {
-        format!("{}/{name}", self.server)
+        format!("{}/{name}", self.path)
     }
 }
 
@@ -54,7 +58,7 @@ pub struct MemorySink {
 
 impl std::fmt::Debug for MemorySink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemorySink").field("server", &self.shared.server).finish_non_exhaustive()
+        f.debug_struct("MemorySink").field("path", &self.shared.path).finish_non_exhaustive()
     }
 }
 
@@ -65,9 +69,9 @@ impl Default for MemorySink {
 }
 
 impl MemorySink {
-    /// An empty directory, `memory://out`, with its own [`Faults`].
+    /// An empty directory, `/out` (described as `memory:///out`), with its own [`Faults`].
     pub fn new() -> Self {
-        let shared = Shared { server: "memory://out".to_owned(), dir: Mutex::default(), nonce: AtomicU64::new(1), taker: Mutex::default() };
+        let shared = Shared { path: "/out".to_owned(), dir: Mutex::default(), nonce: AtomicU64::new(1), taker: Mutex::default() };
         Self { shared: Arc::new(shared), faults: Faults::new() }
     }
 
@@ -182,7 +186,7 @@ impl Sink for MemorySink {
     }
 
     fn describe(&self) -> String {
-        self.shared.server.clone()
+        format!("{SERVER}://{}", self.shared.path)
     }
 }
 
@@ -218,8 +222,8 @@ impl MemoryUpload {
     fn append(&mut self, chunk: &[u8]) -> Result<(), Failure> {
         let mut d = self.shared.lock();
         let Some(bytes) = d.entries.get_mut(&self.temp) else {
-            let (server, path) = (self.shared.server.clone(), self.shared.path_of(&self.temp));
-            return Err(MemoryError::SizeMismatch { server, path, expected: self.written, actual: None }.into());
+            let path = self.shared.path_of(&self.temp);
+            return Err(MemoryError::Vanished { server: SERVER, path }.into());
         };
         bytes.extend_from_slice(chunk);
         self.written += chunk.len() as u64;
@@ -227,10 +231,12 @@ impl MemoryUpload {
     }
 
     fn verify(&mut self) -> Result<u64, Failure> {
-        let actual = self.shared.lock().entries.get(&self.temp).map(|b| b.len() as u64);
-        if actual != Some(self.written) {
-            let path = self.shared.path_of(&self.temp);
-            return Err(MemoryError::SizeMismatch { server: self.shared.server.clone(), path, expected: self.written, actual }.into());
+        let path = self.shared.path_of(&self.temp);
+        let Some(actual) = self.shared.lock().entries.get(&self.temp).map(|b| b.len() as u64) else {
+            return Err(MemoryError::Vanished { server: SERVER, path }.into());
+        };
+        if actual != self.written {
+            return Err(MemoryError::SizeMismatch { server: SERVER, path, expected: self.written, actual }.into());
         }
         self.sealed = Some(self.written);
         Ok(self.written)
@@ -239,9 +245,11 @@ impl MemoryUpload {
     fn publish(&mut self) -> Result<(), Failure> {
         let mut d = self.shared.lock();
         if self.mode == PutMode::Create && d.entries.contains_key(&self.name) {
-            return Err(MemoryError::Exists { server: self.shared.server.clone(), path: self.shared.path_of(&self.name) }.into());
+            return Err(MemoryError::Exists { server: SERVER, path: self.shared.path_of(&self.name) }.into());
         }
-        let bytes = d.entries.remove(&self.temp).unwrap_or_default();
+        let Some(bytes) = d.entries.remove(&self.temp) else {
+            return Err(MemoryError::Vanished { server: SERVER, path: self.shared.path_of(&self.temp) }.into());
+        };
         d.temps.remove(&self.temp);
         self.done = true;
         let taker = self.shared.taker.lock().unwrap_or_else(|e| e.into_inner()).clone();

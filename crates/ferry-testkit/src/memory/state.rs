@@ -35,6 +35,10 @@ struct Tables {
 /// later append); `history` clamps its limit to 1..=10 000 as the table's query does; lease
 /// times come from a [`Clock`] that tests can move forward, while `acquire` waits in real time.
 ///
+/// Where the contract is silent it differs from the table: a TTL is kept exactly (the table
+/// rounds it down to whole seconds, at least one), and an `acquire` by the live lease's own
+/// holder is answered `Held` naming that holder (the table's `Held` then names no holder).
+///
 /// Clones share records, leases, faults and clock, like two processes sharing one table.
 #[derive(Clone, Default)]
 pub struct MemoryStateStore {
