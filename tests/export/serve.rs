@@ -317,7 +317,7 @@ async fn sigterm_lets_the_run_in_flight_finish() {
     let url = format!("{}/", svc.url);
     let request = tokio::spawn(async move { reqwest::Client::new().post(url).json(&body).send().await.map(|r| r.status().as_u16()) });
     // SIGTERM while the upload is under way.
-    eventually(Duration::from_secs(30), "the upload to start", || async {
+    eventually(Duration::from_secs(120), "the upload to start", || async {
         svc.entries().iter().any(|e| e["message"] == "failpoint armed from FERRY_FAILPOINTS").then_some(())
     })
     .await;
