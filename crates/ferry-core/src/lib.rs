@@ -15,6 +15,7 @@ pub mod rows;
 pub mod run;
 pub mod secret;
 pub mod sink;
+pub mod table;
 pub mod template;
 pub mod text;
 
@@ -22,3 +23,4 @@ pub use error::{BoxError, Classify, ErrorClass, Failure};
 pub use roles::{BatchReader, Claim, FileRecord, Notifier, RunRecord, RunStatus, Source, StateStore, Window};
 pub use secret::Secret;
 pub use sink::{Published, PutMode, Sink, Upload};
+pub use table::{TableLoad, TableSink};

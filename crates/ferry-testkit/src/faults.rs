@@ -24,6 +24,10 @@
 //! | `state.acquire`    | holder                 | the lease is taken (or found held)          |
 //! | `state.renew`      | holder                 | the lease is extended                       |
 //! | `state.release`    | holder                 | the lease is given up                       |
+//! | `table.begin`      | load id                | the load is opened                          |
+//! | `table.write`      | load id                | the rows are added to the load              |
+//! | `table.commit`     | load id                | the load's rows become visible at once      |
+//! | `table.committed`  | load id                | none                                        |
 //!
 //! After an injected error a backend is left as its contract says a real error leaves it: an
 //! upload whose write, seal or commit fails has removed its temporary file (after a lost commit
@@ -53,6 +57,10 @@ pub const POINTS: &[&str] = &[
     "state.acquire",
     "state.renew",
     "state.release",
+    "table.begin",
+    "table.write",
+    "table.commit",
+    "table.committed",
 ];
 
 /// What happens at an armed point.

@@ -1,10 +1,15 @@
 //! In-memory backends for tests that need no server: a [`Sink`](ferry_core::Sink) and a
 //! [`StateStore`](ferry_core::StateStore) that keep their role's full contract (the same
-//! conformance suites run against them and against the real backends), and that take
-//! [`Faults`](crate::faults::Faults) to fail, lose a reply or hang at any call.
+//! conformance suites run against them and against the real backends), a
+//! [`TableSink`](ferry_core::TableSink), all taking [`Faults`](crate::faults::Faults) to fail,
+//! lose a reply or hang at any call; and a [`Source`](ferry_core::Source) and a
+//! [`Wiring`](ferry_core::run::Wiring) to run the whole skeleton on them.
 
 mod sink;
+mod source;
 mod state;
+mod table;
+mod wiring;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +18,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ferry_core::{Classify, ErrorClass};
 
 pub use sink::MemorySink;
+pub use source::MemorySource;
 pub use state::{Lease, MemoryStateStore};
+pub use table::MemoryTable;
+pub use wiring::{memory_config, MemoryWiring};
 
 /// Errors of the in-memory backends, worded like the real ones'.
 #[derive(Debug, thiserror::Error)]

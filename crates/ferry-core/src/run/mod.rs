@@ -1,0 +1,334 @@
+//! One run: for each export, plan → lease → reconcile → read → write → record, then notify.
+//! Written once for every transfer: generic over the export's [`Source`] and the two shapes of
+//! destination, files ([`file`]) and tables ([`table`]).
+//!
+//! The modules: [`plan`] (windows and watermarks), [`reconcile`] (settling interrupted runs),
+//! [`file`] and [`table`] (writing), [`report`] (outcomes, the run report, notifying).
+//!
+//! For files, delivery and the watermark move together through the metadata table:
+//! 1. Rows `(lo, hi]` stream into temporary files on the server (one, or one per part of a
+//!    split export); each is closed and its size verified.
+//! 2. A PENDING record stores every file's name, size, row count and SHA-256, and `hi`.
+//! 3. The sink publishes the files under their final names, in order.
+//! 4. A SUCCESS record moves the watermark to `hi`.
+//!
+//! A failure before 2 removes the temporary files and records FAILED: the watermark stays, and
+//! the next run reads the same rows again. A failure in 3 that the sink reports removes the
+//! files not yet published and records FAILED, naming those already published. Any other
+//! failure between 2 and 4 leaves a PENDING record; the next run reconciles it first: if every
+//! file is on the server with the recorded size, the delivery happened and a SUCCESS record is
+//! added (no second copy of those rows is sent); otherwise the run is recorded FAILED and its
+//! rows are read again.
+//!
+//! A table destination keeps the same order with one load instead of files: rows go into a
+//! load that readers cannot see, PENDING names the load (the run id), the load commits
+//! atomically, SUCCESS moves the watermark; reconcile asks the table whether a PENDING run's
+//! load committed.
+
+mod file;
+mod plan;
+mod reconcile;
+mod report;
+mod table;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+
+pub use plan::ExportPlan;
+use report::{destinations, names_of};
+pub use report::{notify, ExportOutcome, Progress, RunReport, Skip, Stages};
+
+use crate::config::{Config, ExportSpec, Shape};
+use crate::cursor::CursorValue;
+use crate::roles::{Claim, RunRecord, RunStatus, Source, StateStore};
+use crate::table::TableSink;
+use crate::{ErrorClass, Failure, Notifier, Sink};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Only these exports (all enabled ones when `None`).
+    pub exports: Option<Vec<String>>,
+    /// Ignore the watermark and deliver everything up to `hi`.
+    pub full: bool,
+    /// Plan and read, but deliver and record nothing.
+    pub dry_run: bool,
+    /// The date `{date}` in queries stands for.
+    pub run_date: NaiveDate,
+    /// The triggering Pub/Sub message, recorded with each run.
+    pub message_id: Option<String>,
+    /// Run id; a fresh one when `None`.
+    pub run_id: Option<String>,
+    /// How long an export's lease lasts without renewal; renewed every third of it while the
+    /// export runs. A run that dies holds up the next one for at most this long.
+    pub lease_ttl: Duration,
+    /// How long to keep trying when another run holds an export's lease (0: give up at once).
+    pub lease_wait: Duration,
+}
+
+impl RunOptions {
+    /// All exports, incremental, today (UTC).
+    pub fn new() -> Self {
+        Self {
+            exports: None,
+            full: false,
+            dry_run: false,
+            run_date: Utc::now().date_naive(),
+            message_id: None,
+            run_id: None,
+            lease_ttl: Duration::from_secs(600),
+            lease_wait: Duration::ZERO,
+        }
+    }
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds the roles of each export from its components: the map from component `type` to the
+/// crate of its system. Implemented by the wiring (`function/`) and by the test kit.
+#[async_trait]
+pub trait Wiring: Send + Sync {
+    /// The export's source.
+    fn source(&self, export: &ExportSpec) -> Result<Box<dyn Source>, Failure>;
+    /// The connected sink of the export's file destination. Connections are opened on first
+    /// use and shared by exports with the same settings; a failure to connect is the same
+    /// failure for each of them.
+    async fn sink(&self, export: &ExportSpec) -> Result<Arc<dyn Sink>, Failure>;
+    /// The table of the export's table destination.
+    async fn table(&self, export: &ExportSpec) -> Result<Arc<dyn TableSink>, Failure> {
+        Err(Failure::with_class(
+            ErrorClass::Permanent,
+            format!(
+                "export {}: destination type {} has no table loader in this build",
+                export.name, export.destination.component.type_name
+            ),
+        ))
+    }
+    /// Closes every connection opened.
+    async fn close(&self);
+}
+
+/// Runs exports with the roles it is given.
+pub struct Runner<'a> {
+    pub config: &'a Config,
+    /// Builds each export's source and sink.
+    pub wiring: &'a dyn Wiring,
+    pub state: &'a dyn StateStore,
+    pub notifiers: Vec<Box<dyn Notifier>>,
+    pub progress: Option<&'a (dyn Fn(Progress<'_>) + Sync)>,
+}
+
+impl Runner<'_> {
+    fn selected(&self, opts: &RunOptions) -> Result<Vec<&ExportSpec>, String> {
+        match &opts.exports {
+            None => Ok(self.config.exports.iter().filter(|e| e.enabled).collect()),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    self.config.exports.iter().find(|e| &e.name == n).ok_or_else(|| {
+                        let known: Vec<&str> = self.config.exports.iter().map(|e| e.name.as_str()).collect();
+                        format!("unknown export {n:?}; this config has {}", known.join(", "))
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs every selected export, then notifies.
+    pub async fn run(&self, opts: &RunOptions) -> RunReport {
+        let run_id = opts.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let started_at = Utc::now();
+        let mut outcomes = Vec::new();
+        let destination = destinations(self.config, &names_of(opts, self.config));
+        match self.selected(opts) {
+            Err(e) => {
+                let mut o = ExportOutcome::new(opts.exports.clone().unwrap_or_default().join(","), String::new());
+                o.error = Some(e);
+                o.error_class = Some(ErrorClass::Permanent);
+                outcomes.push(o);
+            }
+            Ok(exports) => {
+                for export in exports {
+                    outcomes.push(self.run_export(export, opts, &run_id).await);
+                }
+            }
+        }
+        let mut report = RunReport {
+            run_id,
+            started_at,
+            finished_at: Utc::now(),
+            dry_run: opts.dry_run,
+            destination,
+            outcomes,
+            notify_errors: Vec::new(),
+        };
+        notify(self.config, &self.notifiers, &mut report).await;
+        report
+    }
+
+    async fn run_export(&self, export: &ExportSpec, opts: &RunOptions, run_id: &str) -> ExportOutcome {
+        let t0 = Instant::now();
+        let started_at = Utc::now();
+        let mut outcome = ExportOutcome::new(export.name.clone(), export.source.describe.clone());
+        let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref() };
+        let result = if opts.dry_run {
+            self.deliver(export, opts, &ctx, &mut outcome).await
+        } else {
+            match self
+                .state
+                .acquire(&export.name, run_id, opts.message_id.as_deref(), opts.lease_ttl, opts.lease_wait.min(opts.lease_ttl / 2))
+                .await
+            {
+                Ok(Claim::Acquired) => {
+                    let result = tokio::select! {
+                        r = self.deliver(export, opts, &ctx, &mut outcome) => r,
+                        lost = self.keep_lease(&export.name, run_id, opts.lease_ttl) => Err(Stop::record(lost)),
+                    };
+                    if let Err(e) = self.state.release(&export.name, run_id).await {
+                        tracing::warn!(run_id, export = %export.name, error = %e, "could not release the lease; it expires by itself");
+                    }
+                    result
+                }
+                Ok(Claim::Held { holder, message_id, expires_at }) => {
+                    tracing::warn!(run_id, export = %export.name, holder = %holder, holder_message_id = message_id.as_deref().unwrap_or("-"), "another run is delivering this export");
+                    outcome.skipped = Some(Skip::Busy);
+                    Err(Stop::quiet(Failure::with_class(
+                        ErrorClass::Transient,
+                        format!(
+                            "export {} is being delivered by run {holder} (its lease runs until {} unless renewed); this run did nothing for it",
+                            export.name,
+                            expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                    )))
+                }
+                Err(e) => Err(Stop::quiet(e)),
+            }
+        };
+        outcome.seconds = t0.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => {
+                tracing::info!(run_id, export = %export.name, status = outcome.status.as_str(), rows = outcome.rows, bytes = outcome.bytes, file = ?outcome.file, stages = %outcome.stages, "export finished");
+            }
+            Err(Stop { failure, record }) => {
+                let msg = self.config.redact(&failure.to_string());
+                tracing::error!(run_id, export = %export.name, error = %msg, class = failure.class().as_str(), "export failed");
+                outcome.status = RunStatus::Failed;
+                outcome.error = Some(msg.clone());
+                outcome.error_class = Some(failure.class());
+                if record && !opts.dry_run {
+                    let rec = self.record(export, &ctx, RunStatus::Failed, &outcome, Some(msg));
+                    if let Err(e) = self.state.append(&rec).await {
+                        tracing::error!(run_id, export = %export.name, error = %self.config.redact(&e.to_string()), "could not record the failure in the metadata table");
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    fn record(&self, export: &ExportSpec, ctx: &RunCtx<'_>, status: RunStatus, o: &ExportOutcome, error: Option<String>) -> RunRecord {
+        RunRecord {
+            run_id: ctx.run_id.to_owned(),
+            export_name: export.name.clone(),
+            source_table: o.source.clone(),
+            status,
+            last_exported_value: o.window.hi.as_ref().map(CursorValue::canonical),
+            cursor_type: o.window.hi.as_ref().map(|v| v.ty().sql_name().to_owned()),
+            window_lo: o.window.lo.as_ref().map(CursorValue::canonical),
+            rows_exported: o.rows,
+            bytes: o.bytes,
+            sha256: o.sha256.clone(),
+            file_name: o.file.clone(),
+            files: o.files.clone(),
+            started_at: ctx.started_at,
+            completed_at: Utc::now(),
+            error_message: error,
+            message_id: ctx.message_id.map(str::to_owned),
+        }
+    }
+
+    /// Renews the export's lease every third of its lifetime; returns only if the lease is lost.
+    async fn keep_lease(&self, export: &str, run_id: &str, ttl: Duration) -> Failure {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match self.state.renew(export, run_id, ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Failure::with_class(
+                        ErrorClass::Transient,
+                        format!(
+                            "export {export}: the run's lease expired before it finished, so it stopped; the next run delivers these rows"
+                        ),
+                    )
+                }
+                Err(e) => tracing::warn!(run_id, export, error = %e, "could not renew the lease; trying again"),
+            }
+        }
+    }
+
+    async fn connected_sink(&self, export: &ExportSpec) -> Result<Arc<dyn Sink>, Stop> {
+        self.wiring.sink(export).await.map_err(Stop::record)
+    }
+
+    async fn deliver(&self, export: &ExportSpec, opts: &RunOptions, ctx: &RunCtx<'_>, o: &mut ExportOutcome) -> Result<(), Stop> {
+        if !opts.dry_run {
+            self.reconcile(export, o).await.map_err(Stop::record)?;
+            if self.already_delivered(export, opts, o).await.map_err(Stop::quiet)? {
+                return Ok(());
+            }
+        }
+        let plan = self.plan_export(export, opts).await.map_err(Stop::record)?;
+        o.stages.plan = ctx.started.elapsed();
+        o.window = plan.window.clone();
+        if plan.nothing_new {
+            o.status = RunStatus::Empty;
+            // An EMPTY record keeps the history complete; it never moves the watermark.
+            if !opts.dry_run {
+                let rec = self.record(export, ctx, RunStatus::Empty, o, None);
+                self.state.append(&rec).await.map_err(Stop::quiet)?;
+            }
+            return Ok(());
+        }
+        let run_date = opts.run_date.format("%Y-%m-%d").to_string();
+        let t = Instant::now();
+        let source = self.wiring.source(export).map_err(Stop::record)?;
+        let reader = source.read(export, &plan.window, &run_date).await.map_err(Stop::record)?;
+        o.stages.query = t.elapsed();
+        match &export.destination.shape {
+            Shape::File(file) => self.deliver_files(export, file, opts, ctx, &plan, reader, o).await,
+            Shape::Table => self.deliver_table(export, opts, ctx, reader, o).await,
+        }
+    }
+}
+
+/// What every record of one export run shares.
+pub(super) struct RunCtx<'a> {
+    run_id: &'a str,
+    started_at: DateTime<Utc>,
+    /// When the export started, lease included.
+    started: Instant,
+    message_id: Option<&'a str>,
+}
+
+/// Why an export stopped, and whether to append a FAILED record.
+pub(super) struct Stop {
+    failure: Failure,
+    record: bool,
+}
+
+impl Stop {
+    pub(super) fn record(failure: Failure) -> Self {
+        Self { failure, record: true }
+    }
+
+    pub(super) fn quiet(failure: Failure) -> Self {
+        Self { failure, record: false }
+    }
+}

@@ -1,0 +1,94 @@
+//! A table in memory, keeping the [`TableSink`] contract: loads are invisible until they
+//! commit, and commit all at once; committed load ids are remembered.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use ferry_core::rows::SchemaRef;
+use ferry_core::{Failure, TableLoad, TableSink};
+
+use crate::faults::Faults;
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// The first column of every committed row, in commit order.
+    rows: Vec<i64>,
+    committed: BTreeSet<String>,
+}
+
+/// A table whose rows are the first (INT64) column of what is loaded. Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTable {
+    shared: Arc<Mutex<Shared>>,
+    faults: Faults,
+}
+
+impl MemoryTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same table, consulting `faults` at every call.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The committed rows' first column, in commit order.
+    pub fn rows(&self) -> Vec<i64> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).rows.clone()
+    }
+}
+
+#[async_trait]
+impl TableSink for MemoryTable {
+    async fn begin(&self, load_id: &str, _schema: SchemaRef) -> Result<Box<dyn TableLoad>, Failure> {
+        let pass = self.faults.enter("table.begin", load_id).await?;
+        pass.reply(Ok(()))?;
+        Ok(Box::new(Load { table: self.clone(), id: load_id.to_owned(), rows: Vec::new() }))
+    }
+
+    async fn committed(&self, load_id: &str) -> Result<bool, Failure> {
+        let pass = self.faults.enter("table.committed", load_id).await?;
+        let done = self.shared.lock().unwrap_or_else(|e| e.into_inner()).committed.contains(load_id);
+        pass.reply(Ok(done))
+    }
+
+    fn describe(&self) -> String {
+        "memory://table".into()
+    }
+}
+
+struct Load {
+    table: MemoryTable,
+    id: String,
+    rows: Vec<i64>,
+}
+
+#[async_trait]
+impl TableLoad for Load {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), Failure> {
+        let pass = self.table.faults.enter("table.write", &self.id).await?;
+        self.rows.extend(batch.column(0).as_primitive::<Int64Type>().values().iter().copied());
+        pass.reply(Ok(()))
+    }
+
+    async fn commit(self: Box<Self>) -> Result<u64, Failure> {
+        let pass = self.table.faults.enter("table.commit", &self.id).await?;
+        let n = {
+            let mut t = self.table.shared.lock().unwrap_or_else(|e| e.into_inner());
+            if t.committed.insert(self.id.clone()) {
+                t.rows.extend(&self.rows);
+            }
+            self.rows.len() as u64
+        };
+        pass.reply(Ok(n))
+    }
+
+    async fn abort(self: Box<Self>) {}
+}

@@ -1,0 +1,59 @@
+//! The run skeleton on in-memory backends: a [`Wiring`] and a [`Config`] for one export.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ferry_core::config::{BigQueryAuth, BigQuerySpec, Component, Config, Destination, ExportSpec, Notifications, Shape};
+use ferry_core::ident::TableName;
+use ferry_core::run::Wiring;
+use ferry_core::{Failure, Sink, Source, TableSink};
+
+use super::{MemorySink, MemorySource, MemoryTable};
+
+/// Every export reads `source` and writes to `sink` (file destinations) or `table`.
+#[derive(Debug, Clone)]
+pub struct MemoryWiring {
+    pub source: MemorySource,
+    pub sink: MemorySink,
+    pub table: MemoryTable,
+}
+
+#[async_trait]
+impl Wiring for MemoryWiring {
+    fn source(&self, _export: &ExportSpec) -> Result<Box<dyn Source>, Failure> {
+        Ok(Box::new(self.source.clone()))
+    }
+
+    async fn sink(&self, _export: &ExportSpec) -> Result<Arc<dyn Sink>, Failure> {
+        Ok(Arc::new(self.sink.clone()))
+    }
+
+    async fn table(&self, _export: &ExportSpec) -> Result<Arc<dyn TableSink>, Failure> {
+        Ok(Arc::new(self.table.clone()))
+    }
+
+    async fn close(&self) {}
+}
+
+fn component(type_name: &str) -> Component {
+    Component { type_name: type_name.into(), describe: format!("memory {type_name}"), settings: Arc::new(()), secrets: Vec::new() }
+}
+
+/// A config with one incremental export `name` on the INT64 cursor `seq` of a
+/// [`MemorySource`], delivering to a destination of `shape`.
+pub fn memory_config(name: &str, shape: Shape) -> Config {
+    Config {
+        exports: vec![ExportSpec {
+            name: name.into(),
+            source: component("memory"),
+            destination: Destination { component: component("memory"), shape },
+            cursor: Some("seq".into()),
+            incremental: true,
+            enabled: true,
+            lookback: 0,
+        }],
+        metadata_table: TableName::parse("memory.export_metadata").expect("a table name"),
+        bigquery: BigQuerySpec { project: "memory".into(), endpoint: "http://127.0.0.1:9".into(), auth: BigQueryAuth::None, page_size: 1 },
+        notifications: Notifications::default(),
+    }
+}
