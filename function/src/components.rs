@@ -12,7 +12,7 @@ use ferry_bigquery::component::SourceSettings;
 use ferry_bigquery::{BigQuery, BigQuerySource};
 use ferry_core::config::{Check, Component, Components, Config, ConfigErrors, Deployment, Destination, RawConfig};
 use ferry_core::run::Wiring;
-use ferry_core::{ErrorClass, Failure, Sink, Source};
+use ferry_core::{ErrorClass, Failure, Sink, Source, TableSink};
 use ferry_sftp::{SftpSettings, SftpSink};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -103,6 +103,11 @@ impl Wiring for Wired {
             Ok(s) => Ok(s.clone() as Arc<dyn Sink>),
             Err((class, msg)) => Err(Failure::with_class(*class, msg.clone())),
         }
+    }
+
+    async fn table(&self, export: &ferry_core::config::ExportSpec) -> Result<Arc<dyn TableSink>, Failure> {
+        // No table destination type yet: the loaders add their arms here.
+        Err(mismatch(&export.destination.component))
     }
 
     async fn close(&self) {

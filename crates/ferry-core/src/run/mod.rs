@@ -279,6 +279,12 @@ impl Runner<'_> {
 
     async fn deliver(&self, export: &ExportSpec, opts: &RunOptions, ctx: &RunCtx<'_>, o: &mut ExportOutcome) -> Result<(), Stop> {
         if !opts.dry_run {
+            // The destination is reached first, even when there turns out to be nothing new:
+            // wrong credentials or an untrusted host fail every run, not only runs with rows.
+            match &export.destination.shape {
+                Shape::File(_) => drop(self.connected_sink(export).await?),
+                Shape::Table => drop(self.wiring.table(export).await.map_err(Stop::record)?),
+            }
             self.reconcile(export, o).await.map_err(Stop::record)?;
             if self.already_delivered(export, opts, o).await.map_err(Stop::quiet)? {
                 return Ok(());

@@ -1,0 +1,125 @@
+//! The command line: subcommands and their flags.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Deliver warehouse data to partners: BigQuery → CSV → SFTP, with watermarks that move only after verified delivery"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, env = "FERRY_CONFIG", default_value = "configs/default.json", global = true)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which exports a run covers, and how.
+#[derive(clap::Args)]
+pub struct Selection {
+    /// Export to run (repeatable); every enabled one by default.
+    #[arg(long = "export")]
+    pub exports: Vec<String>,
+    /// Ignore the watermark: deliver every row up to the current maximum.
+    #[arg(long)]
+    pub full: bool,
+    /// Read and encode, deliver and record nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run date for `{date}` in queries (YYYY-MM-DD); today (UTC) by default.
+    #[arg(long)]
+    pub date: Option<NaiveDate>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run exports: all enabled ones, or those named with --export.
+    Run {
+        #[command(flatten)]
+        what: Selection,
+    },
+    /// Show what a run would do: window, SQL, file names.
+    Plan {
+        #[arg(long = "export")]
+        exports: Vec<String>,
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        date: Option<NaiveDate>,
+    },
+    /// Validate the configuration offline.
+    Check {
+        /// Leave out what the deployment provides (secrets, mounted files, SFTP_HOST and the
+        /// other settings read from the environment): for CI and image builds.
+        #[arg(long)]
+        no_secrets: bool,
+        /// Also print the file in component form, as ferry reads it (a seed-form file's
+        /// `sftp` section and export fields become each export's `source` and `destination`).
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+    /// The Cloud Run service: Pub/Sub push requests on `POST /`, `GET /health`.
+    Serve {
+        /// Port (Cloud Run sets PORT).
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, env = "FERRY_LISTEN", default_value = "0.0.0.0")]
+        listen: std::net::IpAddr,
+        /// Directory of `<name>.json` configs that messages select with `{"config": "<name>"}`.
+        #[arg(long, env = "FERRY_CONFIG_DIR", default_value = "configs")]
+        config_dir: PathBuf,
+        /// Seconds a request waits while another instance delivers the same export.
+        #[arg(long, env = "FERRY_LEASE_WAIT_SECONDS", default_value_t = 8)]
+        lease_wait: u64,
+        /// Seconds an export's lease lasts without renewal.
+        #[arg(long, env = "FERRY_LEASE_TTL_SECONDS", default_value_t = 600)]
+        lease_ttl: u64,
+        /// Seconds requests in flight may run after SIGTERM (Cloud Run allows 10).
+        #[arg(long, env = "FERRY_SHUTDOWN_GRACE_SECONDS", default_value_t = 9)]
+        grace: u64,
+        /// Verify push OIDC tokens for this audience (off when unset).
+        #[arg(long, env = "FERRY_PUSH_AUDIENCE")]
+        push_audience: Option<String>,
+        /// Accept push tokens only for this service account email.
+        #[arg(long, env = "FERRY_PUSH_SERVICE_ACCOUNT", requires = "push_audience")]
+        push_service_account: Option<String>,
+        /// Where the token signing keys are published.
+        #[arg(long, env = "FERRY_PUSH_JWKS_URL", default_value = ferry::oidc::GOOGLE_JWKS_URL)]
+        push_jwks_url: String,
+    },
+    /// Publish a trigger message to a topic: run exports by hand, the way Cloud Scheduler does.
+    Publish {
+        /// `projects/P/topics/T`, or `T` with --project.
+        #[arg(long, env = "FERRY_TOPIC")]
+        topic: String,
+        /// Project of a short topic name.
+        #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+        project: Option<String>,
+        /// The config the service should use (`<name>.json` in its config directory).
+        #[arg(long = "config-name", default_value = "default")]
+        config_name: String,
+        #[command(flatten)]
+        what: Selection,
+        /// Variable holding an access token (e.g. from `gcloud auth print-access-token`);
+        /// without it, the metadata server's. Ignored with PUBSUB_EMULATOR_HOST.
+        #[arg(long, default_value = "GOOGLE_OAUTH_ACCESS_TOKEN")]
+        token_env: String,
+    },
+    /// Show recent runs from the metadata table.
+    History {
+        /// Only this export.
+        #[arg(long)]
+        export: Option<String>,
+        /// How many rows.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
