@@ -115,7 +115,7 @@ enum Command {
         #[command(flatten)]
         what: Selection,
         /// Variable holding an access token (e.g. from `gcloud auth print-access-token`);
-        /// without it, the metadata server's. Ignored with PUBSUB_EMULATOR_HOST.
+        /// when it is unset or empty, the metadata server's. Ignored with PUBSUB_EMULATOR_HOST.
         #[arg(long, default_value = "GOOGLE_OAUTH_ACCESS_TOKEN")]
         token_env: String,
     },
@@ -269,7 +269,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(_) => (
                     ferry_pubsub::PUBSUB_ENDPOINT.to_owned(),
                     std::env::var(&token_env)
-                        .map(|t| ferry_pubsub::Auth::Token(ferry_core::Secret::new(t)))
+                        .ok()
+                        .filter(|t| !t.trim().is_empty())
+                        .map(|t| ferry_pubsub::Auth::Token(ferry_core::Secret::new(t.trim())))
                         .unwrap_or(ferry_pubsub::Auth::MetadataServer),
                 ),
             };
