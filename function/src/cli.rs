@@ -109,7 +109,7 @@ pub enum Command {
         #[command(flatten)]
         what: Selection,
         /// Variable holding an access token (e.g. from `gcloud auth print-access-token`);
-        /// without it, the metadata server's. Ignored with PUBSUB_EMULATOR_HOST.
+        /// when it is unset or empty, the metadata server's. Ignored with PUBSUB_EMULATOR_HOST.
         #[arg(long, default_value = "GOOGLE_OAUTH_ACCESS_TOKEN")]
         token_env: String,
     },

@@ -89,7 +89,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(_) => (
                     ferry_pubsub::PUBSUB_ENDPOINT.to_owned(),
                     std::env::var(&token_env)
-                        .map(|t| ferry_pubsub::Auth::Token(ferry_core::Secret::new(t)))
+                        .ok()
+                        .filter(|t| !t.trim().is_empty())
+                        .map(|t| ferry_pubsub::Auth::Token(ferry_core::Secret::new(t.trim())))
                         .unwrap_or(ferry_pubsub::Auth::MetadataServer),
                 ),
             };

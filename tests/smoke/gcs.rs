@@ -1,6 +1,14 @@
-use ferry_gcs::Gcs;
+//! The GCS emulator answers the JSON API calls a GCS client makes: list by prefix (sizes as
+//! strings) and download media, with the bytes that were uploaded.
+
 use ferry_testkit::{stack, unique};
 use futures::TryStreamExt;
+use serde_json::Value;
+
+/// An object name as one URL path segment.
+fn segment(name: &str) -> String {
+    name.replace('/', "%2F")
+}
 
 #[tokio::test]
 async fn list_by_prefix_and_streamed_download() {
@@ -18,7 +26,7 @@ async fn list_by_prefix_and_streamed_download() {
     let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     for name in ["export/part-0.csv", "export/part-1.csv", "other/x.csv"] {
         let r = http
-            .post(format!("{endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}", name.replace('/', "%2F")))
+            .post(format!("{endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}", segment(name)))
             .body(payload.clone())
             .send()
             .await
@@ -26,17 +34,27 @@ async fn list_by_prefix_and_streamed_download() {
         assert!(r.status().is_success(), "upload {name}: {}", r.status());
     }
 
-    let gcs = Gcs::new(&endpoint, None);
-    let mut listed = gcs.list(&bucket, "export/").await.expect("list");
-    listed.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(listed.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["export/part-0.csv", "export/part-1.csv"]);
-    assert!(listed.iter().all(|o| o.size == payload.len() as u64));
+    let r = http.get(format!("{endpoint}/storage/v1/b/{bucket}/o?prefix=export%2F")).send().await.expect("list");
+    assert!(r.status().is_success(), "list: {}", r.status());
+    let listing: Value = r.json().await.expect("listing");
+    let mut listed: Vec<(String, String)> = listing["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| (o["name"].as_str().expect("name").to_owned(), o["size"].as_str().expect("size as a string").to_owned()))
+        .collect();
+    listed.sort();
+    let size = payload.len().to_string();
+    assert_eq!(listed, [("export/part-0.csv".to_owned(), size.clone()), ("export/part-1.csv".to_owned(), size)]);
 
-    let stream = gcs.download(&bucket, "export/part-1.csv").await.expect("download");
-    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.expect("stream");
+    let r =
+        http.get(format!("{endpoint}/storage/v1/b/{bucket}/o/{}?alt=media", segment("export/part-1.csv"))).send().await.expect("download");
+    assert!(r.status().is_success(), "download: {}", r.status());
+    let chunks: Vec<bytes::Bytes> = r.bytes_stream().try_collect().await.expect("stream");
     assert!(chunks.len() > 1, "the body arrives in several chunks");
     assert_eq!(chunks.concat(), payload);
 
-    let err = gcs.download(&bucket, "export/missing.csv").await.err().expect("missing object");
-    assert!(err.to_string().contains("404"), "{err}");
+    let r =
+        http.get(format!("{endpoint}/storage/v1/b/{bucket}/o/{}?alt=media", segment("export/missing.csv"))).send().await.expect("download");
+    assert_eq!(r.status(), 404);
 }

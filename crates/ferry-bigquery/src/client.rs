@@ -1,23 +1,10 @@
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferry_core::Secret;
+use ferry_google::{percent_encode, ApiError, Auth, TokenSource};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 
 use crate::BigQueryError;
-
-/// How requests are authorised.
-#[derive(Debug, Clone)]
-pub enum Auth {
-    /// No credentials (the local emulator).
-    None,
-    /// A fixed OAuth access token (for example from `gcloud auth print-access-token`).
-    Token(Secret),
-    /// The GCE/Cloud Run metadata server's token for the attached service account.
-    MetadataServer,
-}
 
 /// `project.dataset.table`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +66,6 @@ pub enum Cell {
 /// One page of rows.
 pub type Page = Vec<Vec<Cell>>;
 
-#[derive(Default)]
-struct CachedToken {
-    token: Option<(String, Instant)>,
-}
-
 /// A BigQuery REST client for one project.
 #[derive(Clone)]
 pub struct BigQuery {
@@ -93,8 +75,7 @@ pub struct BigQuery {
     /// `<api>/projects/<project>`.
     base: String,
     project: String,
-    auth: Auth,
-    token: Arc<Mutex<CachedToken>>,
+    tokens: TokenSource,
 }
 
 impl std::fmt::Debug for BigQuery {
@@ -105,6 +86,7 @@ impl std::fmt::Debug for BigQuery {
 
 impl BigQuery {
     /// `endpoint` is `https://bigquery.googleapis.com` in production or the emulator's address.
+    /// The metadata server of [`Auth::MetadataServer`] is moved by `GCE_METADATA_HOST`.
     pub fn new(endpoint: &str, project: &str, auth: Auth) -> Result<Self, BigQueryError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -113,52 +95,17 @@ impl BigQuery {
             .map_err(|e| BigQueryError::Transport { op: "client", endpoint: endpoint.into(), reason: e.to_string() })?;
         let api = format!("{}/bigquery/v2", endpoint.trim_end_matches('/'));
         Ok(Self {
+            tokens: TokenSource::new(http.clone(), auth),
             http,
-            base: format!("{api}/projects/{project}"),
+            base: format!("{api}/projects/{}", percent_encode(project)),
             api,
             project: project.into(),
-            auth,
-            token: Arc::new(Mutex::new(CachedToken::default())),
         })
     }
 
     /// The billing project queries run in.
     pub fn project(&self) -> &str {
         &self.project
-    }
-
-    async fn bearer(&self) -> Result<Option<String>, BigQueryError> {
-        match &self.auth {
-            Auth::None => Ok(None),
-            Auth::Token(t) => Ok(Some(t.expose().to_owned())),
-            Auth::MetadataServer => {
-                let mut cache = self.token.lock().await;
-                if let Some((tok, until)) = &cache.token {
-                    if Instant::now() < *until {
-                        return Ok(Some(tok.clone()));
-                    }
-                }
-                #[derive(Deserialize)]
-                struct Tok {
-                    access_token: String,
-                    expires_in: u64,
-                }
-                let resp = self
-                    .http
-                    .get("http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token")
-                    .header("Metadata-Flavor", "Google")
-                    .send()
-                    .await
-                    .map_err(|e| BigQueryError::Auth(format!("metadata server unreachable: {e}")))?;
-                if !resp.status().is_success() {
-                    return Err(BigQueryError::Auth(format!("metadata server answered {}", resp.status())));
-                }
-                let tok: Tok = resp.json().await.map_err(|e| BigQueryError::Auth(format!("metadata server token: {e}")))?;
-                let until = Instant::now() + Duration::from_secs(tok.expires_in.saturating_sub(60));
-                cache.token = Some((tok.access_token.clone(), until));
-                Ok(Some(tok.access_token))
-            }
-        }
     }
 
     async fn call_bytes(
@@ -168,10 +115,7 @@ impl BigQuery {
         url: String,
         body: Option<&Value>,
     ) -> Result<bytes::Bytes, BigQueryError> {
-        let mut req = self.http.request(method, &url);
-        if let Some(tok) = self.bearer().await? {
-            req = req.bearer_auth(tok);
-        }
+        let mut req = self.tokens.authorize(self.http.request(method, &url)).await?;
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -187,18 +131,7 @@ impl BigQuery {
             reason: e.without_url().to_string(),
         })?;
         if !status.is_success() {
-            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let err = &value["error"];
-            let reason = err["errors"][0]["reason"].as_str().or(err["status"].as_str()).unwrap_or_default();
-            let message =
-                err["message"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect());
-            return Err(BigQueryError::Api {
-                op,
-                status: status.as_u16(),
-                status_text: status.to_string(),
-                reason: if reason.is_empty() { String::new() } else { format!(" ({reason})") },
-                message,
-            });
+            return Err(BigQueryError::Api { op, api: ApiError::parse(status.as_u16(), &bytes) });
         }
         Ok(bytes)
     }
@@ -274,13 +207,17 @@ impl BigQuery {
         page_token: Option<&str>,
         page_size: u32,
     ) -> Result<Results, BigQueryError> {
-        let mut url =
-            format!("{}/queries/{}?formatOptions.useInt64Timestamp=true&timeoutMs=10000&maxResults={}", self.base, job_id, page_size);
+        let mut url = format!(
+            "{}/queries/{}?formatOptions.useInt64Timestamp=true&timeoutMs=10000&maxResults={}",
+            self.base,
+            percent_encode(job_id),
+            page_size
+        );
         if let Some(loc) = location {
-            url.push_str(&format!("&location={loc}"));
+            url.push_str(&format!("&location={}", percent_encode(loc)));
         }
         if let Some(t) = page_token {
-            url.push_str(&format!("&pageToken={}", urlencode(t)));
+            url.push_str(&format!("&pageToken={}", percent_encode(t)));
         }
         self.call_results("jobs.getQueryResults", reqwest::Method::GET, url, None).await
     }
@@ -296,11 +233,10 @@ impl BigQuery {
         let url = format!("{}/insertAll", self.table_url(table));
         let resp = self.call("tabledata.insertAll", reqwest::Method::POST, url, Some(&body)).await?;
         if let Some(errs) = resp["insertErrors"].as_array().filter(|e| !e.is_empty()) {
-            return Err(BigQueryError::Api {
+            return Err(BigQueryError::Job {
                 op: "tabledata.insertAll",
-                status: 200,
-                status_text: "rows rejected".into(),
-                reason: String::new(),
+                what: "rows rejected",
+                reason: None,
                 message: errs[0].to_string(),
             });
         }
@@ -311,22 +247,33 @@ impl BigQuery {
     pub async fn create_dataset(&self, dataset: &str) -> Result<(), BigQueryError> {
         let body = json!({"datasetReference": {"projectId": self.project, "datasetId": dataset}});
         match self.call("datasets.insert", reqwest::Method::POST, format!("{}/datasets", self.base), Some(&body)).await {
-            Err(BigQueryError::Api { status: 409, .. }) => Ok(()),
+            Err(BigQueryError::Api { api: ApiError { status: 409, .. }, .. }) => Ok(()),
             other => other.map(|_| ()),
         }
     }
 
     fn table_url(&self, t: &TableRef) -> String {
-        format!("{}/projects/{}/datasets/{}/tables/{}", self.api, t.project, t.dataset, t.table)
+        format!(
+            "{}/projects/{}/datasets/{}/tables/{}",
+            self.api,
+            percent_encode(&t.project),
+            percent_encode(&t.dataset),
+            percent_encode(&t.table)
+        )
     }
 
     /// Deletes a dataset and its tables.
     pub async fn delete_dataset(&self, dataset: &str) -> Result<(), BigQueryError> {
         match self
-            .call("datasets.delete", reqwest::Method::DELETE, format!("{}/datasets/{}?deleteContents=true", self.base, dataset), None)
+            .call(
+                "datasets.delete",
+                reqwest::Method::DELETE,
+                format!("{}/datasets/{}?deleteContents=true", self.base, percent_encode(dataset)),
+                None,
+            )
             .await
         {
-            Err(BigQueryError::Api { status: 404, .. }) => Ok(()),
+            Err(BigQueryError::Api { api: ApiError { status: 404, .. }, .. }) => Ok(()),
             other => other.map(|_| ()),
         }
     }
@@ -335,7 +282,7 @@ impl BigQuery {
     pub async fn table_schema(&self, table: &TableRef) -> Result<Option<Vec<Field>>, BigQueryError> {
         let url = self.table_url(table);
         match self.call("tables.get", reqwest::Method::GET, url, None).await {
-            Err(BigQueryError::Api { status: 404, .. }) => Ok(None),
+            Err(BigQueryError::Api { api: ApiError { status: 404, .. }, .. }) => Ok(None),
             Err(e) => Err(e),
             Ok(v) => Ok(Some(
                 serde_json::from_value(v["schema"]["fields"].clone())
@@ -343,15 +290,6 @@ impl BigQuery {
             )),
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A completed query whose rows are read page by page.
@@ -394,11 +332,10 @@ impl QueryJob {
 }
 
 fn job_error(op: &'static str, reason: Option<&str>, message: Option<&str>) -> BigQueryError {
-    BigQueryError::Api {
+    BigQueryError::Job {
         op,
-        status: 200,
-        status_text: "job failed".into(),
-        reason: reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+        what: "job failed",
+        reason: reason.filter(|r| !r.is_empty()).map(str::to_owned),
         message: message.unwrap_or_default().to_owned(),
     }
 }

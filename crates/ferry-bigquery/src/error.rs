@@ -1,12 +1,17 @@
 use ferry_core::{Classify, ErrorClass};
+use ferry_google::{ApiError, GoogleError};
 
 /// Errors of the BigQuery client. Messages quote BigQuery's own reason; they contain no token.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BigQueryError {
-    /// BigQuery answered with an error status, or a job finished with an error.
-    #[error("BigQuery {op}: {status_text}{reason}: {message}")]
-    Api { op: &'static str, status: u16, status_text: String, reason: String, message: String },
+    /// BigQuery answered with an error status.
+    #[error("BigQuery {op}: {api}")]
+    Api { op: &'static str, api: ApiError },
+    /// BigQuery answered 200, but the job finished with an error (`what`: `job failed`) or
+    /// rows were not inserted (`rows rejected`).
+    #[error("BigQuery {op}: {what}{}: {message}", .reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Job { op: &'static str, what: &'static str, reason: Option<String>, message: String },
     /// The request did not get an answer.
     #[error("BigQuery {op}: no answer from {endpoint}: {reason}")]
     Transport { op: &'static str, endpoint: String, reason: String },
@@ -15,7 +20,13 @@ pub enum BigQueryError {
     Decode { op: &'static str, reason: String },
     /// Getting an access token failed.
     #[error("BigQuery credentials: {0}")]
-    Auth(String),
+    Credentials(GoogleError),
+}
+
+impl From<GoogleError> for BigQueryError {
+    fn from(e: GoogleError) -> Self {
+        BigQueryError::Credentials(e)
+    }
 }
 
 /// Two statements changed the same table at once and one lost: BigQuery answers 400 ("Could not
@@ -29,20 +40,16 @@ fn is_concurrent_update(message: &str) -> bool {
 impl Classify for BigQueryError {
     fn class(&self) -> ErrorClass {
         match self {
-            BigQueryError::Api { status, reason, message, .. } => {
-                if *status == 429
-                    || *status >= 500
-                    || reason.contains("rateLimitExceeded")
-                    || reason.contains("backendError")
-                    || is_concurrent_update(message)
-                {
-                    ErrorClass::Transient
-                } else {
-                    ErrorClass::Permanent
-                }
+            BigQueryError::Api { api, .. } if api.is_transient() || is_concurrent_update(&api.message) => ErrorClass::Transient,
+            BigQueryError::Job { reason, message, .. }
+                if reason.as_deref().is_some_and(ApiError::is_transient_reason) || is_concurrent_update(message) =>
+            {
+                ErrorClass::Transient
             }
+            BigQueryError::Api { .. } | BigQueryError::Job { .. } => ErrorClass::Permanent,
             BigQueryError::Transport { .. } => ErrorClass::Transient,
-            BigQueryError::Decode { .. } | BigQueryError::Auth(_) => ErrorClass::Permanent,
+            BigQueryError::Decode { .. } => ErrorClass::Permanent,
+            BigQueryError::Credentials(e) => e.class(),
         }
     }
 }
@@ -52,13 +59,11 @@ mod tests {
     use super::*;
 
     fn api(status: u16, message: &str) -> BigQueryError {
-        BigQueryError::Api {
-            op: "jobs.query",
-            status,
-            status_text: String::new(),
-            reason: " (invalidQuery)".into(),
-            message: message.into(),
-        }
+        BigQueryError::Api { op: "jobs.query", api: ApiError { status, reason: Some("invalidQuery".into()), message: message.into() } }
+    }
+
+    fn job(reason: &str, message: &str) -> BigQueryError {
+        BigQueryError::Job { op: "jobs.query", what: "job failed", reason: Some(reason.into()), message: message.into() }
     }
 
     #[test]
@@ -68,5 +73,19 @@ mod tests {
         assert_eq!(api(400, "Failed to commit: Failed to commit DuckLake transaction.").class(), ErrorClass::Transient);
         assert_eq!(api(400, "Syntax error: Unexpected keyword").class(), ErrorClass::Permanent);
         assert_eq!(api(503, "backend").class(), ErrorClass::Transient);
+        assert_eq!(job("invalidQuery", "Transaction is aborted due to concurrent update").class(), ErrorClass::Transient);
+        assert_eq!(job("backendError", "try again").class(), ErrorClass::Transient);
+        assert_eq!(job("invalidQuery", "Unrecognized name: x").class(), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(api(400, "Syntax error").to_string(), "BigQuery jobs.query: HTTP 400 Bad Request (invalidQuery): Syntax error");
+        assert_eq!(
+            job("invalidQuery", "Unrecognized name: x").to_string(),
+            "BigQuery jobs.query: job failed (invalidQuery): Unrecognized name: x"
+        );
+        let rejected = BigQueryError::Job { op: "tabledata.insertAll", what: "rows rejected", reason: None, message: "{}".into() };
+        assert_eq!(rejected.to_string(), "BigQuery tabledata.insertAll: rows rejected: {}");
     }
 }

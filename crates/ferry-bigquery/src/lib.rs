@@ -14,7 +14,9 @@ mod source;
 mod state;
 
 pub use arrow::{rest_to_batch, schema_of};
-pub use client::{Auth, BigQuery, Cell, Field, Page, QueryJob, QueryParam, TableRef};
+pub use client::{BigQuery, Cell, Field, Page, QueryJob, QueryParam, TableRef};
 pub use error::BigQueryError;
+/// How requests are authorised; shared with the other Google clients.
+pub use ferry_google::Auth;
 pub use source::BigQuerySource;
 pub use state::MetadataStore;

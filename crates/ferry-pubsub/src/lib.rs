@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use base64::Engine;
-use ferry_core::{Classify, ErrorClass, Secret};
+use ferry_core::{Classify, ErrorClass};
+/// How requests are authorised; shared with the other Google clients.
+pub use ferry_google::Auth;
+use ferry_google::{percent_encode, ApiError, GoogleError, TokenSource};
 use serde_json::{json, Value};
 
 /// The production endpoint.
@@ -20,31 +23,29 @@ pub enum PubSubError {
     Topic(String),
     #[error("Pub/Sub at {endpoint}: {reason}")]
     Transport { endpoint: String, reason: String },
-    #[error("Pub/Sub refused to publish to {topic}: HTTP {status}: {message}")]
-    Api { topic: String, status: u16, message: String },
-    #[error("access token: {0}")]
-    Auth(String),
+    #[error("Pub/Sub refused to publish to {topic}: {api}")]
+    Api { topic: String, api: ApiError },
+    #[error("Pub/Sub published to {topic}, but the answer has no message id")]
+    NoMessageId { topic: String },
+    #[error("Pub/Sub credentials: {0}")]
+    Credentials(GoogleError),
+}
+
+impl From<GoogleError> for PubSubError {
+    fn from(e: GoogleError) -> Self {
+        PubSubError::Credentials(e)
+    }
 }
 
 impl Classify for PubSubError {
     fn class(&self) -> ErrorClass {
         match self {
             PubSubError::Transport { .. } => ErrorClass::Transient,
-            PubSubError::Api { status, .. } if *status >= 500 || *status == 429 => ErrorClass::Transient,
-            _ => ErrorClass::Permanent,
+            PubSubError::Api { api, .. } => api.class(),
+            PubSubError::Credentials(e) => e.class(),
+            PubSubError::Topic(_) | PubSubError::NoMessageId { .. } => ErrorClass::Permanent,
         }
     }
-}
-
-/// How requests are authorised.
-#[derive(Debug, Clone)]
-pub enum Auth {
-    /// No credentials: the emulator.
-    None,
-    /// A bearer token (for example `gcloud auth print-access-token`).
-    Token(Secret),
-    /// The metadata server of the Cloud Run / GCE instance.
-    MetadataServer,
 }
 
 /// `projects/P/topics/T` from a full name, or from `T` and a project.
@@ -63,38 +64,15 @@ pub fn topic_name(topic: &str, project: Option<&str>) -> Result<String, PubSubEr
 pub struct Publisher {
     http: reqwest::Client,
     endpoint: String,
-    auth: Auth,
+    tokens: TokenSource,
 }
 
 impl Publisher {
-    /// `endpoint` is [`PUBSUB_ENDPOINT`] or an emulator's `http://host:port`.
+    /// `endpoint` is [`PUBSUB_ENDPOINT`] or an emulator's `http://host:port`. The metadata
+    /// server of [`Auth::MetadataServer`] is moved by `GCE_METADATA_HOST`.
     pub fn new(endpoint: &str, auth: Auth) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client");
-        Self { http, endpoint: endpoint.trim_end_matches('/').to_owned(), auth }
-    }
-
-    async fn token(&self) -> Result<Option<String>, PubSubError> {
-        match &self.auth {
-            Auth::None => Ok(None),
-            Auth::Token(t) => Ok(Some(t.expose().to_owned())),
-            Auth::MetadataServer => {
-                let v: Value = self
-                    .http
-                    .get("http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token")
-                    .header("Metadata-Flavor", "Google")
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .map_err(|e| PubSubError::Auth(format!("metadata server: {}", e.without_url())))?
-                    .json()
-                    .await
-                    .map_err(|e| PubSubError::Auth(format!("metadata server: {e}")))?;
-                v["access_token"]
-                    .as_str()
-                    .map(|t| Some(t.to_owned()))
-                    .ok_or_else(|| PubSubError::Auth("metadata server sent no token".into()))
-            }
-        }
+        Self { tokens: TokenSource::new(http.clone(), auth), http, endpoint: endpoint.trim_end_matches('/').to_owned() }
     }
 
     /// Publishes `data` with `attributes` to `topic` (`projects/P/topics/T`); returns the
@@ -102,23 +80,18 @@ impl Publisher {
     pub async fn publish(&self, topic: &str, data: &[u8], attributes: &[(&str, &str)]) -> Result<String, PubSubError> {
         let attrs: serde_json::Map<String, Value> = attributes.iter().map(|(k, v)| ((*k).to_owned(), Value::from(*v))).collect();
         let body = json!({"messages": [{"data": base64::engine::general_purpose::STANDARD.encode(data), "attributes": attrs}]});
-        let mut req = self.http.post(format!("{}/v1/{topic}:publish", self.endpoint)).json(&body);
-        if let Some(t) = self.token().await? {
-            req = req.bearer_auth(t);
-        }
+        let path: Vec<String> = topic.split('/').map(percent_encode).collect();
+        let req = self.http.post(format!("{}/v1/{}:publish", self.endpoint, path.join("/"))).json(&body);
+        let req = self.tokens.authorize(req).await?;
         let transport = |e: reqwest::Error| PubSubError::Transport { endpoint: self.endpoint.clone(), reason: e.without_url().to_string() };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let bytes = resp.bytes().await.map_err(transport)?;
         if !status.is_success() {
-            let message = v["error"]["message"].as_str().unwrap_or("no details").to_owned();
-            return Err(PubSubError::Api { topic: topic.to_owned(), status: status.as_u16(), message });
+            return Err(PubSubError::Api { topic: topic.to_owned(), api: ApiError::parse(status.as_u16(), &bytes) });
         }
-        v["messageIds"][0].as_str().map(str::to_owned).ok_or_else(|| PubSubError::Api {
-            topic: topic.to_owned(),
-            status: status.as_u16(),
-            message: "the answer has no message id".into(),
-        })
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        v["messageIds"][0].as_str().map(str::to_owned).ok_or_else(|| PubSubError::NoMessageId { topic: topic.to_owned() })
     }
 }
 
@@ -133,5 +106,64 @@ mod tests {
         assert!(topic_name("ferry", None).is_err());
         assert!(topic_name("projects/p/topics/../x", None).is_err());
         assert!(topic_name("projects/p/subscriptions/s", None).is_err());
+    }
+
+    /// What the stand-in Pub/Sub saw of a request.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Seen {
+        path: String,
+        authorization: Option<String>,
+        body: Value,
+    }
+
+    /// A stand-in Pub/Sub on 127.0.0.1: publishing to `projects/p/topics/denied` is refused
+    /// with a Google error body, anything else gets message id 42.
+    async fn stand_in() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let authorization = headers.get("authorization").map(|v| v.to_str().expect("header").to_owned());
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().expect("lock").push(Seen { path: uri.path().to_owned(), authorization, body });
+                if uri.path().contains("/topics/denied:") {
+                    let denied = r#"{"error": {"code": 403, "message": "User not authorized to perform this action.", "status": "PERMISSION_DENIED"}}"#;
+                    return (StatusCode::FORBIDDEN, denied);
+                }
+                (StatusCode::OK, r#"{"messageIds": ["42"]}"#)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (endpoint, seen)
+    }
+
+    #[tokio::test]
+    async fn publishes_with_the_token_to_an_encoded_topic_path() {
+        let (endpoint, seen) = stand_in().await;
+        let publisher = Publisher::new(&endpoint, Auth::Token(ferry_core::Secret::new("t0ken")));
+        let id = publisher.publish("projects/p-1/topics/a%b+c", b"{}", &[("origin", "test")]).await.expect("publish");
+        assert_eq!(id, "42");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].path, "/v1/projects/p-1/topics/a%25b%2Bc:publish");
+        assert_eq!(seen[0].authorization.as_deref(), Some("Bearer t0ken"));
+        assert_eq!(seen[0].body, json!({"messages": [{"data": "e30=", "attributes": {"origin": "test"}}]}));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_quotes_google_s_error() {
+        let (endpoint, seen) = stand_in().await;
+        let err = Publisher::new(&endpoint, Auth::None).publish("projects/p/topics/denied", b"x", &[]).await.expect_err("denied");
+        assert_eq!(
+            err.to_string(),
+            "Pub/Sub refused to publish to projects/p/topics/denied: HTTP 403 Forbidden (PERMISSION_DENIED): \
+             User not authorized to perform this action."
+        );
+        assert_eq!(err.class(), ErrorClass::Permanent);
+        assert_eq!(seen.lock().expect("lock")[0].authorization, None);
     }
 }
