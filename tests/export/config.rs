@@ -380,7 +380,7 @@ async fn cli_runs_an_export_and_never_prints_the_password() {
         .output()
         .expect("run");
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success());
+    assert!(!out.status.success(), "{all}");
     assert!(all.contains("rejected password authentication"), "{all}");
     assert!(!all.contains(sentinel), "the password leaked:\n{all}");
 

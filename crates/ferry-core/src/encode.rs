@@ -26,6 +26,7 @@ use arrow_array::types::{
     TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{Array, BinaryArray, BooleanArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use base64::Engine;
 use flate2::write::GzEncoder;
@@ -110,9 +111,17 @@ enum ColumnView<'a> {
     Null,
 }
 
+/// A column of a batch ready for the row loop: its typed view and where its NULLs are.
+struct Column<'a> {
+    view: ColumnView<'a>,
+    nulls: Option<&'a NullBuffer>,
+    /// A NULL is written `[]` (an ARRAY: BigQuery has no NULL ARRAY), not as an empty field.
+    null_is_empty_list: bool,
+}
+
 /// A batch ready to be encoded row by row: see [`CsvEncoder::view`].
 pub struct BatchView<'a> {
-    columns: Vec<ColumnView<'a>>,
+    columns: Vec<Column<'a>>,
     rows: usize,
 }
 
@@ -245,7 +254,16 @@ impl CsvEncoder {
             return Err(format!("a batch has columns {names:?}, the file has {:?}", self.names));
         }
         check_schema(schema)?;
-        let columns = batch.columns().iter().zip(schema.fields()).map(|(a, f)| view(a.as_ref(), f)).collect();
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(a, f)| Column {
+                view: view(a.as_ref(), f),
+                nulls: a.nulls(),
+                null_is_empty_list: matches!(f.data_type(), DataType::List(_)),
+            })
+            .collect();
         Ok(BatchView { columns, rows: batch.num_rows() })
     }
 
@@ -270,7 +288,10 @@ impl CsvEncoder {
             if i > 0 {
                 line.push(self.opts.delimiter);
             }
-            write_cell(line, col, row, special);
+            if col.nulls.is_some_and(|n| n.is_null(row)) && !col.null_is_empty_list {
+                continue;
+            }
+            write_cell(line, &col.view, row, special);
         }
         line.extend_from_slice(b"\r\n");
         line.len()
@@ -341,20 +362,15 @@ impl CsvEncoder {
     }
 }
 
+/// Writes value `row` of a column; the caller has handled NULL.
 fn write_cell(line: &mut Vec<u8>, col: &ColumnView<'_>, row: usize, special: &Special) {
     macro_rules! int {
         ($a:expr) => {
-            if $a.is_valid(row) {
-                text::write_int(line, $a.value(row))
-            }
+            text::write_int(line, $a.value(row))
         };
     }
     match col {
-        ColumnView::Text(a) => {
-            if a.is_valid(row) {
-                push_field(line, a.value(row).as_bytes(), special, true)
-            }
-        }
+        ColumnView::Text(a) => push_field(line, a.value(row).as_bytes(), special, true),
         ColumnView::Int64(a) => int!(a),
         ColumnView::Int32(a) => int!(a),
         ColumnView::Int16(a) => int!(a),
@@ -363,67 +379,28 @@ fn write_cell(line: &mut Vec<u8>, col: &ColumnView<'_>, row: usize, special: &Sp
         ColumnView::UInt32(a) => int!(a),
         ColumnView::UInt16(a) => int!(a),
         ColumnView::UInt8(a) => int!(a),
-        ColumnView::Float64(a) => {
-            if a.is_valid(row) {
-                text::write_float(line, a.value(row))
-            }
-        }
+        ColumnView::Float64(a) => text::write_float(line, a.value(row)),
         ColumnView::Float32(a) => {
-            if a.is_valid(row) {
-                // Through its shortest decimal text, so 0.1f32 stays 0.1.
-                text::write_float(line, a.value(row).to_string().parse().unwrap_or(f64::NAN))
-            }
+            // Through its shortest decimal text, so 0.1f32 stays 0.1.
+            text::write_float(line, a.value(row).to_string().parse().unwrap_or(f64::NAN))
         }
-        ColumnView::Bool(a) => {
-            if a.is_valid(row) {
-                line.extend_from_slice(if a.value(row) { b"true" } else { b"false" })
-            }
-        }
-        ColumnView::Timestamp(a) => {
-            if a.is_valid(row) {
-                text::write_timestamp(line, a.value(row))
-            }
-        }
-        ColumnView::Datetime(a) => {
-            if a.is_valid(row) {
-                text::write_datetime(line, a.value(row))
-            }
-        }
-        ColumnView::Date(a) => {
-            if a.is_valid(row) {
-                text::write_date(line, a.value(row))
-            }
-        }
-        ColumnView::Time(a) => {
-            if a.is_valid(row) {
-                text::write_time(line, a.value(row))
-            }
-        }
+        ColumnView::Bool(a) => line.extend_from_slice(if a.value(row) { b"true" } else { b"false" }),
+        ColumnView::Timestamp(a) => text::write_timestamp(line, a.value(row)),
+        ColumnView::Datetime(a) => text::write_datetime(line, a.value(row)),
+        ColumnView::Date(a) => text::write_date(line, a.value(row)),
+        ColumnView::Time(a) => text::write_time(line, a.value(row)),
         ColumnView::Binary(a) => {
-            if a.is_valid(row) {
-                let start = line.len();
-                line.resize(start + base64::encoded_len(a.value(row).len(), true).unwrap_or(0), 0);
-                let n = base64::engine::general_purpose::STANDARD.encode_slice(a.value(row), &mut line[start..]).unwrap_or(0);
-                line.truncate(start + n);
-            }
+            let start = line.len();
+            line.resize(start + base64::encoded_len(a.value(row).len(), true).unwrap_or(0), 0);
+            let n = base64::engine::general_purpose::STANDARD.encode_slice(a.value(row), &mut line[start..]).unwrap_or(0);
+            line.truncate(start + n);
         }
-        ColumnView::Decimal128(a, scale) => {
-            if a.is_valid(row) {
-                text::write_decimal128(line, a.value(row), *scale)
-            }
-        }
-        ColumnView::Decimal256(a, scale) => {
-            if a.is_valid(row) {
-                text::write_decimal_digits(line, &a.value(row).to_string(), *scale)
-            }
-        }
+        ColumnView::Decimal128(a, scale) => text::write_decimal128(line, a.value(row), *scale),
+        ColumnView::Decimal256(a, scale) => text::write_decimal_digits(line, &a.value(row).to_string(), *scale),
         ColumnView::Nested(a, field) => {
-            let is_list = matches!(field.data_type(), DataType::List(_));
-            if a.is_valid(row) || is_list {
-                let mut json = String::new();
-                json_value(&mut json, *a, field, row);
-                push_field(line, json.as_bytes(), special, false);
-            }
+            let mut json = String::new();
+            json_value(&mut json, *a, field, row);
+            push_field(line, json.as_bytes(), special, false);
         }
         ColumnView::Null => {}
     }

@@ -168,6 +168,27 @@ pub fn write_decimal_digits(out: &mut Vec<u8>, digits: &str, scale: i8) {
 
 /// Appends an `i128` decimal of `scale`.
 pub fn write_decimal128(out: &mut Vec<u8>, v: i128, scale: i8) {
+    // The common case (NUMERIC values below 10^9 in magnitude at scale 9) in u64 arithmetic.
+    if let (1..=18, Ok(abs)) = (scale, u64::try_from(v.unsigned_abs())) {
+        let scale = scale as usize;
+        let p = 10u64.pow(scale as u32);
+        if v < 0 {
+            out.push(b'-');
+        }
+        write_int(out, abs / p);
+        let mut frac = abs % p;
+        if frac != 0 {
+            let mut digits = [b'0'; 18];
+            for d in digits[..scale].iter_mut().rev() {
+                *d = b'0' + (frac % 10) as u8;
+                frac /= 10;
+            }
+            let end = scale - digits[..scale].iter().rev().take_while(|&&d| d == b'0').count();
+            out.push(b'.');
+            out.extend_from_slice(&digits[..end]);
+        }
+        return;
+    }
     let mut buf = itoa::Buffer::new();
     write_decimal_digits(out, buf.format(v), scale);
 }
@@ -213,6 +234,14 @@ mod tests {
         assert_eq!(d(-3_000_000_000, 9), "-3");
         assert_eq!(d(42, 0), "42");
         assert_eq!(d(42, -2), "4200");
+        assert_eq!(d(-1_500_000_000, 9), "-1.5");
+        assert_eq!(d(999_999_999_999_999_999, 9), "999999999.999999999");
+        assert_eq!(d(1_000_000_000_000_000_000, 9), "1000000000");
+        for v in [-123_456_789_012_345_678_i128, -7, 0, 5, 10_i128.pow(17) + 3] {
+            let mut slow = Vec::new();
+            write_decimal_digits(&mut slow, &v.to_string(), 9);
+            assert_eq!(d(v, 9).into_bytes(), slow, "{v}");
+        }
         assert_eq!(
             text(|o| write_decimal_digits(o, "12345678901234567890123456789012345678901234567890123456", 38)),
             "123456789012345678.90123456789012345678901234567890123456"
