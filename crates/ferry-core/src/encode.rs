@@ -142,16 +142,9 @@ pub fn check_schema(schema: &Schema) -> Result<(), String> {
 
 fn check_type(t: &DataType) -> Result<(), String> {
     match t {
+        t if t.is_integer() => Ok(()),
         DataType::Null
         | DataType::Utf8
-        | DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
         | DataType::Float32
         | DataType::Float64
         | DataType::Boolean
@@ -455,17 +448,7 @@ fn json_value(out: &mut String, array: &dyn Array, field: &Field, row: usize) {
         }
     };
     match field.data_type() {
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Boolean
-        | DataType::Decimal128(_, _)
-        | DataType::Decimal256(_, _) => scalar(false),
+        t if t.is_integer() || matches!(t, DataType::Boolean | DataType::Decimal128(..) | DataType::Decimal256(..)) => scalar(false),
         DataType::Float64 => {
             let finite = array.as_primitive::<Float64Type>().value(row).is_finite();
             scalar(!finite)
