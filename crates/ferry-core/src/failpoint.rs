@@ -35,7 +35,7 @@ mod armed {
     static FROM_ENV: Once = Once::new();
 
     /// Every point a run passes, in order.
-    pub const POINTS: &[&str] = &["upload:during", "upload:after", "publish:part", "publish:after"];
+    pub const POINTS: &[&str] = &["upload:during", "upload:after", "lease:confirm", "publish:part", "publish:after"];
 
     fn insert(point: &str, export: &str, action: Action) {
         assert!(POINTS.contains(&point), "unknown failpoint {point}");

@@ -22,5 +22,5 @@ pub mod text;
 pub use error::{BoxError, Classify, ErrorClass, Failure};
 pub use roles::{BatchReader, Claim, FileRecord, Notifier, RunRecord, RunStatus, Source, StateStore, Window};
 pub use secret::Secret;
-pub use sink::{Published, PutMode, Sink, Upload};
+pub use sink::{is_temp_of, temp_name, Leftover, PublishError, Published, PutMode, Sink, Upload, TEMP_SUFFIX};
 pub use table::{TableLoad, TableSink};

@@ -130,6 +130,11 @@ pub struct FileRecord {
     pub rows: u64,
     /// Hex SHA-256 of the file's bytes.
     pub sha256: String,
+    /// The temporary name the file was written under before it was published; reconcile
+    /// looks for it to finish an interrupted publish. `None` in records written before ferry
+    /// recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp: Option<String>,
 }
 
 /// Where runs and watermarks are recorded.

@@ -57,6 +57,9 @@ impl Runner<'_> {
             loop {
                 let t = Instant::now();
                 let Some(batch) = reader.next_batch().await? else { break };
+                if let Some(lease) = ctx.lease {
+                    lease.held()?;
+                }
                 if std::mem::take(&mut first_page) {
                     st.query += t.elapsed();
                 } else {
@@ -134,7 +137,14 @@ impl Runner<'_> {
             o.status = RunStatus::Success;
             return Ok(());
         }
-        if let Err(e) = failpoint::hit("upload:after", &export.name).await {
+        let checked = async {
+            failpoint::hit("upload:after", &export.name).await?;
+            match ctx.lease {
+                Some(lease) => lease.confirm().await,
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = checked.await {
             parts.abort().await;
             return Err(Stop::record(e));
         }
@@ -146,10 +156,10 @@ impl Runner<'_> {
         }
         o.stages.record = t.elapsed();
         // From here on a FAILED record would hide files that may be published: failures leave
-        // the PENDING record for the next run to reconcile, unless the sink says for sure which
-        // files it published.
+        // the PENDING record, and the temporary files, for the next run to finish, unless the
+        // sink says for sure that nothing was published.
         let t = Instant::now();
-        parts.publish().await.map_err(Stop::record)?;
+        parts.publish().await?;
         o.stages.publish = t.elapsed();
         failpoint::hit("publish:after", &export.name).await.map_err(Stop::quiet)?;
         let done = self.record(export, ctx, RunStatus::Success, o, None);
@@ -183,8 +193,10 @@ struct Parts<'a> {
     export: &'a str,
     file: &'a FileSettings,
     at: DateTime<Utc>,
-    current: Option<Box<dyn crate::Upload>>,
-    sealed: Vec<Box<dyn crate::Upload>>,
+    /// The file being written, and its temporary name.
+    current: Option<(Box<dyn crate::Upload>, String)>,
+    /// Files written and verified, with their temporary names.
+    sealed: Vec<(Box<dyn crate::Upload>, String)>,
     files: Vec<FileRecord>,
     /// Bytes handed to the sink so far, for progress.
     sent: u64,
@@ -210,14 +222,16 @@ impl Parts<'_> {
             ));
         }
         if let Some(sink) = self.sink {
-            self.current = Some(sink.begin(&self.next_name(), self.mode).await?);
+            let name = self.next_name();
+            let temp = crate::sink::temp_name(self.export, &name);
+            self.current = Some((sink.begin(&name, &temp, self.mode).await?, temp));
         }
         Ok(())
     }
 
     async fn write(&mut self, chunk: &[u8]) -> Result<(), Failure> {
         self.sent += chunk.len() as u64;
-        if let Some(u) = &mut self.current {
+        if let Some((u, _)) = &mut self.current {
             u.write(chunk).await?;
         }
         Ok(())
@@ -226,50 +240,64 @@ impl Parts<'_> {
     /// Writes the file's last bytes and verifies it on the destination.
     async fn finish(&mut self, tail: &[u8], totals: crate::encode::Encoded) -> Result<(), Failure> {
         self.write(tail).await?;
-        if let Some(mut upload) = self.current.take() {
+        let mut temp = None;
+        if let Some((mut upload, t)) = self.current.take() {
             upload.seal().await?;
-            self.sealed.push(upload);
+            temp = Some(t.clone());
+            self.sealed.push((upload, t));
         }
         let name = self.next_name();
-        self.files.push(FileRecord { name, bytes: totals.bytes, rows: totals.rows, sha256: totals.sha256 });
+        self.files.push(FileRecord { name, bytes: totals.bytes, rows: totals.rows, sha256: totals.sha256, temp });
         Ok(())
     }
 
     /// Removes every temporary file.
     async fn abort(&mut self) {
-        for upload in self.current.take().into_iter().chain(self.sealed.drain(..)) {
+        for (upload, _) in self.current.take().into_iter().chain(self.sealed.drain(..)) {
             upload.abort().await;
         }
     }
 
-    /// Publishes every file in order. When one fails, the rest are removed, and the error says
-    /// which files were already published.
-    async fn publish(&mut self) -> Result<(), Failure> {
-        let mut published = Vec::new();
-        let mut uploads = std::mem::take(&mut self.sealed).into_iter();
-        while let Some(upload) = uploads.next() {
-            let result = match upload.commit().await {
+    /// Publishes every file in order. When one fails and the sink is sure it published
+    /// nothing at all, every temporary file is removed and the run may be recorded FAILED.
+    /// Otherwise (an unknown outcome, or files already published) the remaining temporary
+    /// files stay where they are and the PENDING record stays: the next run finishes the
+    /// publish from them.
+    async fn publish(&mut self) -> Result<(), Stop> {
+        let mut published: Vec<String> = Vec::new();
+        let mut uploads = std::mem::take(&mut self.sealed).into_iter().zip(self.files.iter().map(|f| f.name.clone()));
+        while let Some(((upload, temp), name)) = uploads.next() {
+            let failed = match upload.commit().await {
                 Ok(p) => {
                     published.push(p.name);
-                    failpoint::hit("publish:part", self.export).await
+                    match failpoint::hit("publish:part", self.export).await {
+                        Ok(()) => continue,
+                        Err(e) => crate::PublishError::Unknown(e),
+                    }
                 }
-                Err(e) => Err(e),
+                Err(e) => e,
             };
-            match result {
-                Ok(()) => {}
-                Err(e) => {
-                    for rest in uploads {
-                        rest.abort().await;
+            let rest: Vec<_> = uploads.collect();
+            if let (crate::PublishError::NotPublished(e), true) = (&failed, published.is_empty()) {
+                if let Some(sink) = self.sink {
+                    if let Err(r) = sink.remove(&temp).await {
+                        tracing::warn!(export = self.export, file = %temp, error = %r, "could not remove a temporary file");
                     }
-                    if published.is_empty() {
-                        return Err(e);
-                    }
-                    return Err(Failure::with_class(
-                        e.class(),
-                        format!("{e}; {} had already been published, and the next run delivers their rows again", published.join(", ")),
-                    ));
                 }
+                for ((u, _), _) in rest {
+                    u.abort().await;
+                }
+                return Err(Stop::record(Failure::with_class(e.class(), format!("{e}; nothing was published"))));
             }
+            // The uploads not yet published are dropped without removing their files: a
+            // sealed upload leaves its temporary file when dropped (the Upload contract).
+            drop(rest);
+            let done = if published.is_empty() { String::new() } else { format!("{} published; ", published.join(", ")) };
+            let e = failed.into_failure();
+            return Err(Stop::quiet(Failure::with_class(
+                e.class(),
+                format!("publishing {name}: {e}; {done}the next run finishes publishing from the verified temporary files"),
+            )));
         }
         Ok(())
     }

@@ -31,7 +31,8 @@ mod reconcile;
 mod report;
 mod table;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -177,8 +178,9 @@ impl Runner<'_> {
         let t0 = Instant::now();
         let started_at = Utc::now();
         let mut outcome = ExportOutcome::new(export.name.clone(), export.source.describe.clone());
-        let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref() };
+        let mut lease = None;
         let result = if opts.dry_run {
+            let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref(), lease: None };
             self.deliver(export, opts, &ctx, &mut outcome).await
         } else {
             match self
@@ -187,14 +189,15 @@ impl Runner<'_> {
                 .await
             {
                 Ok(Claim::Acquired) => {
-                    let result = tokio::select! {
+                    let held = lease.insert(Lease::new(self.state, &export.name, run_id, opts.lease_ttl));
+                    let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref(), lease: Some(held) };
+                    // The lease is renewed alongside the delivery, which is never dropped
+                    // mid-call: a lost lease is noticed where stopping is safe (see `Lease`).
+                    tokio::select! {
+                        biased;
                         r = self.deliver(export, opts, &ctx, &mut outcome) => r,
-                        lost = self.keep_lease(&export.name, run_id, opts.lease_ttl) => Err(Stop::record(lost)),
-                    };
-                    if let Err(e) = self.state.release(&export.name, run_id).await {
-                        tracing::warn!(run_id, export = %export.name, error = %e, "could not release the lease; it expires by itself");
+                        never = held.keep() => match never {},
                     }
-                    result
                 }
                 Ok(Claim::Held { holder, message_id, expires_at }) => {
                     tracing::warn!(run_id, export = %export.name, holder = %holder, holder_message_id = message_id.as_deref().unwrap_or("-"), "another run is delivering this export");
@@ -211,6 +214,7 @@ impl Runner<'_> {
                 Err(e) => Err(Stop::quiet(e)),
             }
         };
+        let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref(), lease: None };
         outcome.seconds = t0.elapsed().as_secs_f64();
         match result {
             Ok(()) => {
@@ -228,6 +232,12 @@ impl Runner<'_> {
                         tracing::error!(run_id, export = %export.name, error = %self.config.redact(&e.to_string()), "could not record the failure in the metadata table");
                     }
                 }
+            }
+        }
+        // Released only after the outcome is recorded: the next run must see this run's record.
+        if lease.is_some() {
+            if let Err(e) = self.state.release(&export.name, run_id).await {
+                tracing::warn!(run_id, export = %export.name, error = %e, "could not release the lease; it expires by itself");
             }
         }
         outcome
@@ -251,25 +261,6 @@ impl Runner<'_> {
             completed_at: Utc::now(),
             error_message: error,
             message_id: ctx.message_id.map(str::to_owned),
-        }
-    }
-
-    /// Renews the export's lease every third of its lifetime; returns only if the lease is lost.
-    async fn keep_lease(&self, export: &str, run_id: &str, ttl: Duration) -> Failure {
-        loop {
-            tokio::time::sleep(ttl / 3).await;
-            match self.state.renew(export, run_id, ttl).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Failure::with_class(
-                        ErrorClass::Transient,
-                        format!(
-                            "export {export}: the run's lease expired before it finished, so it stopped; the next run delivers these rows"
-                        ),
-                    )
-                }
-                Err(e) => tracing::warn!(run_id, export, error = %e, "could not renew the lease; trying again"),
-            }
         }
     }
 
@@ -321,6 +312,92 @@ pub(super) struct RunCtx<'a> {
     /// When the export started, lease included.
     started: Instant,
     message_id: Option<&'a str>,
+    /// The export's lease; `None` in a dry run.
+    lease: Option<&'a Lease<'a>>,
+}
+
+/// A lease held by this run, renewed every third of its lifetime by [`Lease::keep`] while the
+/// export runs.
+///
+/// Losing it never interrupts a call in flight: a run stops at the next point where stopping
+/// is safe, before anything is published: between batches ([`Lease::held`]) and right before
+/// its PENDING record, where [`Lease::confirm`] renews it and stops the run unless the store
+/// confirms this run still holds it.
+pub(super) struct Lease<'a> {
+    state: &'a dyn StateStore,
+    export: &'a str,
+    holder: &'a str,
+    ttl: Duration,
+    lost: AtomicBool,
+    /// When the store last confirmed the lease.
+    renewed: Mutex<Instant>,
+}
+
+impl<'a> Lease<'a> {
+    fn new(state: &'a dyn StateStore, export: &'a str, holder: &'a str, ttl: Duration) -> Self {
+        Self { state, export, holder, ttl, lost: AtomicBool::new(false), renewed: Mutex::new(Instant::now()) }
+    }
+
+    /// Renews the lease every third of its lifetime; marks it lost when the store says another
+    /// run may hold it, or when no renewal succeeded for a whole lifetime. Never returns.
+    async fn keep(&self) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(self.ttl / 3).await;
+            // A failed renewal is tried again a third of a lifetime later, until the lease is lost.
+            let _ = self.renew().await;
+            if self.lost.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// One renewal; `Err` once the lease is lost.
+    async fn renew(&self) -> Result<(), Failure> {
+        if !self.lost.load(Ordering::SeqCst) {
+            match self.state.renew(self.export, self.holder, self.ttl).await {
+                Ok(true) => {
+                    *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    return Ok(());
+                }
+                Ok(false) => self.lost.store(true, Ordering::SeqCst),
+                Err(e) => {
+                    let since = self.renewed.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                    tracing::warn!(run_id = self.holder, export = self.export, error = %e, "could not renew the lease");
+                    if since < self.ttl {
+                        return Err(self.lost_failure(Some(&e)));
+                    }
+                    self.lost.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        Err(self.lost_failure(None))
+    }
+
+    fn lost_failure(&self, cause: Option<&Failure>) -> Failure {
+        let cause = cause.map(|e| format!(" ({e})")).unwrap_or_default();
+        Failure::with_class(
+            ErrorClass::Transient,
+            format!(
+                "export {}: the run could not confirm its lease{cause}, so it stopped before publishing; the next run delivers these rows",
+                self.export
+            ),
+        )
+    }
+
+    /// `Err` once the lease is known to be lost.
+    pub(super) fn held(&self) -> Result<(), Failure> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(self.lost_failure(None));
+        }
+        Ok(())
+    }
+
+    /// Renews the lease now; `Err` unless the store confirms this run holds it. Called right
+    /// before a run records PENDING and publishes.
+    pub(super) async fn confirm(&self) -> Result<(), Failure> {
+        crate::failpoint::hit("lease:confirm", self.export).await?;
+        self.renew().await
+    }
 }
 
 /// Why an export stopped, and whether to append a FAILED record.
