@@ -11,6 +11,9 @@
 //! |--------------------|------------------------|---------------------------------------------|
 //! | `sink.begin`       | file name              | the temporary file is created               |
 //! | `sink.stat`        | file name              | none                                        |
+//! | `sink.publish`     | file name              | a temporary file is published               |
+//! | `sink.leftovers`   | empty                  | none                                        |
+//! | `sink.remove`      | file name              | the file is removed                         |
 //! | `upload.write`     | file name              | the chunk is appended to the temporary file |
 //! | `upload.seal`      | file name              | the temporary file is closed and verified   |
 //! | `upload.commit`    | file name              | the file is published under its final name  |
@@ -30,8 +33,9 @@
 //! | `table.committed`  | load id                | none                                        |
 //!
 //! After an injected error a backend is left as its contract says a real error leaves it: an
-//! upload whose write, seal or commit fails has removed its temporary file (after a lost commit
-//! reply the file is published all the same). Two cases leave debris, as real servers do: a lost
+//! upload whose write or seal fails has removed its temporary file; a failed commit or publish
+//! leaves it (after a lost reply the file is published all the same, and the caller is told
+//! the outcome is unknown). Two cases leave debris, as real servers do: a lost
 //! `sink.begin` reply leaves a temporary file no upload owns, and [`Fault::ErrorBefore`] at
 //! `upload.abort` stands for a removal that failed, leaving the temporary file.
 
@@ -44,6 +48,9 @@ use ferry_core::{Classify, ErrorClass, Failure};
 pub const POINTS: &[&str] = &[
     "sink.begin",
     "sink.stat",
+    "sink.publish",
+    "sink.leftovers",
+    "sink.remove",
     "upload.write",
     "upload.seal",
     "upload.commit",
@@ -77,10 +84,13 @@ pub enum Fault {
     Hang,
     /// The call waits this long before it proceeds normally (a slow server).
     Delay(Duration),
+    /// The call proceeds normally; with [`Rule::then`], something else happens at that moment.
+    Proceed,
 }
 
 /// Decides from a call's detail whether a rule applies to it.
 type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+type Hook = Arc<dyn Fn() + Send + Sync>;
 
 /// One armed fault: where, when, and what.
 #[derive(Clone)]
@@ -90,13 +100,14 @@ pub struct Rule {
     when: Option<Predicate>,
     skip: u32,
     always: bool,
+    then: Option<Hook>,
 }
 
 impl Rule {
     /// `fault` at the next call of `point`. Panics on a point not in [`POINTS`].
     pub fn at(point: &str, fault: Fault) -> Self {
         let point = POINTS.iter().copied().find(|p| *p == point).unwrap_or_else(|| panic!("unknown fault point {point:?}"));
-        Self { point, fault, when: None, skip: 0, always: false }
+        Self { point, fault, when: None, skip: 0, always: false, then: None }
     }
 
     /// Only calls whose detail (see the module table) satisfies `pred` match.
@@ -109,6 +120,13 @@ impl Rule {
     pub fn nth(mut self, n: u32) -> Self {
         assert!(n >= 1, "calls are counted from 1");
         self.skip = n - 1;
+        self
+    }
+
+    /// Runs `hook` when the rule fires, before the fault takes effect: another process acting
+    /// at exactly that moment (e.g. taking a lease away).
+    pub fn then(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.then = Some(Arc::new(hook));
         self
     }
 
@@ -219,19 +237,23 @@ impl Faults {
                     rule.skip -= 1;
                     continue;
                 }
-                due = Some((i, rule.fault, rule.always));
+                due = Some((i, rule.fault, rule.always, rule.then.clone()));
                 break;
             }
-            if let Some((i, _, false)) = due {
+            if let Some((i, _, false, _)) = due {
                 s.rules.remove(i);
             }
-            let fault = due.map(|(_, f, _)| f);
+            let fault = due.as_ref().map(|d| d.1);
             s.log.push(Call { point, detail: detail.to_owned(), fault });
-            fault
+            (fault, due.and_then(|d| d.3))
         };
+        let (fault, hook) = fault;
+        if let Some(hook) = hook {
+            hook();
+        }
         let detail = detail.to_owned();
         match fault {
-            None => Ok(Pass { lost: None }),
+            None | Some(Fault::Proceed) => Ok(Pass { lost: None }),
             Some(Fault::ErrorBefore) => Err(FaultError::Before { point, detail }.into()),
             Some(Fault::ErrorAfter) => Ok(Pass { lost: Some(FaultError::After { point, detail }) }),
             Some(Fault::Hang) => std::future::pending().await,

@@ -1,11 +1,10 @@
 //! The run skeleton's crash matrix, on the in-memory backends: a fault (an error before the
-//! effect, or after it: a lost reply) at every call a run makes, for both destination shapes.
-//! After the faulty run, later runs must converge: every source row delivered exactly once,
-//! no temporary file left, the watermark at the last row.
-//!
-//! Cases the skeleton does not yet survive are listed in `KNOWN_GAPS` with the reason; the test
-//! fails when a listed case starts passing (so the list only shrinks) as well as when any other
-//! case fails.
+//! effect, or after it: a lost reply) at every call a run makes, the lease taken away at every
+//! step, and faults while the next run finishes an interrupted one, for both destination
+//! shapes, and for files also with a partner that collects files as they arrive. After the
+//! faulty runs, later runs must converge: every source row delivered exactly once, no
+//! temporary file left, the watermark at the last row. Runs follow each other within the same
+//! second, so file names with `{datetime}` must not collide either.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -18,18 +17,6 @@ use ferry_testkit::faults::{Fault, Faults, Rule};
 use ferry_testkit::memory::{memory_config, MemorySink, MemorySource, MemoryStateStore, MemoryTable, MemoryWiring};
 
 const EXPORT: &str = "orders";
-
-/// What the skeleton does not yet survive, for the exactly-once issue: a rename the server
-/// performed but whose answer was lost is recorded FAILED and its rows are sent again; a split
-/// export whose publish stopped after some files is recorded FAILED, and the next run sends
-/// the whole window again instead of finishing the publish.
-const KNOWN_GAPS: &[&str] = &[
-    "file upload.commit#1 ErrorAfter",
-    "file upload.commit#2 ErrorBefore",
-    "file upload.commit#2 ErrorAfter",
-    "file upload.commit#3 ErrorBefore",
-    "file upload.commit#3 ErrorAfter",
-];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -52,10 +39,11 @@ fn shape(kind: Kind) -> Shape {
     }
 }
 
-/// Ids in every published file (first column, header skipped).
+/// Ids in every published file, on the server or collected by the partner (first column,
+/// header skipped).
 fn delivered_files(sink: &MemorySink) -> Vec<i64> {
     let mut ids = Vec::new();
-    for bytes in sink.files().values() {
+    for bytes in sink.files().values().chain(sink.taken().iter().map(|(_, b)| b)) {
         let text = String::from_utf8(bytes.clone()).expect("UTF-8");
         for line in text.split("\r\n").skip(1).filter(|l| !l.is_empty()) {
             ids.push(line.split(',').next().expect("id").parse().expect("an id"));
@@ -64,8 +52,17 @@ fn delivered_files(sink: &MemorySink) -> Vec<i64> {
     ids
 }
 
+/// What one case does: faults armed for the first run, and for the run after it.
+#[derive(Clone, Default)]
+struct Plan {
+    first: Vec<Rule>,
+    second: Vec<Rule>,
+    /// A partner collects every `.csv` file as soon as it is published.
+    partner: bool,
+}
+
 /// Runs one case; `Err` says how the promise broke.
-async fn case(kind: Kind, point: &'static str, detail: Option<&'static str>, nth: u32, fault: Fault) -> Result<(), String> {
+async fn case(kind: Kind, plan: impl FnOnce(&MemoryStateStore) -> Plan) -> Result<(), String> {
     let faults = Faults::new();
     let source = MemorySource::new(7);
     let sink = MemorySink::new().with_faults(faults.clone());
@@ -76,19 +73,27 @@ async fn case(kind: Kind, point: &'static str, detail: Option<&'static str>, nth
     let runner = Runner { config: &config, wiring: &wiring, state: &state, notifiers: Vec::new(), progress: None };
     let mut opts = RunOptions::new();
     opts.lease_ttl = Duration::from_secs(60);
+    let plan = plan(&state);
+    if plan.partner {
+        sink.partner_takes(|name| name.ends_with(".csv"));
+    }
 
     source.push((1..=25).map(|i| (i, i)));
-    let mut rule = Rule::at(point, fault).nth(nth);
-    if let Some(d) = detail {
-        rule = rule.when(move |s| s == d);
+    for rule in plan.first {
+        faults.arm(rule);
     }
-    faults.arm(rule);
     let first = runner.run(&opts).await;
     faults.disarm();
+    // The lease a lost reply (or a thief) left behind runs out, and so do the temporary files
+    // of uploads nobody owns: both are older than the lease by the next scheduled run.
+    state.expire(EXPORT);
+    sink.backdate(opts.lease_ttl + Duration::from_secs(1));
+    for rule in plan.second {
+        faults.arm(rule);
+    }
+    let second = runner.run(&opts).await;
+    faults.disarm();
     for round in 0..3 {
-        // The next scheduled run: file names have one-second resolution, and a lease a lost
-        // reply left behind has expired by then.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
         state.expire(EXPORT);
         if round == 1 {
             source.push((26..=30).map(|i| (i, i)));
@@ -108,13 +113,13 @@ async fn case(kind: Kind, point: &'static str, detail: Option<&'static str>, nth
         let seen: BTreeSet<i64> = got.iter().copied().collect();
         let doubled = got.len() - seen.len();
         let lost: Vec<i64> = want.iter().copied().filter(|i| !seen.contains(i)).collect();
-        return Err(format!("{doubled} rows doubled, lost {lost:?} (first run: {:?})", first.outcomes[0].error));
+        return Err(format!(
+            "{doubled} rows doubled, lost {lost:?} (first run: {:?}; second: {:?})",
+            first.outcomes[0].error, second.outcomes[0].error
+        ));
     }
     let leftovers = sink.temp_files();
-    // A lost reply to creating the temporary file leaves one no upload owns: housekeeping of
-    // such files is the exactly-once issue's.
-    let orphan_expected = point == "sink.begin" && fault == Fault::ErrorAfter;
-    if !leftovers.is_empty() && !orphan_expected {
+    if !leftovers.is_empty() {
         return Err(format!("temporary files left: {:?}", leftovers.keys().collect::<Vec<_>>()));
     }
     let watermark = state.watermark(EXPORT).await.map_err(|e| e.to_string())?;
@@ -124,9 +129,18 @@ async fn case(kind: Kind, point: &'static str, detail: Option<&'static str>, nth
     Ok(())
 }
 
+fn rule(point: &'static str, detail: Option<&'static str>, nth: u32, fault: Fault) -> Rule {
+    let mut r = Rule::at(point, fault).nth(nth);
+    if let Some(d) = detail {
+        r = r.when(move |s| s == d);
+    }
+    r
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fault_at_every_call_converges_to_each_row_once() {
     let file_points: &[(&str, Option<&str>, u32)] = &[
+        ("sink.stat", None, 1),
         ("sink.begin", None, 1),
         ("sink.begin", None, 2),
         ("upload.write", None, 1),
@@ -145,26 +159,102 @@ async fn every_fault_at_every_call_converges_to_each_row_once() {
         ("state.append", Some("PENDING"), 1),
         ("state.append", Some("SUCCESS"), 1),
         ("state.release", None, 1),
+        ("state.renew", None, 1),
+    ];
+    // Points where the lease is taken away while the run is there.
+    let theft_points: &[(&str, Option<&str>, u32)] = &[
+        ("sink.begin", None, 1),
+        ("upload.write", None, 1),
+        ("upload.seal", None, 3),
+        ("state.append", Some("PENDING"), 1),
+        ("upload.commit", None, 2),
+        ("state.append", Some("SUCCESS"), 1),
+    ];
+    // Calls of the run that finishes one interrupted after publishing the first of three files.
+    let finish_points: &[(&str, Option<&str>, u32)] = &[
+        ("state.pending", None, 1),
+        ("sink.stat", None, 1),
+        ("sink.stat", None, 2),
+        ("sink.publish", None, 1),
+        ("sink.publish", None, 2),
+        ("state.append", Some("SUCCESS"), 1),
+        ("sink.leftovers", None, 1),
     ];
     let mut cases = Vec::new();
-    for (kind, name, own) in [(Kind::File, "file", file_points), (Kind::Table, "table", table_points)] {
+    let kinds = [
+        (Kind::File, "file", file_points, false),
+        (Kind::File, "file+partner", file_points, true),
+        (Kind::Table, "table", table_points, false),
+    ];
+    for (kind, name, own, partner) in kinds {
         for &(point, detail, nth) in own.iter().chain(state_points) {
             for fault in [Fault::ErrorBefore, Fault::ErrorAfter] {
                 let label = format!("{name} {point}{}#{nth} {fault:?}", detail.map(|d| format!("({d})")).unwrap_or_default());
-                cases.push((label, tokio::spawn(case(kind, point, detail, nth, fault))));
+                let plan = move |_: &MemoryStateStore| Plan { first: vec![rule(point, detail, nth, fault)], second: vec![], partner };
+                cases.push((label, tokio::spawn(case(kind, plan))));
+            }
+        }
+        for &(point, detail, nth) in theft_points {
+            if kind == Kind::Table && point.starts_with("upload.") || kind == Kind::Table && point == "sink.begin" {
+                continue;
+            }
+            let label = format!("{name} lease lost at {point}{}#{nth}", detail.map(|d| format!("({d})")).unwrap_or_default());
+            let plan = move |state: &MemoryStateStore| {
+                let state = state.clone();
+                let thief = rule(point, detail, nth, Fault::Proceed).then(move || state.steal(EXPORT, "another run"));
+                Plan { first: vec![thief], second: vec![], partner }
+            };
+            cases.push((label, tokio::spawn(case(kind, plan))));
+        }
+        if kind == Kind::File {
+            for &(point, detail, nth) in finish_points {
+                for fault in [Fault::ErrorBefore, Fault::ErrorAfter] {
+                    let label =
+                        format!("{name} finishing: {point}{}#{nth} {fault:?}", detail.map(|d| format!("({d})")).unwrap_or_default());
+                    let plan = move |_: &MemoryStateStore| Plan {
+                        first: vec![rule("upload.commit", None, 2, Fault::ErrorBefore)],
+                        second: vec![rule(point, detail, nth, fault)],
+                        partner,
+                    };
+                    cases.push((label, tokio::spawn(case(kind, plan))));
+                }
             }
         }
     }
-    assert!(cases.len() >= 48, "{} cases", cases.len());
+    assert!(cases.len() >= 128, "{} cases", cases.len());
     let mut broken = Vec::new();
     for (label, handle) in cases {
         if let Err(why) = handle.await.expect("case") {
             broken.push((label, why));
         }
     }
-    let broken_labels: Vec<&str> = broken.iter().map(|(l, _)| l.as_str()).collect();
-    let unexpected: Vec<&(String, String)> = broken.iter().filter(|(l, _)| !KNOWN_GAPS.contains(&l.as_str())).collect();
-    assert!(unexpected.is_empty(), "cases that broke the promise:\n{unexpected:#?}");
-    let fixed: Vec<&&str> = KNOWN_GAPS.iter().filter(|g| !broken_labels.contains(*g)).collect();
-    assert!(fixed.is_empty(), "known gaps that now hold (remove them from KNOWN_GAPS): {fixed:?}");
+    assert!(broken.is_empty(), "cases that broke the promise:\n{broken:#?}");
+}
+
+/// A run whose lease is taken away at any step before it records PENDING publishes nothing,
+/// records FAILED, and leaves no temporary file: the run that took the lease owns the window.
+#[tokio::test]
+async fn a_run_that_lost_its_lease_publishes_nothing() {
+    for (point, nth) in [("sink.stat", 1), ("sink.begin", 1), ("upload.write", 1), ("upload.seal", 3), ("state.renew", 1)] {
+        let faults = Faults::new();
+        let source = MemorySource::new(7);
+        let sink = MemorySink::new().with_faults(faults.clone());
+        let state = MemoryStateStore::new().with_faults(faults.clone());
+        let wiring = MemoryWiring { source: source.clone(), sink: sink.clone(), table: MemoryTable::new() };
+        let config = memory_config(EXPORT, shape(Kind::File));
+        let runner = Runner { config: &config, wiring: &wiring, state: &state, notifiers: Vec::new(), progress: None };
+        let opts = RunOptions::new();
+        source.push((1..=25).map(|i| (i, i)));
+        let thief = state.clone();
+        faults.arm(Rule::at(point, Fault::Proceed).nth(nth).then(move || thief.steal(EXPORT, "another run")));
+
+        let report = runner.run(&opts).await;
+
+        let error = report.outcomes[0].error.clone().unwrap_or_default();
+        assert!(error.contains("lease"), "{point}: the run stops for its lease: {error:?}");
+        assert!(sink.files().is_empty() && sink.temp_files().is_empty(), "{point}: nothing published, nothing left");
+        let statuses: Vec<&str> = state.records().iter().map(|r| r.status.as_str()).collect();
+        assert_eq!(statuses, ["FAILED"], "{point}: no PENDING record");
+        assert_eq!(state.lease(EXPORT).map(|l| l.holder), Some("another run".to_owned()), "{point}: the thief keeps it");
+    }
 }

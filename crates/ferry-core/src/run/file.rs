@@ -50,6 +50,7 @@ impl Runner<'_> {
         let t0 = Instant::now();
         let streamed: Result<(), Failure> = async {
             let t = Instant::now();
+            parts.claim_names().await?;
             parts.start().await?;
             st.upload += t.elapsed();
             let mut first = true;
@@ -209,6 +210,37 @@ impl Parts<'_> {
 
     fn rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// Makes sure this run's first file name is not one already on the server: a time-based
+    /// name that an earlier run took within the same second moves on to the next second, so
+    /// two runs never write the same name. A name that does not change with time and is taken
+    /// stops the run before anything is written when it would not be replaced.
+    async fn claim_names(&mut self) -> Result<(), Failure> {
+        let Some(sink) = self.sink else { return Ok(()) };
+        loop {
+            let name = self.next_name();
+            if sink.stat(&name).await?.is_none() {
+                return Ok(());
+            }
+            let later = self.file.template.render(self.export, self.at + chrono::Duration::seconds(1), 1);
+            if later == name {
+                return match self.mode {
+                    PutMode::Overwrite => Ok(()),
+                    PutMode::Create => Err(Failure::with_class(
+                        ErrorClass::Transient,
+                        format!(
+                            "export {}: {name} is already on {} and on_existing is fail, so nothing was sent; the next run tries again (after the partner collects it, or with a name that changes between runs)",
+                            self.export,
+                            sink.describe()
+                        ),
+                    )),
+                };
+            }
+            let into_second = u64::from(Utc::now().timestamp_subsec_millis());
+            tokio::time::sleep(Duration::from_millis(1000u64.saturating_sub(into_second) + 1)).await;
+            self.at = Utc::now();
+        }
     }
 
     async fn start(&mut self) -> Result<(), Failure> {

@@ -277,6 +277,9 @@ impl Runner<'_> {
                 Shape::Table => drop(self.wiring.table(export).await.map_err(Stop::record)?),
             }
             self.reconcile(export, o).await.map_err(Stop::record)?;
+            if let (Shape::File(_), Some(lease)) = (&export.destination.shape, ctx.lease) {
+                self.sweep(export, lease.ttl, o).await.map_err(Stop::record)?;
+            }
             if self.already_delivered(export, opts, o).await.map_err(Stop::quiet)? {
                 return Ok(());
             }

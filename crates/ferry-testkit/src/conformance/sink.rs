@@ -47,11 +47,11 @@ impl Directory for TestDir {
 
 /// Begins, writes `chunks`, commits.
 async fn put(sink: &dyn Sink, name: &str, mode: PutMode, chunks: &[&[u8]]) -> Result<Published, Failure> {
-    let mut up = sink.begin(name, mode).await?;
+    let mut up = sink.begin(name, &ferry_core::temp_name("conformance", name), mode).await?;
     for chunk in chunks {
         up.write(chunk).await?;
     }
-    up.commit().await
+    up.commit().await.map_err(ferry_core::PublishError::into_failure)
 }
 
 /// The one name in the directory, which must be a temporary file of an upload of `name`.
@@ -83,7 +83,7 @@ pub async fn commit_publishes_exactly_the_bytes_written(f: SinkFixture) {
 /// Bytes go to a temporary name in the same directory; the final name does not exist while
 /// writing, nor after a seal, and appears only at commit.
 pub async fn nothing_is_visible_under_the_final_name_before_commit(f: SinkFixture) {
-    let mut up = f.sink.begin("late.csv", PutMode::Create).await.expect("begin");
+    let mut up = f.sink.begin("late.csv", &ferry_core::temp_name("conformance", "late.csv"), PutMode::Create).await.expect("begin");
     up.write(b"partial").await.expect("write");
     assert_eq!(f.sink.stat("late.csv").await.expect("stat"), None, "final name while writing");
     only_temp(f.dir.as_ref(), "late.csv");
@@ -104,18 +104,18 @@ pub async fn nothing_is_visible_under_the_final_name_before_commit(f: SinkFixtur
 /// Abort removes the temporary file, whether the upload was written to, sealed, or neither;
 /// nothing is published.
 pub async fn abort_removes_the_temporary_file(f: SinkFixture) {
-    let mut up = f.sink.begin("written.csv", PutMode::Create).await.expect("begin");
+    let mut up = f.sink.begin("written.csv", &ferry_core::temp_name("conformance", "written.csv"), PutMode::Create).await.expect("begin");
     up.write(b"some bytes").await.expect("write");
     up.abort().await;
     assert_eq!(f.dir.names(), Vec::<String>::new(), "after abort of a written upload");
 
-    let mut up = f.sink.begin("sealed.csv", PutMode::Create).await.expect("begin");
+    let mut up = f.sink.begin("sealed.csv", &ferry_core::temp_name("conformance", "sealed.csv"), PutMode::Create).await.expect("begin");
     up.write(b"some bytes").await.expect("write");
     up.seal().await.expect("seal");
     up.abort().await;
     assert_eq!(f.dir.names(), Vec::<String>::new(), "after abort of a sealed upload");
 
-    let up = f.sink.begin("untouched.csv", PutMode::Create).await.expect("begin");
+    let up = f.sink.begin("untouched.csv", &ferry_core::temp_name("conformance", "untouched.csv"), PutMode::Create).await.expect("begin");
     up.abort().await;
     assert_eq!(f.dir.names(), Vec::<String>::new(), "after abort of an upload never written to");
 
@@ -128,7 +128,7 @@ pub async fn abort_removes_the_temporary_file(f: SinkFixture) {
 /// (another program changed it), seal fails, names the file, and has removed the temporary
 /// file by the time it returns.
 pub async fn a_failed_seal_removes_the_temporary_file(f: SinkFixture) {
-    let mut up = f.sink.begin("checked.csv", PutMode::Create).await.expect("begin");
+    let mut up = f.sink.begin("checked.csv", &ferry_core::temp_name("conformance", "checked.csv"), PutMode::Create).await.expect("begin");
     up.write(b"twelve bytes").await.expect("write");
     let temp = only_temp(f.dir.as_ref(), "checked.csv");
     f.dir.replace(&temp, b"thirteen bytes");
@@ -141,16 +141,25 @@ pub async fn a_failed_seal_removes_the_temporary_file(f: SinkFixture) {
 }
 
 /// [`PutMode::Create`] refuses a final name that exists, with a permanent error naming it;
-/// the old file keeps its bytes and the refused upload leaves no temporary file.
+/// the sink says for sure that it did not publish; the old file keeps its bytes and the refused
+/// upload's temporary file stays for its caller to remove.
 pub async fn create_refuses_an_existing_name_and_keeps_the_old_file(f: SinkFixture) {
     put(f.sink.as_ref(), "out.csv", PutMode::Create, &[b"first\n"]).await.expect("first upload");
 
-    let err = put(f.sink.as_ref(), "out.csv", PutMode::Create, &[b"second, longer\n"]).await.expect_err("create over an existing file");
+    let temp = ferry_core::temp_name("conformance", "out.csv");
+    let mut up = f.sink.begin("out.csv", &temp, PutMode::Create).await.expect("begin");
+    up.write(b"second, longer\n").await.expect("write");
+    let err = match up.commit().await {
+        Err(ferry_core::PublishError::NotPublished(e)) => e,
+        other => panic!("create over an existing file is definitely not published: {other:?}"),
+    };
     assert_eq!(err.class(), ErrorClass::Permanent, "retrying gives the same answer: {err}");
     assert!(err.to_string().contains("out.csv"), "the error names the file: {err}");
     assert_eq!(f.dir.read("out.csv").as_deref(), Some(&b"first\n"[..]), "the old file is intact");
     assert_eq!(f.sink.stat("out.csv").await.expect("stat"), Some(6));
-    assert_eq!(f.dir.names(), ["out.csv"], "the refused upload's temporary file is gone");
+    assert_eq!(f.dir.read(&temp).as_deref(), Some(&b"second, longer\n"[..]), "the refused upload's temporary file stays");
+    f.sink.remove(&temp).await.expect("remove");
+    assert_eq!(f.dir.names(), ["out.csv"]);
 }
 
 /// [`PutMode::Overwrite`] creates a missing file and replaces an existing one with exactly the
@@ -160,7 +169,7 @@ pub async fn overwrite_replaces_an_existing_file(f: SinkFixture) {
     put(f.sink.as_ref(), "out.csv", PutMode::Overwrite, &[b"first, the longer one\n"]).await.expect("overwrite of nothing creates");
     assert_eq!(f.dir.read("out.csv").as_deref(), Some(&b"first, the longer one\n"[..]));
 
-    let mut up = f.sink.begin("out.csv", PutMode::Overwrite).await.expect("begin");
+    let mut up = f.sink.begin("out.csv", &ferry_core::temp_name("conformance", "out.csv"), PutMode::Overwrite).await.expect("begin");
     up.write(b"second\n").await.expect("write");
     up.seal().await.expect("seal");
     assert_eq!(f.dir.read("out.csv").as_deref(), Some(&b"first, the longer one\n"[..]), "the old file until commit");
@@ -175,7 +184,7 @@ pub async fn overwrite_replaces_an_existing_file(f: SinkFixture) {
 /// nothing is written.
 pub async fn names_that_are_not_bare_are_refused(f: SinkFixture) {
     for name in ["", ".", "..", "a/b.csv", "../escape.csv", "/absolute.csv", "dir/"] {
-        match f.sink.begin(name, PutMode::Create).await {
+        match f.sink.begin(name, &ferry_core::temp_name("conformance", name), PutMode::Create).await {
             Ok(up) => {
                 up.abort().await;
                 panic!("{name:?} must be refused");
@@ -188,7 +197,14 @@ pub async fn names_that_are_not_bare_are_refused(f: SinkFixture) {
 
 /// An upload with no bytes publishes an empty file.
 pub async fn an_empty_file_can_be_delivered(f: SinkFixture) {
-    let published = f.sink.begin("empty.csv", PutMode::Create).await.expect("begin").commit().await.expect("commit");
+    let published = f
+        .sink
+        .begin("empty.csv", &ferry_core::temp_name("conformance", "empty.csv"), PutMode::Create)
+        .await
+        .expect("begin")
+        .commit()
+        .await
+        .expect("commit");
     assert_eq!(published.bytes, 0);
     assert_eq!(f.sink.stat("empty.csv").await.expect("stat"), Some(0));
     assert_eq!(f.dir.read("empty.csv"), Some(Vec::new()));
@@ -199,7 +215,7 @@ pub async fn an_empty_file_can_be_delivered(f: SinkFixture) {
 pub async fn a_large_file_in_many_chunks_arrives_intact(f: SinkFixture) {
     let data = pseudo_random(6 * (1 << 20) + 123);
     let sizes = [1, 7, 4096, 65_536, 100_003, 1 << 20];
-    let mut up = f.sink.begin("large.bin", PutMode::Create).await.expect("begin");
+    let mut up = f.sink.begin("large.bin", &ferry_core::temp_name("conformance", "large.bin"), PutMode::Create).await.expect("begin");
     let (mut at, mut chunks) = (0, 0);
     while at < data.len() {
         let end = (at + sizes[chunks % sizes.len()]).min(data.len());
@@ -224,7 +240,7 @@ pub async fn uploads_in_flight_at_once_do_not_mix(f: SinkFixture) {
     let names: Vec<String> = (0..4).map(|i| format!("part{i}.csv")).collect();
     let mut uploads = Vec::new();
     for name in &names {
-        uploads.push(f.sink.begin(name, PutMode::Create).await.expect("begin"));
+        uploads.push(f.sink.begin(name, &ferry_core::temp_name("conformance", name), PutMode::Create).await.expect("begin"));
     }
     let mut expected = vec![Vec::new(); names.len()];
     for line in 0..50 {
@@ -253,7 +269,7 @@ pub async fn racing_creates_of_one_name_publish_exactly_one(f: SinkFixture) {
     let contents: [&[u8]; 2] = [b"from the first upload\n", b"from the second, longer upload\n"];
     let mut uploads = Vec::new();
     for bytes in contents {
-        let mut up = f.sink.begin("race.csv", PutMode::Create).await.expect("begin");
+        let mut up = f.sink.begin("race.csv", &ferry_core::temp_name("conformance", "race.csv"), PutMode::Create).await.expect("begin");
         up.write(bytes).await.expect("write");
         up.seal().await.expect("seal");
         uploads.push(up);
@@ -262,12 +278,17 @@ pub async fn racing_creates_of_one_name_publish_exactly_one(f: SinkFixture) {
     let (a, b) = futures::join!(a.commit(), b.commit());
 
     let winner = match (&a, &b) {
-        (Ok(_), Err(_)) => 0,
-        (Err(_), Ok(_)) => 1,
-        _ => panic!("exactly one commit succeeds: {a:?}, {b:?}"),
+        (Ok(_), Err(ferry_core::PublishError::NotPublished(_))) => 0,
+        (Err(ferry_core::PublishError::NotPublished(_)), Ok(_)) => 1,
+        _ => panic!("exactly one commit succeeds, and the other is told it did not: {a:?}, {b:?}"),
     };
     assert_eq!(f.dir.read("race.csv").as_deref(), Some(contents[winner]), "the winner's bytes, whole");
-    assert_eq!(f.dir.names(), ["race.csv"], "the loser's temporary file is gone");
+    let names = f.dir.names();
+    assert_eq!(names.len(), 2, "the loser's temporary file stays for its caller: {names:?}");
+    let loser = names.iter().find(|n| *n != "race.csv").expect("the loser's temporary file");
+    assert_eq!(f.dir.read(loser).as_deref(), Some(contents[1 - winner]), "with the loser's bytes");
+    f.sink.remove(loser).await.expect("remove");
+    assert_eq!(f.dir.names(), ["race.csv"]);
 }
 
 /// Bytes that no chunking can line up by accident.

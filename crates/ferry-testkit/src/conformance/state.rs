@@ -96,8 +96,14 @@ pub async fn a_record_reads_back_as_appended(b: impl StateBackend) {
     full.sha256 = Some("ab".repeat(32));
     full.file_name = Some("orders_1.csv, orders_2.csv".to_owned());
     full.files = vec![
-        FileRecord { name: "orders_1.csv".to_owned(), bytes: 4_000_000_000, rows: 100_000_000, sha256: "cd".repeat(32) },
-        FileRecord { name: "orders_2.csv".to_owned(), bytes: 1_000_000_000, rows: 23_456_789, sha256: "ef".repeat(32) },
+        FileRecord {
+            name: "orders_1.csv".to_owned(),
+            bytes: 4_000_000_000,
+            rows: 100_000_000,
+            sha256: "cd".repeat(32),
+            temp: Some(".orders_1.csv.0a1b2c3d-0123456789ab.ferry-tmp".to_owned()),
+        },
+        FileRecord { name: "orders_2.csv".to_owned(), bytes: 1_000_000_000, rows: 23_456_789, sha256: "ef".repeat(32), temp: None },
     ];
     full.started_at += TimeDelta::microseconds(123_456);
     full.error_message = Some("sftp: \"quoted\" 'text'\nsecond line, caf\u{e9} \u{2713}".to_owned());
@@ -140,7 +146,7 @@ pub async fn pending_lists_the_runs_not_settled(b: impl StateBackend) {
     assert_eq!(pending().await, [], "nothing recorded");
 
     let mut p1 = record(E, "r1", RunStatus::Pending, Some("v1"), 1);
-    p1.files = vec![FileRecord { name: "a.csv".to_owned(), bytes: 10, rows: 2, sha256: "00".repeat(32) }];
+    p1.files = vec![FileRecord { name: "a.csv".to_owned(), bytes: 10, rows: 2, sha256: "00".repeat(32), temp: None }];
     let p2 = record(E, "r2", RunStatus::Pending, Some("v2"), 2);
     append(s, &[&p1]).await;
     assert_eq!(pending().await, [p1.clone()], "a PENDING record alone is pending, as appended");

@@ -1,11 +1,11 @@
 //! [`MemorySink`]: a destination directory in memory.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use ferry_core::{Failure, Published, PutMode, Sink, Upload};
+use chrono::{DateTime, Utc};
+use ferry_core::{Failure, Leftover, PublishError, Published, PutMode, Sink, Upload, TEMP_SUFFIX};
 
 use super::MemoryError;
 use crate::conformance::sink::{Directory, SinkFixture};
@@ -20,15 +20,29 @@ type Taker = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 #[derive(Default)]
 struct Dir {
     entries: BTreeMap<String, Vec<u8>>,
+    /// When each entry was last written.
+    modified: BTreeMap<String, DateTime<Utc>>,
     temps: BTreeSet<String>,
     taken: Vec<(String, Vec<u8>)>,
+}
+
+impl Dir {
+    fn put(&mut self, name: &str, bytes: Vec<u8>) {
+        self.entries.insert(name.to_owned(), bytes);
+        self.modified.insert(name.to_owned(), Utc::now());
+    }
+
+    fn delete(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.temps.remove(name);
+        self.modified.remove(name);
+        self.entries.remove(name)
+    }
 }
 
 struct Shared {
     /// The directory's path, as [`Published::path`] and errors give it.
     path: String,
     dir: Mutex<Dir>,
-    nonce: AtomicU64,
     taker: Mutex<Option<Taker>>,
 }
 
@@ -40,16 +54,43 @@ impl Shared {
     fn path_of(&self, name: &str) -> String {
         format!("{}/{name}", self.path)
     }
+
+    /// Renames `temp` to `name` under `mode`, handing it to the partner if it takes it.
+    fn publish(&self, temp: &str, name: &str, mode: PutMode) -> Result<(), MemoryError> {
+        let mut d = self.lock();
+        if !d.temps.contains(temp) {
+            return Err(MemoryError::Vanished { server: SERVER, path: self.path_of(temp) });
+        }
+        if mode == PutMode::Create && d.entries.contains_key(name) {
+            return Err(MemoryError::Exists { server: SERVER, path: self.path_of(name) });
+        }
+        let bytes = d.delete(temp).unwrap_or_default();
+        let taker = self.taker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if taker.is_some_and(|take| take(name)) {
+            d.delete(name);
+            d.taken.push((name.to_owned(), bytes));
+        } else {
+            d.put(name, bytes);
+        }
+        Ok(())
+    }
 }
 
-/// A [`Sink`] whose directory is a map in memory, keeping the Sink contract: bytes go to a
-/// temporary name (`.<name>.<n>.ferry-tmp`), [`Upload::seal`] checks that it holds exactly the
-/// bytes written, [`Upload::commit`] publishes it atomically under [`PutMode`], and a failed,
-/// aborted or dropped upload removes its temporary file.
+/// A [`Sink`] whose directory is a map in memory, keeping the Sink contract: bytes go to the
+/// temporary name the caller chose, [`Upload::seal`] checks that it holds exactly the bytes
+/// written, [`Upload::commit`] and [`Sink::publish`] publish it atomically under [`PutMode`], a
+/// failed publish leaves the temporary file, and a failed, aborted or unsealed dropped upload
+/// removes it.
+///
+/// Injected faults at `upload.commit` and `sink.publish` are outcomes the caller cannot read
+/// ([`PublishError::Unknown`]): an error before the effect is a request that never arrived, an
+/// error after it a lost reply. The server's own refusals (the name is taken under
+/// [`PutMode::Create`], the temporary file is gone) are [`PublishError::NotPublished`].
 ///
 /// Tests read the directory with [`MemorySink::files`] and [`MemorySink::temp_files`], arm
-/// faults on [`MemorySink::faults`], and can play a partner that takes files away as they
-/// arrive ([`MemorySink::partner_takes`]). Clones share the directory.
+/// faults on [`MemorySink::faults`], age temporary files ([`MemorySink::backdate`]), and can
+/// play a partner that takes files away as they arrive ([`MemorySink::partner_takes`]). Clones
+/// share the directory.
 #[derive(Clone)]
 pub struct MemorySink {
     shared: Arc<Shared>,
@@ -71,7 +112,7 @@ impl Default for MemorySink {
 impl MemorySink {
     /// An empty directory, `/out` (described as `memory:///out`), with its own [`Faults`].
     pub fn new() -> Self {
-        let shared = Shared { path: "/out".to_owned(), dir: Mutex::default(), nonce: AtomicU64::new(1), taker: Mutex::default() };
+        let shared = Shared { path: "/out".to_owned(), dir: Mutex::default(), taker: Mutex::default() };
         Self { shared: Arc::new(shared), faults: Faults::new() }
     }
 
@@ -102,14 +143,20 @@ impl MemorySink {
     pub fn insert(&self, name: &str, bytes: &[u8]) {
         let mut d = self.shared.lock();
         d.temps.remove(name);
-        d.entries.insert(name.to_owned(), bytes.to_vec());
+        d.put(name, bytes.to_vec());
     }
 
     /// Removes any file, temporary or final, behind the sink's back.
-    pub fn remove(&self, name: &str) {
-        let mut d = self.shared.lock();
-        d.temps.remove(name);
-        d.entries.remove(name);
+    pub fn delete(&self, name: &str) {
+        self.shared.lock().delete(name);
+    }
+
+    /// Makes every file in the directory look `by` older.
+    pub fn backdate(&self, by: std::time::Duration) {
+        let by = chrono::Duration::from_std(by).expect("a duration");
+        for t in self.shared.lock().modified.values_mut() {
+            *t -= by;
+        }
     }
 
     /// Plays a partner that picks up every published file whose name satisfies `pred` as soon
@@ -140,8 +187,9 @@ impl Directory for MemorySink {
     }
 
     fn replace(&self, name: &str, bytes: &[u8]) {
-        if let Some(b) = self.shared.lock().entries.get_mut(name) {
-            *b = bytes.to_vec();
+        let mut d = self.shared.lock();
+        if d.entries.contains_key(name) {
+            d.put(name, bytes.to_vec());
         }
     }
 }
@@ -150,19 +198,34 @@ fn bare(name: &str) -> bool {
     !(name.is_empty() || name.contains('/') || name == "." || name == "..")
 }
 
+/// A publish's result as the caller sees it: injected faults make the outcome unknown, the
+/// directory's own refusals are definite.
+fn outcome(pass: Result<crate::faults::Pass, Failure>, publish: impl FnOnce() -> Result<(), MemoryError>) -> Result<(), PublishError> {
+    let pass = pass.map_err(PublishError::Unknown)?;
+    let lost = pass.loses_reply();
+    match publish() {
+        Err(e) => Err(PublishError::NotPublished(e.into())),
+        Ok(()) if lost => Err(PublishError::Unknown(pass.reply(Ok(())).expect_err("a lost reply"))),
+        Ok(()) => Ok(()),
+    }
+}
+
 #[async_trait]
 impl Sink for MemorySink {
-    async fn begin(&self, name: &str, mode: PutMode) -> Result<Box<dyn Upload>, Failure> {
+    async fn begin(&self, name: &str, temp: &str, mode: PutMode) -> Result<Box<dyn Upload>, Failure> {
         let pass = self.faults.enter("sink.begin", name).await?;
-        if !bare(name) {
-            return Err(MemoryError::BadName { name: name.to_owned() }.into());
+        for n in [name, temp] {
+            if !bare(n) {
+                return Err(MemoryError::BadName { name: n.to_owned() }.into());
+            }
         }
-        let n = self.shared.nonce.fetch_add(1, Ordering::Relaxed);
-        let temp = format!(".{name}.{n}.ferry-tmp");
         {
             let mut d = self.shared.lock();
-            d.entries.insert(temp.clone(), Vec::new());
-            d.temps.insert(temp.clone());
+            if d.entries.contains_key(temp) {
+                return Err(MemoryError::Exists { server: SERVER, path: self.shared.path_of(temp) }.into());
+            }
+            d.put(temp, Vec::new());
+            d.temps.insert(temp.to_owned());
         }
         // A lost reply leaves the temporary file behind with no upload to remove it.
         pass.reply(Ok(()))?;
@@ -170,7 +233,7 @@ impl Sink for MemorySink {
             shared: self.shared.clone(),
             faults: self.faults.clone(),
             name: name.to_owned(),
-            temp,
+            temp: temp.to_owned(),
             mode,
             written: 0,
             sealed: None,
@@ -183,6 +246,29 @@ impl Sink for MemorySink {
         let pass = self.faults.enter("sink.stat", name).await?;
         let size = self.shared.lock().entries.get(name).map(|b| b.len() as u64);
         pass.reply(Ok(size))
+    }
+
+    async fn publish(&self, temp: &str, name: &str, mode: PutMode) -> Result<(), PublishError> {
+        let pass = self.faults.enter("sink.publish", name).await;
+        outcome(pass, || self.shared.publish(temp, name, mode))
+    }
+
+    async fn leftovers(&self) -> Result<Vec<Leftover>, Failure> {
+        let pass = self.faults.enter("sink.leftovers", "").await?;
+        let d = self.shared.lock();
+        let found = d
+            .entries
+            .iter()
+            .filter(|(n, _)| n.ends_with(TEMP_SUFFIX))
+            .map(|(n, b)| Leftover { name: n.clone(), bytes: b.len() as u64, modified: d.modified.get(n).copied() })
+            .collect();
+        pass.reply(Ok(found))
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), Failure> {
+        let pass = self.faults.enter("sink.remove", name).await?;
+        self.shared.lock().delete(name);
+        pass.reply(Ok(()))
     }
 
     fn describe(&self) -> String {
@@ -206,9 +292,7 @@ struct MemoryUpload {
 impl MemoryUpload {
     fn remove_temp(&mut self) {
         self.done = true;
-        let mut d = self.shared.lock();
-        d.temps.remove(&self.temp);
-        d.entries.remove(&self.temp);
+        self.shared.lock().delete(&self.temp);
     }
 
     /// `result`, after removing the temporary file if it is an error (the Upload contract).
@@ -226,6 +310,7 @@ impl MemoryUpload {
             return Err(MemoryError::Vanished { server: SERVER, path }.into());
         };
         bytes.extend_from_slice(chunk);
+        d.modified.insert(self.temp.clone(), Utc::now());
         self.written += chunk.len() as u64;
         Ok(())
     }
@@ -240,26 +325,6 @@ impl MemoryUpload {
         }
         self.sealed = Some(self.written);
         Ok(self.written)
-    }
-
-    fn publish(&mut self) -> Result<(), Failure> {
-        let mut d = self.shared.lock();
-        if self.mode == PutMode::Create && d.entries.contains_key(&self.name) {
-            return Err(MemoryError::Exists { server: SERVER, path: self.shared.path_of(&self.name) }.into());
-        }
-        let Some(bytes) = d.entries.remove(&self.temp) else {
-            return Err(MemoryError::Vanished { server: SERVER, path: self.shared.path_of(&self.temp) }.into());
-        };
-        d.temps.remove(&self.temp);
-        self.done = true;
-        let taker = self.shared.taker.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if taker.is_some_and(|take| take(&self.name)) {
-            d.entries.remove(&self.name);
-            d.taken.push((self.name.clone(), bytes));
-        } else {
-            d.entries.insert(self.name.clone(), bytes);
-        }
-        Ok(())
     }
 }
 
@@ -286,13 +351,12 @@ impl Upload for MemoryUpload {
         self.cleaned(result)
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<Published, Failure> {
-        let size = self.seal().await?;
+    async fn commit(mut self: Box<Self>) -> Result<Published, PublishError> {
+        let size = self.seal().await.map_err(PublishError::NotPublished)?;
+        // From here the temporary file is the caller's, whatever happens.
+        self.done = true;
         let pass = self.faults.enter("upload.commit", &self.name).await;
-        let pass = self.cleaned(pass)?;
-        let result = self.publish();
-        let result = pass.reply(result);
-        self.cleaned(result)?;
+        outcome(pass, || self.shared.publish(&self.temp, &self.name, self.mode))?;
         Ok(Published { name: self.name.clone(), path: self.shared.path_of(&self.name), bytes: size })
     }
 
@@ -308,9 +372,9 @@ impl Upload for MemoryUpload {
 
 impl Drop for MemoryUpload {
     /// Dropped mid-upload (a panic or a cancelled task): the temporary file goes, as the real
-    /// sink removes it in the background.
+    /// sink removes it in the background, unless the upload was sealed (a record may name it).
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && self.sealed.is_none() {
             self.remove_temp();
         }
     }
@@ -326,11 +390,11 @@ mod tests {
     use crate::faults::{Fault, Rule};
 
     async fn put(sink: &MemorySink, name: &str, chunks: &[&[u8]]) -> Result<Published, Failure> {
-        let mut up = sink.begin(name, PutMode::Create).await?;
+        let mut up = sink.begin(name, &ferry_core::temp_name("e", name), PutMode::Create).await?;
         for c in chunks {
             up.write(c).await?;
         }
-        up.commit().await
+        up.commit().await.map_err(PublishError::into_failure)
     }
 
     #[tokio::test]
@@ -347,7 +411,7 @@ mod tests {
     async fn a_lost_begin_reply_leaves_an_orphaned_temporary_file() {
         let sink = MemorySink::new();
         sink.faults().arm(Rule::at("sink.begin", Fault::ErrorAfter));
-        let Err(err) = sink.begin("a.csv", PutMode::Create).await else { panic!("the reply is lost") };
+        let Err(err) = sink.begin("a.csv", ".a.csv.t.ferry-tmp", PutMode::Create).await else { panic!("the reply is lost") };
         assert_eq!(err.class(), ErrorClass::Transient);
         assert_eq!(sink.temp_files().len(), 1, "the server created it; nobody will remove it");
         assert!(sink.files().is_empty());
@@ -363,45 +427,72 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lost_commit_reply_still_publishes() {
+    async fn a_lost_commit_reply_still_publishes_and_the_outcome_is_unknown() {
         let sink = MemorySink::new();
         sink.faults().arm(Rule::at("upload.commit", Fault::ErrorAfter).when(|name| name == "b.csv"));
         put(&sink, "a.csv", &[b"a"]).await.expect("not armed for a.csv");
-        put(&sink, "b.csv", &[b"b"]).await.expect_err("the reply is lost");
+        let mut up = sink.begin("b.csv", ".b.csv.t.ferry-tmp", PutMode::Create).await.expect("begin");
+        up.write(b"b").await.expect("write");
+        assert!(matches!(up.commit().await, Err(PublishError::Unknown(_))), "the reply is lost");
         assert_eq!(sink.files().keys().collect::<Vec<_>>(), ["a.csv", "b.csv"], "published all the same");
         assert!(sink.temp_files().is_empty());
     }
 
     #[tokio::test]
-    async fn a_commit_that_fails_before_publishing_leaves_nothing() {
+    async fn a_commit_that_fails_before_publishing_leaves_the_temporary_file() {
         let sink = MemorySink::new();
         sink.faults().arm(Rule::at("upload.commit", Fault::ErrorBefore));
-        put(&sink, "a.csv", &[b"a"]).await.expect_err("injected");
-        assert!(sink.files().is_empty() && sink.temp_files().is_empty());
+        let mut up = sink.begin("a.csv", ".a.csv.t.ferry-tmp", PutMode::Create).await.expect("begin");
+        up.write(b"a").await.expect("write");
+        assert!(matches!(up.commit().await, Err(PublishError::Unknown(_))), "no answer: unknown");
+        assert!(sink.files().is_empty());
+        sink.publish(".a.csv.t.ferry-tmp", "a.csv", PutMode::Create).await.expect("published later");
+        assert_eq!(sink.files()["a.csv"], b"a");
+        assert!(sink.temp_files().is_empty());
+    }
+
+    #[tokio::test]
+    async fn leftovers_age_and_go() {
+        let sink = MemorySink::new();
+        let mut up = sink.begin("a.csv", ".a.csv.t.ferry-tmp", PutMode::Create).await.expect("begin");
+        up.write(b"abc").await.expect("write");
+        up.seal().await.expect("seal");
+        drop(up);
+        sink.backdate(std::time::Duration::from_secs(60));
+        let left = sink.leftovers().await.expect("leftovers");
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].name.as_str(), left[0].bytes), (".a.csv.t.ferry-tmp", 3));
+        assert!(left[0].modified.expect("mtime") < Utc::now() - chrono::Duration::seconds(59));
+        sink.remove(".a.csv.t.ferry-tmp").await.expect("remove");
+        sink.remove(".a.csv.t.ferry-tmp").await.expect("removing an absent file succeeds");
+        assert!(sink.leftovers().await.expect("leftovers").is_empty());
     }
 
     #[tokio::test]
     async fn an_abort_whose_removal_fails_leaves_the_temporary_file() {
         let sink = MemorySink::new();
         sink.faults().arm(Rule::at("upload.abort", Fault::ErrorBefore));
-        let mut up = sink.begin("a.csv", PutMode::Create).await.expect("begin");
+        let mut up = sink.begin("a.csv", ".a.csv.t.ferry-tmp", PutMode::Create).await.expect("begin");
         up.write(b"partial").await.expect("write");
         up.abort().await;
         assert_eq!(sink.temp_files().into_values().collect::<Vec<_>>(), [b"partial".to_vec()]);
     }
 
     #[tokio::test]
-    async fn a_hung_commit_publishes_nothing_and_dropping_it_removes_the_temporary_file() {
+    async fn a_hung_commit_publishes_nothing_and_leaves_the_sealed_file_when_dropped() {
         let sink = MemorySink::new();
         sink.faults().arm(Rule::at("upload.commit", Fault::Hang));
-        let mut up = sink.begin("a.csv", PutMode::Create).await.expect("begin");
+        let mut up = sink.begin("a.csv", ".a.csv.t.ferry-tmp", PutMode::Create).await.expect("begin");
         up.write(b"bytes").await.expect("write");
         let mut commit = up.commit();
         assert!(tokio::time::timeout(Duration::from_millis(50), &mut commit).await.is_err(), "hangs");
         assert!(sink.files().is_empty());
-        assert_eq!(sink.temp_files().len(), 1, "the upload is still in flight");
         drop(commit);
-        assert!(sink.temp_files().is_empty(), "a dropped upload removes its temporary file");
+        assert_eq!(sink.temp_files().len(), 1, "a sealed upload's file stays for a record that may name it");
+        let mut up = sink.begin("b.csv", ".b.csv.t.ferry-tmp", PutMode::Create).await.expect("begin");
+        up.write(b"bytes").await.expect("write");
+        drop(up);
+        assert_eq!(sink.temp_files().len(), 1, "an unsealed upload's file goes when it is dropped");
     }
 
     #[tokio::test]
@@ -421,7 +512,7 @@ mod tests {
         let sink = MemorySink::new();
         sink.insert("old.csv", b"old");
         put(&sink, "old.csv", &[b"new"]).await.expect_err("create over an inserted file");
-        sink.remove("old.csv");
+        sink.delete("old.csv");
         put(&sink, "old.csv", &[b"new"]).await.expect("the name is free again");
         assert_eq!(sink.files()["old.csv"], b"new");
     }

@@ -98,6 +98,13 @@ impl MemoryStateStore {
         }
     }
 
+    /// Gives the export's lease to `holder` for an hour, whoever held it: another run taking
+    /// over after this one's lease ran out unnoticed.
+    pub fn steal(&self, export: &str, holder: &str) {
+        let expires_at = self.clock.now() + TimeDelta::hours(1);
+        self.lock().leases.insert(export.to_owned(), Lease { holder: holder.to_owned(), message_id: None, expires_at });
+    }
+
     /// Records of `export` that satisfy `keep`, ordered by `completed_at`, ties in append order.
     fn select(&self, export: Option<&str>, keep: impl Fn(&RunRecord) -> bool) -> Vec<RunRecord> {
         let t = self.lock();
@@ -317,7 +324,7 @@ mod tests {
     async fn a_sink_and_a_store_sharing_faults_log_their_calls_in_one_order() {
         let s = MemoryStateStore::new();
         let sink = MemorySink::new().with_faults(s.faults().clone());
-        let up = sink.begin("a.csv", PutMode::Create).await.expect("begin");
+        let up = sink.begin("a.csv", ".a.csv.t.ferry-tmp", PutMode::Create).await.expect("begin");
         s.append(&record("r1", RunStatus::Pending, "1")).await.expect("append");
         up.commit().await.expect("commit");
         s.append(&record("r1", RunStatus::Success, "1")).await.expect("append");
