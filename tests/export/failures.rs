@@ -85,3 +85,71 @@ async fn wrong_password_is_a_clear_error_without_the_password() {
     assert!(!format!("{recorded:?}").contains(sentinel));
     assert!(format!("{recorded:?}").contains("rejected password authentication"));
 }
+
+/// A partner that collects every file the moment it appears: a run interrupted after publishing
+/// finds neither its file nor its temporary file, and counts the delivery as done.
+#[tokio::test]
+async fn a_partner_collecting_files_on_arrival_gets_every_row_once() {
+    let f = Fixture::new("partner").await;
+    orders(&f, &[(1, "2026-06-11 00:00:00+00"), (2, "2026-06-12 00:00:00+00")]).await;
+    let config = f.config("orders", json!({}));
+    let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let partner = {
+        let (dir, collected, stop) = (f.dir.path.clone(), collected.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !name.starts_with('.') {
+                        if let Ok(bytes) = std::fs::read(entry.path()) {
+                            if std::fs::remove_file(entry.path()).is_ok() {
+                                collected.lock().unwrap().push(bytes);
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+
+    failpoint::arm("publish:after", &f.export);
+    let r = f.run(&config, false).await;
+    assert!(!r.succeeded(), "interrupted after publishing");
+    insert(&f, &[(3, "2026-06-13 00:00:00+00")]).await;
+    let r = f.run(&config, false).await;
+    assert!(r.succeeded(), "{r:?}");
+    let settled = f.metadata().await;
+    assert_eq!(settled.iter().filter(|m| m.0 == "SUCCESS").count(), 2, "the interrupted run counts as delivered: {settled:?}");
+    assert_eq!(r.outcomes[0].rows, 1, "only the new row is read");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    partner.join().expect("partner");
+
+    let mut ids = Vec::new();
+    for bytes in collected.lock().unwrap().iter() {
+        let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_slice());
+        ids.extend(r.records().map(|rec| rec.expect("a whole CSV file")[0].parse::<i64>().expect("id")));
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3], "every row once");
+    let history = f.ds.rows(&format!("SELECT error_message FROM `{}` WHERE export_name = '{}' AND export_status = 'SUCCESS' AND error_message IS NOT NULL", f.ds.table("export_metadata"), f.export)).await;
+    let note = crate::common::text(&history[0][0]).unwrap_or_default();
+    assert!(note.contains("collected by the partner"), "the history says how the run was settled: {note}");
+}
+
+/// Runs that follow each other within one second never reuse a `{datetime}` file name.
+#[tokio::test]
+async fn runs_within_one_second_never_share_a_file_name() {
+    let f = Fixture::new("second").await;
+    orders(&f, &[(1, "2026-06-21 00:00:00+00")]).await;
+    let config = f.config("orders", json!({"destination_filename": "{name}_{datetime}.csv"}));
+    for id in 2..=4 {
+        assert!(f.run(&config, false).await.succeeded());
+        insert(&f, &[(id, &format!("2026-06-2{id} 00:00:00+00"))]).await;
+    }
+    assert!(f.run(&config, false).await.succeeded());
+    assert_eq!(f.dir.names().len(), 4, "four runs, four files: {:?}", f.dir.names());
+    assert_eq!(ids(&f.delivered_rows()), [1, 2, 3, 4]);
+}

@@ -6,6 +6,7 @@ mod common;
 mod config;
 mod failures;
 mod incremental;
+mod kills;
 mod leases;
 mod notify;
 mod serve;

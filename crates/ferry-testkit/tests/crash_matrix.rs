@@ -168,6 +168,8 @@ async fn every_fault_at_every_call_converges_to_each_row_once() {
         ("upload.seal", None, 3),
         ("state.append", Some("PENDING"), 1),
         ("upload.commit", None, 2),
+        ("table.write", None, 2),
+        ("table.commit", None, 1),
         ("state.append", Some("SUCCESS"), 1),
     ];
     // Calls of the run that finishes one interrupted after publishing the first of three files.
@@ -195,7 +197,8 @@ async fn every_fault_at_every_call_converges_to_each_row_once() {
             }
         }
         for &(point, detail, nth) in theft_points {
-            if kind == Kind::Table && point.starts_with("upload.") || kind == Kind::Table && point == "sink.begin" {
+            let file_only = point.starts_with("upload.") || point.starts_with("sink.");
+            if (kind == Kind::Table && file_only) || (kind == Kind::File && point.starts_with("table.")) {
                 continue;
             }
             let label = format!("{name} lease lost at {point}{}#{nth}", detail.map(|d| format!("({d})")).unwrap_or_default());

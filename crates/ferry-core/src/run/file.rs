@@ -218,7 +218,8 @@ impl Parts<'_> {
     /// stops the run before anything is written when it would not be replaced.
     async fn claim_names(&mut self) -> Result<(), Failure> {
         let Some(sink) = self.sink else { return Ok(()) };
-        loop {
+        // A few seconds at most: names of earlier seconds are not reused by later runs.
+        for _ in 0..5 {
             let name = self.next_name();
             if sink.stat(&name).await?.is_none() {
                 return Ok(());
@@ -241,6 +242,7 @@ impl Parts<'_> {
             tokio::time::sleep(Duration::from_millis(1000u64.saturating_sub(into_second) + 1)).await;
             self.at = Utc::now();
         }
+        Ok(())
     }
 
     async fn start(&mut self) -> Result<(), Failure> {

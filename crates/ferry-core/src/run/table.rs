@@ -30,6 +30,9 @@ impl Runner<'_> {
             loop {
                 let t = Instant::now();
                 let Some(batch) = reader.next_batch().await? else { break };
+                if let Some(lease) = ctx.lease {
+                    lease.held()?;
+                }
                 o.stages.read += t.elapsed();
                 let t = Instant::now();
                 if let Some(load) = &mut load {
@@ -49,7 +52,11 @@ impl Runner<'_> {
             o.status = RunStatus::Success;
             return Ok(());
         };
-        if let Err(e) = written {
+        let confirmed = match (written, ctx.lease) {
+            (Ok(()), Some(lease)) => lease.confirm().await,
+            (written, _) => written,
+        };
+        if let Err(e) = confirmed {
             load.abort().await;
             return Err(Stop::record(e));
         }
