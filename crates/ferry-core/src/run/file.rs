@@ -221,8 +221,15 @@ impl Parts<'_> {
         // A few seconds at most: names of earlier seconds are not reused by later runs.
         for _ in 0..5 {
             let name = self.next_name();
-            if sink.stat(&name).await?.is_none() {
-                return Ok(());
+            match sink.stat(&name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    // A server that does not answer stat for files not yet there: publishing
+                    // still refuses a taken name under on_existing fail.
+                    tracing::warn!(export = self.export, file = %name, error = %e, "could not check whether the file name is taken");
+                    return Ok(());
+                }
             }
             let later = self.file.template.render(self.export, self.at + chrono::Duration::seconds(1), 1);
             if later == name {

@@ -278,7 +278,11 @@ impl Runner<'_> {
             }
             self.reconcile(export, o).await.map_err(Stop::record)?;
             if let (Shape::File(_), Some(lease)) = (&export.destination.shape, ctx.lease) {
-                self.sweep(export, lease.ttl, o).await.map_err(Stop::record)?;
+                // Housekeeping only: a server that does not let ferry list or remove files
+                // (some partners allow writing alone) must not stop deliveries.
+                if let Err(e) = self.sweep(export, lease.ttl, o).await {
+                    tracing::warn!(run_id = ctx.run_id, export = %export.name, error = %self.config.redact(&e.to_string()), "could not look for stale temporary files");
+                }
             }
             if self.already_delivered(export, opts, o).await.map_err(Stop::quiet)? {
                 return Ok(());
