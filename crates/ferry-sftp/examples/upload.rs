@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ferry_core::{PutMode, Sink};
+use ferry_core::{temp_name, PublishError, PutMode, Sink};
 use ferry_sftp::{Auth, HostKeyPolicy, SftpSettings, SftpSink};
 
 #[tokio::main]
@@ -30,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = PathBuf::from(file).file_name().and_then(|n| n.to_str()).ok_or("bad file name")?.to_owned();
     let t0 = Instant::now();
     let sink = SftpSink::connect(settings).await?;
-    let mut upload = sink.begin(&name, PutMode::Overwrite).await?;
+    let mut upload = sink.begin(&name, &temp_name("bench", &name), PutMode::Overwrite).await?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = input.read(&mut buf)?;
@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         upload.write(&buf[..n]).await?;
     }
-    let published = upload.commit().await?;
+    let published = upload.commit().await.map_err(PublishError::into_failure)?;
     let secs = t0.elapsed().as_secs_f64();
     sink.close().await;
     println!("{secs:.3} {}", published.bytes);

@@ -26,9 +26,21 @@ pub enum SftpError {
     /// `PutMode::Create` and the final name exists.
     #[error("SFTP server {server}: {path} already exists")]
     Exists { server: String, path: String },
+    /// A request of a publish got no answer (a timeout, a closed channel, a dropped
+    /// connection): it may have taken effect.
+    #[error("SFTP server {server}: {op} {path}: no answer ({reason}); it may have taken effect")]
+    NoAnswer { server: String, op: &'static str, path: String, reason: String },
+    /// `PutMode::Overwrite` without `posix-rename@openssh.com`: the old file was moved aside, the
+    /// new one was refused its place, and the old one could not be moved back. The final name
+    /// is free; the new file is still under its temporary name.
+    #[error("SFTP server {server}: publishing {path}: the replaced file is left under {aside}: {reason}")]
+    LeftAside { server: String, path: String, aside: String, reason: String },
     /// A file name that is not a bare name.
     #[error("invalid file name {name:?}: must be a bare name without '/'")]
     BadName { name: String },
+    /// A temporary name that is the final name.
+    #[error("invalid temporary name {name:?}: it is the final name")]
+    TempIsFinal { name: String },
 }
 
 impl SftpError {
@@ -53,7 +65,9 @@ impl SftpError {
 impl Classify for SftpError {
     fn class(&self) -> ErrorClass {
         match self {
-            SftpError::Connect { .. } | SftpError::SizeMismatch { .. } => ErrorClass::Transient,
+            SftpError::Connect { .. } | SftpError::SizeMismatch { .. } | SftpError::NoAnswer { .. } => ErrorClass::Transient,
+            // Publishing the temporary file again finds the final name free.
+            SftpError::LeftAside { .. } => ErrorClass::Transient,
             SftpError::Io { transient: true, .. } => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
