@@ -20,21 +20,26 @@
 //! Outcomes. A request the server answered with an error status did not take effect: the
 //! publish is [`PublishError::NotPublished`]. A request without an answer (the connection
 //! dropped, the channel closed, the request timed out) may have: [`PublishError::Unknown`].
-//! The temporary file is never removed after a failed publish. What the directory holds when
-//! step 3 stops part-way (`temp`, `final`, `aside` the three names):
+//! The temporary file is never removed after a failed publish. In steps 1 and 2 there is one
+//! request: refused, the directory is unchanged; unanswered, the new file is under its
+//! temporary name or its final one. What the directory holds when step 3 stops part-way
+//! (`temp`, `final`, `aside` the three names):
 //!
 //! | stopped at | answer | directory | outcome |
 //! |---|---|---|---|
-//! | rename `temp` → `final` | refused, not "exists" | unchanged | not published |
+//! | first rename `temp` → `final` | refused, not "exists" | unchanged | not published |
+//! | first rename `temp` → `final` | none | new file under `temp` or `final` | unknown |
 //! | rename `final` → `aside` | refused | unchanged | not published |
 //! | rename `final` → `aside` | none | old file under `final` or `aside`; `temp` intact | unknown |
-//! | rename `temp` → `final` | refused; moving back done | unchanged | not published |
-//! | rename `temp` → `final` | refused; moving back failed | old file under `aside`, `final` free, `temp` intact | unknown |
-//! | rename `temp` → `final` | none | old file under `aside`; new under `temp` or `final` | unknown |
+//! | second rename `temp` → `final` | refused; moving back done | unchanged | not published |
+//! | second rename `temp` → `final` | refused; moving back failed | old file under `aside`, `final` free, `temp` intact | unknown |
+//! | second rename `temp` → `final` | none | old file under `aside`; new under `temp` or `final` | unknown |
 //! | remove `aside` | any failure | published; old file left under `aside` (logged) | published |
 //!
 //! In every row the new bytes are under `temp` or `final`, and the old ones under `final` or
-//! `aside`: nothing is lost, and a later [`Sink::publish`] of `temp` finishes the job.
+//! `aside`: nothing is lost. While `temp` exists, a later [`Sink::publish`] of it finishes the
+//! job; a file under `aside` is not a temporary file ([`Sink::leftovers`] does not list it)
+//! and stays until someone removes it.
 
 pub mod component;
 mod error;
