@@ -38,6 +38,13 @@ macro_rules! sink_conformance {
             a_large_file_in_many_chunks_arrives_intact,
             uploads_in_flight_at_once_do_not_mix,
             racing_creates_of_one_name_publish_exactly_one,
+            a_failed_commit_leaves_the_temporary_file_for_a_later_publish,
+            publish_finishes_a_sealed_upload_that_was_dropped,
+            publish_under_create_onto_a_taken_name_is_not_published,
+            publishing_a_missing_temporary_file_is_not_published,
+            dropping_an_upload_removes_its_temporary_file_only_before_seal,
+            leftovers_lists_exactly_the_temporary_files,
+            remove_deletes_a_file_and_succeeds_when_it_is_absent,
         );
     };
 }
