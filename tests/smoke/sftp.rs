@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_core::{PutMode, Secret};
+use ferry_core::{temp_name, ErrorClass, PublishError, Published, PutMode, Secret, Sink};
 use ferry_sftp::{Auth, HostKeyPolicy, SftpError, SftpSettings, SftpSink};
 use ferry_testkit::{stack, TestDir};
 
@@ -28,13 +28,19 @@ fn password_settings(dir: &TestDir, password: &str) -> SftpSettings {
     }
 }
 
-async fn put(sink: &SftpSink, name: &str, mode: PutMode, chunks: &[&[u8]]) -> Result<ferry_core::Published, ferry_core::Failure> {
-    use ferry_core::Sink;
-    let mut up = sink.begin(name, mode).await?;
+async fn put(sink: &SftpSink, name: &str, mode: PutMode, chunks: &[&[u8]]) -> Result<Published, PublishError> {
+    let mut up = sink.begin(name, &temp_name("smoke", name), mode).await.expect("begin");
     for c in chunks {
-        up.write(c).await?;
+        up.write(c).await.expect("write");
     }
     up.commit().await
+}
+
+/// The one temporary file in the directory.
+fn only_temp(dir: &TestDir) -> String {
+    let temps: Vec<String> = dir.names().into_iter().filter(|n| n.ends_with(ferry_core::TEMP_SUFFIX)).collect();
+    assert_eq!(temps.len(), 1, "{:?}", dir.names());
+    temps[0].clone()
 }
 
 #[tokio::test]
@@ -61,9 +67,12 @@ async fn posix_rename_replaces_an_existing_file_and_create_refuses() {
 
     // Plain SFTP rename onto an existing file is refused by OpenSSH: Create mode reports it.
     let err = put(&sink, "out.csv", PutMode::Create, &[b"second\n"]).await.expect_err("create over existing");
+    let PublishError::NotPublished(err) = err else { panic!("the server answered: {err}") };
     assert!(matches!(err.downcast_ref::<SftpError>(), Some(SftpError::Exists { .. })), "{err}");
     assert_eq!(dir.read("out.csv"), b"first\n");
-    assert_eq!(dir.names(), ["out.csv"], "the refused upload's temporary file was removed");
+    let temp = only_temp(&dir);
+    assert_eq!(dir.read(&temp), b"second\n", "the refused upload's temporary file stays");
+    sink.remove(&temp).await.expect("remove");
 
     // Overwrite goes through posix-rename@openssh.com: atomic replace.
     put(&sink, "out.csv", PutMode::Overwrite, &[b"third\n"]).await.expect("overwrite");
@@ -86,9 +95,92 @@ async fn without_posix_rename_overwrite_moves_the_old_file_aside_and_removes_it(
     assert_eq!(dir.names(), ["out.csv"], "neither the temporary nor the set-aside file is left");
     // Create still refuses to replace.
     let err = put(&sink, "out.csv", PutMode::Create, &[b"third\n"]).await.expect_err("create over existing");
+    let PublishError::NotPublished(err) = err else { panic!("the server answered: {err}") };
     assert!(matches!(err.downcast_ref::<SftpError>(), Some(SftpError::Exists { .. })), "{err}");
     assert_eq!(dir.read("out.csv"), b"second\n");
     sink.close().await;
+}
+
+/// The fallback cannot move the old file aside when something has the name it would use: the
+/// publish is refused and nothing moved; once the name is free, publishing the temporary file
+/// finishes the job.
+#[tokio::test]
+async fn without_posix_rename_a_taken_aside_name_publishes_nothing_and_moves_nothing() {
+    let dir = TestDir::create("smoke_sftp");
+    let sink = SftpSink::connect(key_settings(&dir)).await.expect("connect").without_posix_rename();
+    put(&sink, "out.csv", PutMode::Create, &[b"old\n"]).await.expect("first");
+    let temp = temp_name("smoke", "out.csv");
+    let aside = format!("{}.ferry-old", temp.strip_suffix(ferry_core::TEMP_SUFFIX).expect("suffix"));
+    std::fs::write(dir.path.join(&aside), b"in the way\n").expect("write");
+
+    let mut up = sink.begin("out.csv", &temp, PutMode::Overwrite).await.expect("begin");
+    up.write(b"new\n").await.expect("write");
+    let err = up.commit().await.expect_err("the old file cannot be moved aside");
+    assert!(matches!(err, PublishError::NotPublished(_)), "{err}");
+    assert_eq!(dir.read("out.csv"), b"old\n", "the final name is unchanged");
+    assert_eq!(dir.read(&temp), b"new\n", "the temporary file stays");
+    assert_eq!(dir.read(&aside), b"in the way\n");
+
+    std::fs::remove_file(dir.path.join(&aside)).expect("remove");
+    sink.publish(&temp, "out.csv", PutMode::Overwrite).await.expect("publish");
+    assert_eq!(dir.read("out.csv"), b"new\n");
+    assert_eq!(dir.names(), ["out.csv"]);
+    sink.close().await;
+}
+
+/// A publish sent on a connection that is gone gets no answer: the outcome is unknown, never
+/// "not published", and the temporary file is not touched.
+#[tokio::test]
+async fn a_publish_without_an_answer_is_unknown_and_keeps_the_temporary_file() {
+    for mode in [PutMode::Create, PutMode::Overwrite] {
+        for posix_rename in [true, false] {
+            let dir = TestDir::create("smoke_sftp");
+            let sink = SftpSink::connect(key_settings(&dir)).await.expect("connect");
+            let sink = if posix_rename { sink } else { sink.without_posix_rename() };
+            let temp = temp_name("smoke", "lost.csv");
+            let mut up = sink.begin("lost.csv", &temp, mode).await.expect("begin");
+            up.write(b"rows\n").await.expect("write");
+            up.seal().await.expect("seal");
+            sink.close().await;
+
+            let err = up.commit().await.expect_err("no connection");
+            let PublishError::Unknown(err) = err else { panic!("{mode:?}, posix-rename {posix_rename}: must be unknown: {err}") };
+            assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+            assert!(err.to_string().contains("lost.csv"), "the error names the file: {err}");
+            assert_eq!(dir.names(), [temp.clone()], "{mode:?}, posix-rename {posix_rename}: the temporary file stays");
+            assert_eq!(dir.read(&temp), b"rows\n");
+        }
+    }
+}
+
+/// The connection goes down while the rename is in flight: whether the server renamed the
+/// file or not, the outcome is done or unknown, never "not published", and the bytes are under
+/// exactly one of the two names.
+#[tokio::test]
+async fn a_connection_lost_during_publish_loses_nothing() {
+    let mut unknown = 0;
+    for round in 0..10 {
+        let dir = TestDir::create("smoke_sftp");
+        let sink = SftpSink::connect(key_settings(&dir)).await.expect("connect");
+        let temp = temp_name("smoke", "race.csv");
+        let mut up = sink.begin("race.csv", &temp, PutMode::Create).await.expect("begin");
+        up.write(b"rows\n").await.expect("write");
+        up.seal().await.expect("seal");
+
+        let (result, ()) = tokio::join!(up.commit(), sink.close());
+        match &result {
+            Ok(_) => assert_eq!(dir.names(), ["race.csv"], "round {round}"),
+            Err(PublishError::Unknown(_)) => {
+                unknown += 1;
+                let names = dir.names();
+                assert!(names == [temp.clone()] || names == ["race.csv"], "round {round}: {names:?}");
+            }
+            Err(e @ PublishError::NotPublished(_)) => panic!("round {round}: the rename may have happened: {e}"),
+        }
+        let name = dir.names().pop().expect("one file");
+        assert_eq!(dir.read(&name), b"rows\n", "round {round}");
+    }
+    assert!(unknown > 0, "closing the connection with the rename in flight never lost its answer");
 }
 
 #[tokio::test]
