@@ -87,9 +87,10 @@ fn cli(f: &Fixture, config: &std::path::Path) -> Command {
 
 #[tokio::test]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
-    let seed = std::env::var("FERRY_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64 | 1
-    });
+    let seed = std::env::var("FERRY_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64 | 1);
     let iterations: u32 = std::env::var("FERRY_KILL_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     eprintln!("sigkill test: FERRY_KILL_SEED={seed} FERRY_KILL_ITERATIONS={iterations}");
     let mut rng = Rng(seed);

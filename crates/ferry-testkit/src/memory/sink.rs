@@ -195,7 +195,7 @@ impl Directory for MemorySink {
 }
 
 fn bare(name: &str) -> bool {
-    !(name.is_empty() || name.contains('/') || name == "." || name == "..")
+    !(name.is_empty() || name.contains('/') || name.contains('\0') || name == "." || name == "..")
 }
 
 /// A publish's result as the caller sees it: injected faults make the outcome unknown, the
@@ -249,6 +249,9 @@ impl Sink for MemorySink {
     }
 
     async fn publish(&self, temp: &str, name: &str, mode: PutMode) -> Result<(), PublishError> {
+        if let Some(bad) = [temp, name].into_iter().find(|n| !bare(n)) {
+            return Err(PublishError::NotPublished(MemoryError::BadName { name: bad.to_owned() }.into()));
+        }
         let pass = self.faults.enter("sink.publish", name).await;
         outcome(pass, || self.shared.publish(temp, name, mode))
     }
@@ -266,6 +269,9 @@ impl Sink for MemorySink {
     }
 
     async fn remove(&self, name: &str) -> Result<(), Failure> {
+        if !bare(name) {
+            return Err(MemoryError::BadName { name: name.to_owned() }.into());
+        }
         let pass = self.faults.enter("sink.remove", name).await?;
         self.shared.lock().delete(name);
         pass.reply(Ok(()))
