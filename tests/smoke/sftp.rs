@@ -147,7 +147,7 @@ async fn a_publish_without_an_answer_is_unknown_and_keeps_the_temporary_file() {
             let PublishError::Unknown(err) = err else { panic!("{mode:?}, posix-rename {posix_rename}: must be unknown: {err}") };
             assert_eq!(err.class(), ErrorClass::Transient, "{err}");
             assert!(err.to_string().contains("lost.csv"), "the error names the file: {err}");
-            assert_eq!(dir.names(), [temp.clone()], "{mode:?}, posix-rename {posix_rename}: the temporary file stays");
+            assert_eq!(dir.names(), std::slice::from_ref(&temp), "{mode:?}, posix-rename {posix_rename}: the temporary file stays");
             assert_eq!(dir.read(&temp), b"rows\n");
         }
     }

@@ -348,7 +348,7 @@ pub async fn publish_finishes_a_sealed_upload_that_was_dropped(f: SinkFixture) {
     let temp = sealed_and_dropped(f.sink.as_ref(), "data.csv", PutMode::Create, &data).await;
     let _ = f.sink.stat("data.csv").await.expect("stat");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(f.dir.names(), [temp.clone()], "the sealed upload's temporary file stays after the drop");
+    assert_eq!(f.dir.names(), std::slice::from_ref(&temp), "the sealed upload's temporary file stays after the drop");
 
     f.sink.publish(&temp, "data.csv", PutMode::Create).await.expect("publish");
     assert_eq!(f.sink.stat("data.csv").await.expect("stat"), Some(data.len() as u64));
@@ -415,7 +415,7 @@ pub async fn dropping_an_upload_removes_its_temporary_file_only_before_seal(f: S
     let temp = sealed_and_dropped(f.sink.as_ref(), "sealed.csv", PutMode::Create, b"whole").await;
     let _ = f.sink.stat("sealed.csv").await.expect("stat");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(f.dir.names(), [temp.clone()], "the sealed upload's temporary file stays");
+    assert_eq!(f.dir.names(), std::slice::from_ref(&temp), "the sealed upload's temporary file stays");
     assert_eq!(f.dir.read(&temp).as_deref(), Some(&b"whole"[..]));
     for name in ["unsealed.csv", "untouched.csv", "sealed.csv"] {
         assert_eq!(f.sink.stat(name).await.expect("stat"), None, "{name} was never published");
