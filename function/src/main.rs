@@ -124,6 +124,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}: ok", cli.config.display());
             }
             print::check(&raw, &config);
+            for w in &config.warnings {
+                eprintln!("{}: warning: {w}", cli.config.display());
+            }
             if explain {
                 println!("{}", serde_json::to_string_pretty(raw.normalized())?);
             }

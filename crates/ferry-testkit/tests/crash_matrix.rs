@@ -47,6 +47,7 @@ fn shape(kind: Kind) -> Shape {
             header: true,
             split: Split { max_rows: Some(10), max_bytes: None },
             on_existing: OnExisting::Fail,
+            allow_repeating_names: false,
         }),
         Kind::Table => Shape::Table,
     }

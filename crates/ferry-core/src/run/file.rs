@@ -42,6 +42,7 @@ impl Runner<'_> {
             export: &export.name,
             file,
             at: plan.planned_at,
+            run_id: ctx.run_id,
             current: None,
             sealed: Vec::new(),
             files: Vec::new(),
@@ -183,6 +184,8 @@ struct Parts<'a> {
     export: &'a str,
     file: &'a FileSettings,
     at: DateTime<Utc>,
+    /// The run's id, for `{run_id}`.
+    run_id: &'a str,
     current: Option<Box<dyn crate::Upload>>,
     sealed: Vec<Box<dyn crate::Upload>>,
     files: Vec<FileRecord>,
@@ -192,7 +195,8 @@ struct Parts<'a> {
 
 impl Parts<'_> {
     fn next_name(&self) -> String {
-        self.file.template.render(self.export, self.at, self.files.len() as u32 + 1)
+        let cx = crate::template::NameContext { export: self.export, at: self.at, run_id: self.run_id };
+        self.file.template.render(&cx, self.files.len() as u32 + 1)
     }
 
     fn rows(&self) -> u64 {
