@@ -71,9 +71,11 @@ impl FileTemplate {
                 "run_id" => Piece::RunId,
                 "name" => Piece::Name,
                 "part" => Piece::Part,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown placeholder {{{other}}}; expected {{date}}, {{datetime}}, {{datetime_ms}}, {{run_id}}, {{name}} or {{part}}"
-                )),
+                ))
+                }
             });
             rest = &rest[close + 1..];
         }
