@@ -36,12 +36,39 @@ pub struct Selection {
     pub date: Option<NaiveDate>,
 }
 
+/// How runs take an export's lease: the same settings for `ferry run` and `ferry serve`.
+#[derive(clap::Args, Clone, Copy)]
+pub struct LeaseSettings {
+    /// Seconds a run waits while another run (an instance, a redelivery, a CLI run) delivers
+    /// the same export.
+    #[arg(long, env = "FERRY_LEASE_WAIT_SECONDS", default_value_t = 8)]
+    pub lease_wait: u64,
+    /// Seconds an export's lease lasts without renewal (at least 3); a run that dies holds up
+    /// the next one for at most this long.
+    #[arg(long, env = "FERRY_LEASE_TTL_SECONDS", default_value_t = 600)]
+    pub lease_ttl: u64,
+}
+
+impl LeaseSettings {
+    /// The wait.
+    pub fn wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_wait)
+    }
+
+    /// The lifetime, at least 3 s (renewals come every third of it).
+    pub fn ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_ttl.max(3))
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run exports: all enabled ones, or those named with --export.
     Run {
         #[command(flatten)]
         what: Selection,
+        #[command(flatten)]
+        lease: LeaseSettings,
     },
     /// Show what a run would do: window, SQL, file names.
     Plan {
@@ -76,12 +103,8 @@ pub enum Command {
         /// Directory of `<name>.json` configs that messages select with `{"config": "<name>"}`.
         #[arg(long, env = "FERRY_CONFIG_DIR", default_value = "configs")]
         config_dir: PathBuf,
-        /// Seconds a request waits while another instance delivers the same export.
-        #[arg(long, env = "FERRY_LEASE_WAIT_SECONDS", default_value_t = 8)]
-        lease_wait: u64,
-        /// Seconds an export's lease lasts without renewal.
-        #[arg(long, env = "FERRY_LEASE_TTL_SECONDS", default_value_t = 600)]
-        lease_ttl: u64,
+        #[command(flatten)]
+        lease: LeaseSettings,
         /// Seconds requests in flight may run after SIGTERM (Cloud Run allows 10).
         #[arg(long, env = "FERRY_SHUTDOWN_GRACE_SECONDS", default_value_t = 9)]
         grace: u64,
@@ -113,6 +136,11 @@ pub enum Command {
         #[arg(long, default_value = "GOOGLE_OAUTH_ACCESS_TOKEN")]
         token_env: String,
     },
+    /// Show or release an export's lease (the claim of the run delivering it).
+    Lease {
+        #[command(subcommand)]
+        action: LeaseAction,
+    },
     /// Show recent runs from the metadata table.
     History {
         /// Only this export.
@@ -121,5 +149,25 @@ pub enum Command {
         /// How many rows.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LeaseAction {
+    /// Who holds the export's lease (run, message, process), since and until when, and whether
+    /// it is live; or that it is free.
+    Show {
+        #[arg(long)]
+        export: String,
+    },
+    /// Release the export's lease: only when it expired, or its holder is known to be dead (a
+    /// process on this host that is gone); --force releases a live lease whatever holds it.
+    Release {
+        #[arg(long)]
+        export: String,
+        /// Release even a lease whose holder may still be running: it may then deliver the same
+        /// rows as the next run.
+        #[arg(long)]
+        force: bool,
     },
 }

@@ -186,7 +186,8 @@ struct SeedExport {
     query: Option<String>,
     /// Seed form: columns to export, in order; all columns when absent.
     columns: Option<Vec<String>>,
-    /// Seed form: file name template: `{date}`, `{datetime}`, `{name}`, and `{part}` for split exports.
+    /// Seed form: file name template: `{date}`, `{datetime}`, `{datetime_ms}`, `{run_id}`, `{name}`,
+    /// and `{part}` for split exports.
     destination_filename: Option<String>,
     /// Seed form: output format; only `CSV` for now.
     format: Option<ferry_core::config::Format>,
@@ -200,4 +201,8 @@ struct SeedExport {
     max_rows_per_file: Option<u64>,
     /// Seed form: start a new file before one would grow past this many bytes. Needs `{part}`.
     max_bytes_per_file: Option<u64>,
+    /// Seed form: allow an incremental export with `on_existing: overwrite` a name that can
+    /// repeat between runs (no `{run_id}`, `{datetime}` or `{datetime_ms}`); `ferry check` then
+    /// warns instead of refusing.
+    allow_repeating_names: Option<bool>,
 }

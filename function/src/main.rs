@@ -16,7 +16,7 @@ use ferry_core::config::{Config, Deployment};
 use ferry_core::run::{Progress, RunOptions};
 use ferry_core::StateStore;
 
-use crate::cli::{Cli, Command, Selection};
+use crate::cli::{Cli, Command, LeaseAction, Selection};
 
 /// Run options from the command line's selection.
 fn options(exports: Vec<String>, full: bool, dry_run: bool, date: Option<NaiveDate>) -> RunOptions {
@@ -57,12 +57,12 @@ async fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { port, listen, config_dir, lease_wait, lease_ttl, grace, push_audience, push_service_account, push_jwks_url } => {
+        Command::Serve { port, listen, config_dir, lease, grace, push_audience, push_service_account, push_jwks_url } => {
             let settings = ferry::serve::ServeSettings {
                 addr: std::net::SocketAddr::new(listen, port),
                 config_dir,
-                lease_wait: std::time::Duration::from_secs(lease_wait),
-                lease_ttl: std::time::Duration::from_secs(lease_ttl.max(3)),
+                lease_wait: lease.wait(),
+                lease_ttl: lease.ttl(),
                 grace: std::time::Duration::from_secs(grace),
                 oidc: push_audience.map(|aud| ferry::oidc::Verifier::new(aud, push_service_account, push_jwks_url)),
             };
@@ -124,6 +124,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}: ok", cli.config.display());
             }
             print::check(&raw, &config);
+            for w in &config.warnings {
+                eprintln!("{}: warning: {w}", cli.config.display());
+            }
             if explain {
                 println!("{}", serde_json::to_string_pretty(raw.normalized())?);
             }
@@ -158,9 +161,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print::history(rows);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lease { action } => {
+            if let Some(code) = unknown_export(&config, action.export()) {
+                return Ok(code);
+            }
+            let state = ferry::metadata_store(&config, &ferry::bigquery(&config)?).await?;
+            lease(&state, action).await
+        }
         Command::Serve { .. } | Command::Publish { .. } | Command::Schema | Command::Check { .. } => unreachable!("handled above"),
-        Command::Run { what: Selection { exports, full, dry_run, date } } => {
-            let opts = options(exports, full, dry_run, date);
+        Command::Run { what: Selection { exports, full, dry_run, date }, lease } => {
+            let mut opts = options(exports, full, dry_run, date);
+            opts.lease_ttl = lease.ttl();
+            opts.lease_wait = lease.wait();
             let show = std::io::stderr().is_terminal();
             let progress: Option<&(dyn Fn(Progress<'_>) + Sync)> = if show { Some(&print::progress) } else { None };
             let report = ferry::run(&config, &opts, progress).await;
@@ -171,4 +183,67 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+impl LeaseAction {
+    fn export(&self) -> &str {
+        match self {
+            Self::Show { export } | Self::Release { export, .. } => export,
+        }
+    }
+}
+
+/// Exit code 2 and a message naming the exports there are, when `export` is not one of them.
+fn unknown_export(config: &Config, export: &str) -> Option<ExitCode> {
+    if config.exports.iter().any(|x| x.name == export) {
+        return None;
+    }
+    let known: Vec<&str> = config.exports.iter().map(|x| x.name.as_str()).collect();
+    eprintln!("--export: unknown export {export:?}; this config has {}", known.join(", "));
+    Some(ExitCode::from(2))
+}
+
+/// Whether process `pid` runs on this host (Linux: it has a `/proc` entry).
+fn running_here(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `ferry lease show|release`.
+async fn lease(state: &dyn StateStore, action: LeaseAction) -> anyhow::Result<ExitCode> {
+    let export = action.export().to_owned();
+    let current = state.lease(&export).await.context("reading the lease")?;
+    let LeaseAction::Release { force, .. } = action else {
+        print::lease(&export, current.as_ref());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Some(l) = current else {
+        println!("export {export}: the lease is free; nothing to release");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let here = ferry_core::HolderProcess::current();
+    let dead = l.process.as_ref().filter(|p| p.host == here.host && !running_here(p.pid));
+    let why = if !l.live {
+        format!("it expired at {}", print::time(l.expires_at))
+    } else if let Some(p) = dead {
+        format!("its holder's process ({p}) is not running")
+    } else if force {
+        "--force".to_owned()
+    } else {
+        let process = match &l.process {
+            Some(p) if p.host == here.host => format!("{p}, still running"),
+            Some(p) => format!("{p}, another host: its state cannot be seen from {}", here.host),
+            None => "process not recorded".to_owned(),
+        };
+        eprintln!(
+            "export {export}: the lease is held by run {} ({process}) until {}; it is released only once it expired or its \
+             holder is known to be dead. Wait for the run to finish or the lease to expire, or, if you know the run is dead, \
+             release it with --force (a run that is still alive may then deliver the same rows as the next run)",
+            l.holder,
+            print::time(l.expires_at)
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    state.release(&export, &l.holder).await.context("releasing the lease")?;
+    println!("export {export}: released the lease of run {} ({why})", l.holder);
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 
 use ferry_core::config::{Config, RawConfig};
 use ferry_core::run::{Progress, RunReport, Skip};
-use ferry_core::{RunRecord, RunStatus};
+use ferry_core::{Lease, RunRecord, RunStatus};
 
 /// `ferry check`: what a valid config holds.
 pub fn check(raw: &RawConfig, config: &Config) {
@@ -91,4 +91,23 @@ pub fn history(rows: Vec<RunRecord>) {
             r.error_message.or(r.file_name).unwrap_or_default()
         );
     }
+}
+
+/// A time as `ferry lease` prints it: `2026-12-02 06:42:01 UTC`.
+pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `ferry lease show`: the holder and its times, or `free`.
+pub fn lease(export: &str, lease: Option<&Lease>) {
+    let Some(l) = lease else {
+        println!("export {export}: free");
+        return;
+    };
+    println!("export {export}: {}", if l.live { "held (live)" } else { "expired (free for the next run)" });
+    println!("  holder:   run {}", l.holder);
+    println!("  message:  {}", l.message_id.as_deref().unwrap_or("-"));
+    println!("  process:  {}", l.process.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".to_owned()));
+    println!("  acquired: {}", time(l.acquired_at));
+    println!("  expires:  {}", time(l.expires_at));
 }

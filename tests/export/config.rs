@@ -423,3 +423,92 @@ async fn the_component_form_delivers_what_the_seed_form_does() {
     let got = f.load(&unknown).expect_err("unknown type").to_string();
     assert!(got.contains("exports[0].destination.type: unknown destination type \"ftp\"; expected one of sftp"), "{got}");
 }
+
+/// An incremental export that overwrites needs names that cannot repeat between runs: a repeated
+/// name replaces a file the partner may not have collected yet. The check names the field, says
+/// why and how to fix it; `allow_repeating_names` turns it into a warning.
+#[test]
+fn an_incremental_export_that_overwrites_needs_names_that_do_not_repeat() {
+    let overwrite = |name: &str| {
+        let mut v = with("exports.0.destination_filename", json!(name));
+        v["sftp"]["on_existing"] = json!("overwrite");
+        v
+    };
+    let got = errors_of(&overwrite("ORDERS_{date}.csv"));
+    assert!(got.contains("1 problem"), "{got}");
+    for part in [
+        "exports[0].destination_filename: \"ORDERS_{date}.csv\" can repeat between runs",
+        "{date} stays the same all day",
+        "sftp.on_existing = overwrite",
+        "its rows are lost",
+        "Add {run_id} to the name (e.g. \"ORDERS_{date}_{run_id}.csv\")",
+        "set sftp.on_existing to fail",
+        "set exports[0].allow_repeating_names to true",
+    ] {
+        assert!(got.contains(part), "{part:?} missing in:\n{got}");
+    }
+    assert!(errors_of(&overwrite("ORDERS.csv")).contains("\"ORDERS.csv\" can repeat between runs"));
+
+    // Names that cannot repeat, or a file that is never replaced, or a full export (every run
+    // delivers every row again) are fine.
+    for name in ["ORDERS_{run_id}.csv", "ORDERS_{datetime_ms}.csv", "ORDERS_{datetime}.csv", "ORDERS_{date}_{run_id}.csv"] {
+        assert_eq!(errors_of(&overwrite(name)), "", "{name}");
+    }
+    assert_eq!(errors_of(&with("exports.0.destination_filename", json!("ORDERS_{date}.csv"))), "", "on_existing: fail");
+    let mut full = overwrite("ORDERS_{date}.csv");
+    full["exports"][0]["incremental"] = json!(false);
+    assert_eq!(errors_of(&full), "", "a full export");
+
+    // The opt-in: valid, with a warning at the same field.
+    let mut allowed = overwrite("ORDERS_{date}.csv");
+    allowed["exports"][0]["allow_repeating_names"] = json!(true);
+    let config = RawConfig::from_json(&allowed.to_string()).unwrap().validate(&Registry, &env).expect("allowed");
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let w = config.warnings[0].to_string();
+    assert!(w.starts_with("exports[0].destination_filename: \"ORDERS_{date}.csv\" can repeat between runs"), "{w}");
+    assert!(w.ends_with("allowed by exports[0].allow_repeating_names"), "{w}");
+    let fine = RawConfig::from_json(&overwrite("ORDERS_{run_id}.csv").to_string()).unwrap().validate(&Registry, &env).unwrap();
+    assert_eq!(fine.warnings, [], "no warning when nothing is risky");
+
+    // Component form: the same rule, with the component paths.
+    let mut components = RawConfig::from_json(&overwrite("ORDERS_{date}.csv").to_string()).unwrap().normalized().clone();
+    let got = errors_of(&components);
+    assert!(got.contains("exports[0].destination.file.name: \"ORDERS_{date}.csv\" can repeat"), "{got}");
+    assert!(got.contains("set exports[0].destination.file.allow_repeating_names to true"), "{got}");
+    components["exports"][0]["destination"]["file"]["allow_repeating_names"] = json!(true);
+    assert_eq!(errors_of(&components), "");
+}
+
+/// `ferry check` refuses the repeating name (exit 2, the message on stderr) and, when allowed,
+/// passes and prints the warning.
+#[test]
+fn ferry_check_refuses_repeating_names_and_prints_the_warning_when_allowed() {
+    let dir = std::env::temp_dir().join(ferry_testkit::unique("ferry-names"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut v = with("exports.0.destination_filename", json!("ORDERS_{date}.csv"));
+    v["sftp"]["on_existing"] = json!("overwrite");
+    let check = |v: &Value| {
+        let path = dir.join("ferry.json");
+        std::fs::write(&path, v.to_string()).unwrap();
+        let out = Command::new(ferry_bin())
+            .env_clear()
+            .args(["--config", path.to_str().unwrap(), "check", "--no-secrets"])
+            .output()
+            .expect("check");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, _, stderr) = check(&v);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("exports[0].destination_filename: \"ORDERS_{date}.csv\" can repeat between runs"), "{stderr}");
+
+    v["exports"][0]["allow_repeating_names"] = json!(true);
+    let (code, stdout, stderr) = check(&v);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(": ok"), "{stdout}");
+    assert!(
+        stderr.contains("warning: exports[0].destination_filename: \"ORDERS_{date}.csv\" can repeat between runs")
+            && stderr.contains("allowed by exports[0].allow_repeating_names"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -38,6 +38,8 @@ async fn delivered_bytes_parse_back_to_the_source_values() {
     // NULL is an empty field; the empty string is a quoted empty field; BigQuery has no NULL
     // ARRAY (it answers an empty one), so that column reads [].
     assert!(text.ends_with("\r\n3,\"\",,,,,,,,,,,,[],\r\n"), "{text}");
+    // Empty BYTES (row 2) is a quoted empty field too, so it differs from NULL BYTES (row 3).
+    assert!(text.contains(",00:00:00,\"\",null,[],"), "{text}");
 
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_slice());
     let rows: Vec<Vec<String>> = reader.records().map(|r| r.expect("RFC 4180").iter().map(str::to_owned).collect()).collect();

@@ -2,12 +2,17 @@
 //!
 //! Columns: the seed deployment's (export_name, source_table, last_export_timestamp,
 //! last_exported_value, rows_exported, file_name, export_status, started_at, completed_at,
-//! error_message) plus ferry's (run_id, cursor_type, window_lo, bytes, sha256, message_id, and
-//! `files`: a JSON array with the name, bytes, rows and sha256 of each file).
-//! A table created by the seed deployment is extended with ferry's columns.
+//! error_message) plus ferry's (run_id, cursor_type, window_lo, bytes, sha256, message_id,
+//! `files`: a JSON array with the name, bytes, rows and sha256 of each file, and `recorded_at`:
+//! the server's `CURRENT_TIMESTAMP()` when the row was inserted). A table created by the seed
+//! deployment, or by an earlier ferry, is extended with ferry's columns.
+//!
+//! Rows are ordered by `recorded_at`, the server's clock, so that a process whose clock is
+//! behind cannot put its record before an earlier one; rows written before the column existed
+//! have none and are ordered by their `completed_at`.
 //!
 //! Leases live in a sibling table, `<metadata table>_leases` (export_name, holder, message_id,
-//! acquired_at, expires_at), one row per live claim. Every time in it is the server's
+//! acquired_at, expires_at, and the host and pid of the holder's process), one row per claim. Every time in it is the server's
 //! `CURRENT_TIMESTAMP()`, so the clocks of the instances do not matter. To acquire, a holder
 //! inserts its row and then reads the live rows of the export: it holds the lease only if its
 //! row is the only one. Two racing holders cannot both see only themselves (each inserted
@@ -21,7 +26,7 @@ use crate::client::Cell;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_core::ident::TableName;
-use ferry_core::{Claim, Failure, RunRecord, RunStatus, StateStore};
+use ferry_core::{Claim, Failure, HolderProcess, Lease, RunRecord, RunStatus, StateStore};
 
 use crate::client::{BigQuery, QueryParam};
 use crate::BigQueryError;
@@ -38,7 +43,15 @@ const FERRY_COLUMNS: &[(&str, &str)] = &[
     ("sha256", "STRING"),
     ("message_id", "STRING"),
     ("files", "STRING"),
+    ("recorded_at", "TIMESTAMP"),
 ];
+
+/// Columns of the leases table added after it was first shipped.
+const LEASE_COLUMNS: &[(&str, &str)] = &[("host", "STRING"), ("pid", "INT64")];
+
+/// The order rows were recorded in: the server's clock, else (rows from before `recorded_at`)
+/// the writer's.
+const RECORDED: &str = "COALESCE(recorded_at, completed_at)";
 
 const SELECT: &str = "run_id, export_name, source_table, export_status, last_exported_value, cursor_type, window_lo, \
      rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id, files";
@@ -62,6 +75,23 @@ impl MetadataStore {
     fn fail(&self, e: BigQueryError) -> Failure {
         let class = ferry_core::Classify::class(&e);
         Failure::with_class(class, format!("metadata table {}: {e}", self.name))
+    }
+
+    /// Adds the columns of `columns` that `table` lacks.
+    async fn add_columns(&self, table: &TableName, quoted: &str, columns: &[(&str, &str)]) -> Result<(), Failure> {
+        let table_ref = crate::client::TableRef {
+            project: table.project.clone().unwrap_or_else(|| self.bq.project().to_owned()),
+            dataset: table.dataset.clone(),
+            table: table.table.clone(),
+        };
+        let existing = self.bq.table_schema(&table_ref).await.map_err(|e| self.fail(e))?.unwrap_or_default();
+        for (col, ty) in columns {
+            if !existing.iter().any(|f| f.name.eq_ignore_ascii_case(col)) {
+                let sql = format!("ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {col} {ty}");
+                self.bq.execute(&sql, &[]).await.map_err(|e| self.fail(e))?;
+            }
+        }
+        Ok(())
     }
 
     async fn records(&self, sql: &str, params: &[QueryParam]) -> Result<Vec<RunRecord>, Failure> {
@@ -119,30 +149,22 @@ impl StateStore for MetadataStore {
     async fn ensure(&self) -> Result<(), Failure> {
         let t = &self.table;
         self.bq.execute(&format!("CREATE TABLE IF NOT EXISTS {t} ({SEED_COLUMNS})"), &[]).await.map_err(|e| self.fail(e))?;
-        let table_ref = crate::client::TableRef {
-            project: self.name.project.clone().unwrap_or_else(|| self.bq.project().to_owned()),
-            dataset: self.name.dataset.clone(),
-            table: self.name.table.clone(),
-        };
-        let existing = self.bq.table_schema(&table_ref).await.map_err(|e| self.fail(e))?.unwrap_or_default();
-        for (col, ty) in FERRY_COLUMNS {
-            if !existing.iter().any(|f| f.name.eq_ignore_ascii_case(col)) {
-                self.bq.execute(&format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {col} {ty}"), &[]).await.map_err(|e| self.fail(e))?;
-            }
-        }
+        self.add_columns(&self.name, t, FERRY_COLUMNS).await?;
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} (export_name STRING NOT NULL, holder STRING NOT NULL, message_id STRING, \
-             acquired_at TIMESTAMP NOT NULL, expires_at TIMESTAMP NOT NULL)",
+             acquired_at TIMESTAMP NOT NULL, expires_at TIMESTAMP NOT NULL, host STRING, pid INT64)",
             self.leases
         );
         self.bq.execute(&sql, &[]).await.map_err(|e| self.fail(e))?;
+        let leases = TableName { table: format!("{}_leases", self.name.table), ..self.name.clone() };
+        self.add_columns(&leases, &self.leases, LEASE_COLUMNS).await?;
         Ok(())
     }
 
     async fn watermark(&self, export: &str) -> Result<Option<(String, String)>, Failure> {
         let sql = format!(
             "SELECT cursor_type, last_exported_value FROM {} WHERE export_name = @export AND UPPER(export_status) = 'SUCCESS' \
-             AND last_exported_value IS NOT NULL ORDER BY completed_at DESC LIMIT 1",
+             AND last_exported_value IS NOT NULL ORDER BY {RECORDED} DESC, completed_at DESC LIMIT 1",
             self.table
         );
         let rows = self
@@ -161,7 +183,7 @@ impl StateStore for MetadataStore {
         let sql = format!(
             "SELECT {SELECT} FROM {t} AS p WHERE p.export_name = @export AND p.export_status = 'PENDING' \
              AND NOT EXISTS (SELECT 1 FROM {t} AS q WHERE q.run_id = p.run_id AND q.export_name = p.export_name AND q.export_status != 'PENDING') \
-             ORDER BY p.completed_at"
+             ORDER BY COALESCE(p.recorded_at, p.completed_at), p.completed_at"
         );
         self.records(&sql, &[QueryParam::new("export", "STRING", export)]).await
     }
@@ -169,9 +191,11 @@ impl StateStore for MetadataStore {
     async fn append(&self, r: &RunRecord) -> Result<(), Failure> {
         let sql = format!(
             "INSERT INTO {} (export_name, source_table, last_export_timestamp, last_exported_value, rows_exported, file_name, \
-             export_status, started_at, completed_at, error_message, run_id, cursor_type, window_lo, bytes, sha256, message_id, files) \
+             export_status, started_at, completed_at, error_message, run_id, cursor_type, window_lo, bytes, sha256, message_id, files, \
+             recorded_at) \
              VALUES (@export_name, @source_table, @last_export_timestamp, @last_exported_value, @rows_exported, @file_name, \
-             @export_status, @started_at, @completed_at, @error_message, @run_id, @cursor_type, @window_lo, @bytes, @sha256, @message_id, @files)",
+             @export_status, @started_at, @completed_at, @error_message, @run_id, @cursor_type, @window_lo, @bytes, @sha256, @message_id, @files, \
+             CURRENT_TIMESTAMP())",
             self.table
         );
         let params = [
@@ -198,8 +222,10 @@ impl StateStore for MetadataStore {
     }
 
     async fn by_message(&self, export: &str, message_id: &str) -> Result<Vec<RunRecord>, Failure> {
-        let sql =
-            format!("SELECT {SELECT} FROM {} WHERE export_name = @export AND message_id = @message ORDER BY completed_at", self.table);
+        let sql = format!(
+            "SELECT {SELECT} FROM {} WHERE export_name = @export AND message_id = @message ORDER BY {RECORDED}, completed_at",
+            self.table
+        );
         self.records(&sql, &[QueryParam::new("export", "STRING", export), QueryParam::new("message", "STRING", message_id)]).await
     }
 
@@ -208,24 +234,29 @@ impl StateStore for MetadataStore {
         let l = &self.leases;
         let who = [QueryParam::new("export", "STRING", export), QueryParam::new("holder", "STRING", holder)];
         let insert = format!(
-            "INSERT INTO {l} (export_name, holder, message_id, acquired_at, expires_at) VALUES (@export, @holder, @message, \
-             CURRENT_TIMESTAMP(), TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ttl SECOND))"
+            "INSERT INTO {l} (export_name, holder, message_id, acquired_at, expires_at, host, pid) VALUES (@export, @holder, @message, \
+             CURRENT_TIMESTAMP(), TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ttl SECOND), @host, @pid)"
         );
+        let me = HolderProcess::current();
         let mut params = who.to_vec();
         params.push(p("message", "STRING", message_id.map(str::to_owned)));
         params.push(QueryParam::new("ttl", "INT64", ttl.as_secs().max(1).to_string()));
+        params.push(QueryParam::new("host", "STRING", &me.host));
+        params.push(QueryParam::new("pid", "INT64", me.pid.to_string()));
         // Every claim of the export, each marked live or expired (by the server's clock).
         let claims = format!(
             "SELECT holder, message_id, expires_at, expires_at > CURRENT_TIMESTAMP() AS live FROM {l} \
              WHERE export_name = @export ORDER BY acquired_at, holder"
         );
         let mine = |r: &Vec<Cell>| text(r.first()).as_deref() == Some(holder);
+        // `rows` are live claims, at least one. The holder named is the oldest other one; a
+        // holder that asks again for a lease it holds is told it holds it.
         let held = |rows: &[Vec<Cell>]| {
-            let first_other = rows.iter().find(|r| !mine(r));
+            let first = rows.iter().find(|r| !mine(r)).or(rows.first());
             Claim::Held {
-                holder: first_other.and_then(|r| text(r.first())).unwrap_or_default(),
-                message_id: first_other.and_then(|r| text(r.get(1))),
-                expires_at: ts(first_other.and_then(|r| r.get(2))),
+                holder: first.and_then(|r| text(r.first())).unwrap_or_default(),
+                message_id: first.and_then(|r| text(r.get(1))),
+                expires_at: ts(first.and_then(|r| r.get(2))),
             }
         };
         let mut inserted = false;
@@ -234,6 +265,9 @@ impl StateStore for MetadataStore {
             let all = self.bq.query(&claims, &who[..1], 1000).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
             let is_live = |r: &Vec<Cell>| text(r.get(3)).as_deref() == Some("true");
             let expired = all.iter().any(|r| !is_live(r));
+            // Our claim, live or not: with a TTL shorter than the round trip it may have
+            // expired by the time it is read back, and the lease is then ours, already run out.
+            let claimed = inserted && all.iter().any(mine);
             let rows: Vec<Vec<Cell>> = all.into_iter().filter(is_live).collect();
             if !inserted {
                 // Claim only a lease that looks free, so that waiting claims do not crowd out
@@ -247,7 +281,7 @@ impl StateStore for MetadataStore {
                     inserted = true;
                     continue;
                 }
-            } else if rows.len() == 1 && mine(&rows[0]) {
+            } else if claimed && rows.iter().all(mine) {
                 // Expired claims (of runs that died) are only clutter now: nobody can hold them.
                 if expired {
                     let purge = format!("DELETE FROM {l} WHERE export_name = @export AND expires_at <= CURRENT_TIMESTAMP()");
@@ -296,9 +330,43 @@ impl StateStore for MetadataStore {
         Ok(())
     }
 
+    async fn lease(&self, export: &str) -> Result<Option<Lease>, Failure> {
+        let sql = format!(
+            "SELECT holder, message_id, acquired_at, expires_at, expires_at > CURRENT_TIMESTAMP() AS live, host, pid FROM {} \
+             WHERE export_name = @export ORDER BY acquired_at, holder",
+            self.leases
+        );
+        let rows = self
+            .bq
+            .query(&sql, &[QueryParam::new("export", "STRING", export)], 1000)
+            .await
+            .map_err(|e| self.fail(e))?
+            .collect()
+            .await
+            .map_err(|e| self.fail(e))?;
+        let leases: Vec<Lease> = rows
+            .iter()
+            .map(|r| Lease {
+                holder: text(r.first()).unwrap_or_default(),
+                message_id: text(r.get(1)),
+                acquired_at: ts(r.get(2)),
+                expires_at: ts(r.get(3)),
+                live: text(r.get(4)).as_deref() == Some("true"),
+                process: text(r.get(5)).zip(text(r.get(6)).and_then(|p| p.parse().ok())).map(|(host, pid)| HolderProcess { host, pid }),
+            })
+            .collect();
+        // The oldest live claim holds (or is about to); with none live, the last to expire.
+        let live = leases.iter().find(|l| l.live).cloned();
+        Ok(live.or_else(|| leases.into_iter().max_by_key(|l| l.expires_at)))
+    }
+
     async fn history(&self, export: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, Failure> {
         let filter = if export.is_some() { "WHERE export_name = @export " } else { "" };
-        let sql = format!("SELECT {SELECT} FROM {} {filter}ORDER BY completed_at DESC LIMIT {}", self.table, limit.clamp(1, 10_000));
+        let sql = format!(
+            "SELECT {SELECT} FROM {} {filter}ORDER BY {RECORDED} DESC, completed_at DESC LIMIT {}",
+            self.table,
+            limit.clamp(1, 10_000)
+        );
         let params: Vec<QueryParam> = export.map(|e| QueryParam::new("export", "STRING", e)).into_iter().collect();
         self.records(&sql, &params).await
     }

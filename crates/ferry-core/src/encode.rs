@@ -7,16 +7,21 @@
 //!
 //! | type | written as |
 //! |---|---|
-//! | NULL (any type) | an empty field |
-//! | STRING | the text; the empty string is written `""` so that it differs from NULL |
+//! | NULL (any type but ARRAY) | an empty field |
+//! | a value whose text is empty: the empty STRING, empty BYTES (and JSON or GEOGRAPHY text, were it ever empty) | `""`, so that it differs from NULL |
+//! | STRING | the text |
 //! | INT64, NUMERIC, BIGNUMERIC | exact decimal text: no exponent, no trailing fractional zeros (`12.5`, `-0.000000001`) |
 //! | FLOAT64 | the shortest text that reads back as the same double (`3.25`, `0.1`, `1e300`); `NaN`, `Infinity`, `-Infinity` |
 //! | BOOL | `true` / `false` |
 //! | TIMESTAMP | RFC 3339 UTC with six fractional digits: `2024-01-02T03:04:05.123456Z` |
 //! | DATE, DATETIME, TIME | ISO 8601: `2024-01-02`, `2024-01-02T03:04:05.250000`, `03:04:05.250000` (the fraction only when not zero) |
-//! | BYTES | base64 |
+//! | BYTES | base64 (empty BYTES: `""`) |
 //! | JSON, GEOGRAPHY | their text |
-//! | ARRAY, STRUCT | one JSON value: `[1,2]`, `{"a":1,"b":"x"}`; a NULL ARRAY is `[]`; inside it numbers are bare, TIMESTAMPs are strings as above |
+//! | ARRAY, STRUCT | one JSON value: `[1,2]`, `{"a":1,"b":"x"}`; inside it numbers are bare, TIMESTAMPs are strings as above, empty BYTES and STRING are `""` and NULL is `null` |
+//!
+//! So an empty field is always NULL, and NULL is always an empty field, with one exception:
+//! BigQuery has no NULL ARRAY (it stores and answers an empty one), so an ARRAY column is `[]`
+//! for both. A NULL STRUCT is an empty field; a STRUCT value is never empty (`{…}`).
 
 use std::io::Write;
 
@@ -117,6 +122,9 @@ struct Column<'a> {
     nulls: Option<&'a NullBuffer>,
     /// A NULL is written `[]` (an ARRAY: BigQuery has no NULL ARRAY), not as an empty field.
     null_is_empty_list: bool,
+    /// A value whose text is empty is written `""`, so that only NULL is an empty field (every
+    /// column but one of the NULL type, whose values are all NULL).
+    quote_empty: bool,
 }
 
 /// A batch ready to be encoded row by row: see [`CsvEncoder::view`].
@@ -222,7 +230,7 @@ impl CsvEncoder {
             if i > 0 {
                 self.line.push(self.opts.delimiter);
             }
-            push_field(&mut self.line, name.as_bytes(), &self.special, false);
+            push_field(&mut self.line, name.as_bytes(), &self.special);
         }
         self.line.extend_from_slice(b"\r\n");
         self.flush_line();
@@ -255,6 +263,7 @@ impl CsvEncoder {
                 view: view(a.as_ref(), f),
                 nulls: a.nulls(),
                 null_is_empty_list: matches!(f.data_type(), DataType::List(_)),
+                quote_empty: !matches!(f.data_type(), DataType::Null),
             })
             .collect();
         Ok(BatchView { columns, rows: batch.num_rows() })
@@ -284,7 +293,11 @@ impl CsvEncoder {
             if col.nulls.is_some_and(|n| n.is_null(row)) && !col.null_is_empty_list {
                 continue;
             }
+            let start = line.len();
             write_cell(line, &col.view, row, special);
+            if col.quote_empty && line.len() == start {
+                line.extend_from_slice(b"\"\"");
+            }
         }
         line.extend_from_slice(b"\r\n");
         line.len()
@@ -363,7 +376,7 @@ fn write_cell(line: &mut Vec<u8>, col: &ColumnView<'_>, row: usize, special: &Sp
         };
     }
     match col {
-        ColumnView::Text(a) => push_field(line, a.value(row).as_bytes(), special, true),
+        ColumnView::Text(a) => push_field(line, a.value(row).as_bytes(), special),
         ColumnView::Int64(a) => int!(a),
         ColumnView::Int32(a) => int!(a),
         ColumnView::Int16(a) => int!(a),
@@ -393,7 +406,7 @@ fn write_cell(line: &mut Vec<u8>, col: &ColumnView<'_>, row: usize, special: &Sp
         ColumnView::Nested(a, field) => {
             let mut json = String::new();
             json_value(&mut json, *a, field, row);
-            push_field(line, json.as_bytes(), special, false);
+            push_field(line, json.as_bytes(), special);
         }
         ColumnView::Null => {}
     }
@@ -408,8 +421,8 @@ pub struct Encoded {
     pub sha256: String,
 }
 
-fn push_field(out: &mut Vec<u8>, v: &[u8], special: &Special, empty_is_quoted: bool) {
-    let needs = v.iter().any(|&b| special.0[b as usize]) || (empty_is_quoted && v.is_empty());
+fn push_field(out: &mut Vec<u8>, v: &[u8], special: &Special) {
+    let needs = v.iter().any(|&b| special.0[b as usize]);
     if !needs {
         out.extend_from_slice(v);
         return;
@@ -550,6 +563,28 @@ mod tests {
             encode(&batch, true),
             "s,n,t,a,r,j\r\n\"a,\"\"b\"\"\nc\",12345678901234567890.123456789,2024-01-02T03:04:05.123456Z,\"[1,2]\",\"{\"\"x\"\":1,\"\"y\"\":\"\"z\\\"\"\"\"}\",\"{\"\"k\"\":[1]}\"\r\n\"\",,,[],,\r\n"
         );
+    }
+
+    #[test]
+    fn an_empty_value_differs_from_null_for_every_type_that_has_one() {
+        use arrow_array::{BinaryArray, NullArray};
+        let schema = Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new("b", DataType::Binary, true),
+            json_field("j"),
+            Field::new("z", DataType::Null, true),
+        ]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(vec![Some(""), None, Some("x")])),
+                Arc::new(BinaryArray::from(vec![Some(&b""[..]), None, Some(&b"ab"[..])])),
+                Arc::new(StringArray::from(vec![Some(""), None, Some("1")])),
+                Arc::new(NullArray::new(3)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(encode(&batch, false), "\"\",\"\",\"\",\r\n,,,\r\nx,YWI=,1,\r\n");
     }
 
     #[test]

@@ -142,6 +142,10 @@ pub struct FileRecord {
 /// Contract:
 /// - Records are appended, never updated; the watermark of an export is the
 ///   `last_exported_value` of its latest SUCCESS record.
+/// - "Latest" and every order below are the order in which the store recorded the records, by
+///   its own clock or sequence, never the callers' `completed_at`: a record appended later is
+///   later even when the clock of the process that wrote it is behind. (Records written before
+///   a store kept that order are ordered by `completed_at`.)
 /// - [`StateStore::append`] returns only once the record is durable and visible to
 ///   [`StateStore::watermark`], [`StateStore::pending`] and [`StateStore::by_message`].
 /// - Leases serialise runs of one export: a run delivers only while it holds the export's
@@ -178,8 +182,55 @@ pub trait StateStore: Send + Sync {
     /// (it expired, and another holder may have taken it): the holder must stop before it
     /// publishes anything.
     async fn renew(&self, export: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, Failure>;
-    /// Gives the lease up. Releasing a lease one does not hold does nothing.
+    /// Gives the lease up. Releasing a lease one does not hold does nothing. An operator frees
+    /// the lease of a dead run by releasing it for the holder [`StateStore::lease`] names.
     async fn release(&self, export: &str, holder: &str) -> Result<(), Failure>;
+    /// The export's lease as the store holds it, live or expired (by the store's clock);
+    /// `None` when nobody claims it. While claims race, the oldest live one.
+    async fn lease(&self, export: &str) -> Result<Option<Lease>, Failure>;
+}
+
+/// An export's lease, as [`StateStore::lease`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder: the run id of the run that took it.
+    pub holder: String,
+    /// The Pub/Sub message that run was triggered by.
+    pub message_id: Option<String>,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Whether it had not expired when it was read, by the store's clock.
+    pub live: bool,
+    /// The process that took it; `None` for claims recorded before ferry kept it.
+    pub process: Option<HolderProcess>,
+}
+
+/// Where a lease holder runs: enough for a command on the same host to tell whether the holder
+/// is still alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderProcess {
+    pub host: String,
+    pub pid: u32,
+}
+
+impl HolderProcess {
+    /// This process: the kernel's host name (else `HOSTNAME`, else `unknown`) and its pid.
+    pub fn current() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned());
+        Self { host, pid: std::process::id() }
+    }
+}
+
+impl std::fmt::Display for HolderProcess {
+    /// `pid 4242 on host-a`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} on {}", self.pid, self.host)
+    }
 }
 
 /// The answer to [`StateStore::acquire`].

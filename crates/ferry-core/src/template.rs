@@ -1,7 +1,13 @@
-//! File name templates: `{date}` (YYYYMMDD), `{datetime}` (YYYYMMDD_HHMMSS, UTC), `{name}`,
-//! `{part}` (the 1-based number of a file when an export is split, zero-padded to three digits
-//! so that names sort in order: `001`, `002`, … `999`, `1000`). A template whose result could leave the target directory is rejected when the
+//! File name templates: `{date}` (YYYYMMDD), `{datetime}` (YYYYMMDD_HHMMSS, UTC),
+//! `{datetime_ms}` (YYYYMMDD_HHMMSS_mmm, UTC), `{run_id}` (the first 12 hex digits of the run's
+//! id, different for every run), `{name}`, `{part}` (the 1-based number of a file when an export
+//! is split, zero-padded to three digits so that names sort in order: `001`, `002`, … `999`,
+//! `1000`). A template whose result could leave the target directory is rejected when the
 //! configuration is loaded.
+//!
+//! Whether names can repeat between runs ([`FileTemplate::repeats`]) matters when a file is
+//! replaced (`on_existing: overwrite`): only `{run_id}` makes every run's names its own;
+//! `{datetime}` and `{datetime_ms}` change with the clock; `{date}` stays the same all day.
 
 use chrono::{DateTime, Utc};
 
@@ -10,8 +16,32 @@ enum Piece {
     Text(String),
     Date,
     DateTime,
+    DateTimeMs,
+    RunId,
     Name,
     Part,
+}
+
+/// How many hex digits of the run id `{run_id}` keeps: 48 random bits, so that two runs of one
+/// export sharing them is not a practical concern, in a name that stays short.
+pub const RUN_ID_DIGITS: usize = 12;
+
+/// What a file name is rendered from, besides the file's number.
+#[derive(Debug, Clone, Copy)]
+pub struct NameContext<'a> {
+    /// The export's name, for `{name}`.
+    pub export: &'a str,
+    /// When the run planned the export, for `{date}`, `{datetime}` and `{datetime_ms}`.
+    pub at: DateTime<Utc>,
+    /// The run's id (a UUID), for `{run_id}`.
+    pub run_id: &'a str,
+}
+
+/// The short form of a run id that `{run_id}` stands for: its first [`RUN_ID_DIGITS`] hex
+/// digits, lowercase (a UUID's dashes skipped). Characters that are not hex digits are
+/// dropped, so a run id from elsewhere can never put a separator into a name.
+pub fn short_run_id(run_id: &str) -> String {
+    run_id.chars().filter(char::is_ascii_hexdigit).take(RUN_ID_DIGITS).map(|c| c.to_ascii_lowercase()).collect()
 }
 
 /// A parsed, validated file name template.
@@ -37,9 +67,15 @@ impl FileTemplate {
             pieces.push(match &rest[open + 1..close] {
                 "date" => Piece::Date,
                 "datetime" => Piece::DateTime,
+                "datetime_ms" => Piece::DateTimeMs,
+                "run_id" => Piece::RunId,
                 "name" => Piece::Name,
                 "part" => Piece::Part,
-                other => return Err(format!("unknown placeholder {{{other}}}; expected {{date}}, {{datetime}}, {{name}} or {{part}}")),
+                other => {
+                    return Err(format!(
+                    "unknown placeholder {{{other}}}; expected {{date}}, {{datetime}}, {{datetime_ms}}, {{run_id}}, {{name}} or {{part}}"
+                ))
+                }
             });
             rest = &rest[close + 1..];
         }
@@ -73,15 +109,25 @@ impl FileTemplate {
         self.pieces.contains(&Piece::Part)
     }
 
-    /// The name of file number `part` (from 1) of an export named `name` planned at `at`.
-    pub fn render(&self, name: &str, at: DateTime<Utc>, part: u32) -> String {
+    /// Whether two runs can render the same name: true unless the template has `{run_id}`,
+    /// `{datetime}` or `{datetime_ms}`. (`{datetime}` changes every second, so it still repeats
+    /// for two runs in one second; only `{run_id}` never does.)
+    pub fn repeats(&self) -> bool {
+        !self.pieces.iter().any(|p| matches!(p, Piece::RunId | Piece::DateTime | Piece::DateTimeMs))
+    }
+
+    /// The name of file number `part` (from 1).
+    pub fn render(&self, cx: &NameContext<'_>, part: u32) -> String {
+        let at = cx.at;
         let mut out = String::new();
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Date => out.push_str(&at.format("%Y%m%d").to_string()),
                 Piece::DateTime => out.push_str(&at.format("%Y%m%d_%H%M%S").to_string()),
-                Piece::Name => out.push_str(name),
+                Piece::DateTimeMs => out.push_str(&at.format("%Y%m%d_%H%M%S_%3f").to_string()),
+                Piece::RunId => out.push_str(&short_run_id(cx.run_id)),
+                Piece::Name => out.push_str(cx.export),
                 Piece::Part => out.push_str(&format!("{part:03}")),
             }
         }
@@ -99,19 +145,50 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    const RUN: &str = "3f2a9c1e-07bd-4c55-9e1a-2b3c4d5e6f70";
+
+    fn cx(export: &str, at: DateTime<Utc>) -> NameContext<'_> {
+        NameContext { export, at, run_id: RUN }
+    }
+
     #[test]
     fn renders_and_rejects() {
         let at = Utc.with_ymd_and_hms(2026, 11, 22, 5, 4, 3).unwrap();
-        assert_eq!(FileTemplate::parse("X_{datetime}.csv").unwrap().render("n", at, 1), "X_20261122_050403.csv");
-        assert_eq!(FileTemplate::parse("{name}_{date}.csv.gz").unwrap().render("orders", at, 1), "orders_20261122.csv.gz");
+        assert_eq!(FileTemplate::parse("X_{datetime}.csv").unwrap().render(&cx("n", at), 1), "X_20261122_050403.csv");
+        assert_eq!(FileTemplate::parse("{name}_{date}.csv.gz").unwrap().render(&cx("orders", at), 1), "orders_20261122.csv.gz");
         let split = FileTemplate::parse("{name}_{date}_{part}.csv").unwrap();
         assert!(split.has_part());
-        assert_eq!(split.render("o", at, 2), "o_20261122_002.csv");
-        assert_eq!(split.render("o", at, 1234), "o_20261122_1234.csv");
+        assert_eq!(split.render(&cx("o", at), 2), "o_20261122_002.csv");
+        assert_eq!(split.render(&cx("o", at), 1234), "o_20261122_1234.csv");
         assert!(FileTemplate::parse("../x.csv").is_err());
         assert!(FileTemplate::parse("a/b.csv").is_err());
         assert!(FileTemplate::parse("{year}.csv").is_err());
         assert!(FileTemplate::parse("a{date.csv").is_err());
         assert!(FileTemplate::parse("").is_err());
+    }
+
+    #[test]
+    fn run_id_and_milliseconds_tell_runs_in_one_second_apart() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 22, 5, 4, 3).unwrap() + chrono::TimeDelta::milliseconds(7);
+        let t = FileTemplate::parse("X_{datetime_ms}_{run_id}.csv").unwrap();
+        assert_eq!(t.render(&cx("n", at), 1), "X_20261122_050403_007_3f2a9c1e07bd.csv");
+        let other = NameContext { run_id: "3f2a9c1e-07bd-4c55-0000-000000000000", ..cx("n", at) };
+        assert_eq!(t.render(&other, 1), t.render(&cx("n", at), 1), "12 digits: the rest of the id is not in the name");
+        let other = NameContext { run_id: "0f2a9c1e-07bd-4c55-9e1a-2b3c4d5e6f70", ..cx("n", at) };
+        assert_ne!(t.render(&other, 1), t.render(&cx("n", at), 1));
+        assert_eq!(short_run_id("../BAD-1/x"), "bad1", "only hex digits, lowercase: never a separator");
+        let second = FileTemplate::parse("X_{datetime_ms}.csv").unwrap();
+        let later = at + chrono::TimeDelta::milliseconds(1);
+        assert_ne!(second.render(&cx("n", at), 1), second.render(&cx("n", later), 1), "one millisecond apart");
+    }
+
+    #[test]
+    fn only_run_id_and_the_clock_forms_keep_names_from_repeating() {
+        for t in ["X.csv", "{name}.csv", "{name}_{date}.csv", "{date}_{part}.csv"] {
+            assert!(FileTemplate::parse(t).unwrap().repeats(), "{t}");
+        }
+        for t in ["{datetime}.csv", "{datetime_ms}.csv", "{date}_{run_id}_{part}.csv"] {
+            assert!(!FileTemplate::parse(t).unwrap().repeats(), "{t}");
+        }
     }
 }

@@ -27,6 +27,7 @@
 //! | `state.acquire`    | holder                 | the lease is taken (or found held)          |
 //! | `state.renew`      | holder                 | the lease is extended                       |
 //! | `state.release`    | holder                 | the lease is given up                       |
+//! | `state.lease`      | export                 | none                                        |
 //! | `table.begin`      | load id                | the load is opened                          |
 //! | `table.write`      | load id                | the rows are added to the load              |
 //! | `table.commit`     | load id                | the load's rows become visible at once      |
@@ -64,6 +65,7 @@ pub const POINTS: &[&str] = &[
     "state.acquire",
     "state.renew",
     "state.release",
+    "state.lease",
     "table.begin",
     "table.write",
     "table.commit",

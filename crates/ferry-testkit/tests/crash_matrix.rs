@@ -34,6 +34,7 @@ fn shape(kind: Kind) -> Shape {
             header: true,
             split: Split { max_rows: Some(10), max_bytes: None },
             on_existing: OnExisting::Fail,
+            allow_repeating_names: false,
         }),
         Kind::Table => Shape::Table,
     }
@@ -258,6 +259,7 @@ async fn a_run_that_lost_its_lease_publishes_nothing() {
         assert!(sink.files().is_empty() && sink.temp_files().is_empty(), "{point}: nothing published, nothing left");
         let statuses: Vec<&str> = state.records().iter().map(|r| r.status.as_str()).collect();
         assert_eq!(statuses, ["FAILED"], "{point}: no PENDING record");
-        assert_eq!(state.lease(EXPORT).map(|l| l.holder), Some("another run".to_owned()), "{point}: the thief keeps it");
+        let lease = StateStore::lease(&state, EXPORT).await.expect("lease");
+        assert_eq!(lease.map(|l| l.holder), Some("another run".to_owned()), "{point}: the thief keeps it");
     }
 }

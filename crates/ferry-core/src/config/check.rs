@@ -22,12 +22,14 @@ pub struct Check<'a> {
     /// Normalised path → the path the user wrote (seed-form files, see `legacy`).
     aliases: Rc<HashMap<String, String>>,
     errors: Rc<RefCell<Vec<ConfigError>>>,
+    /// Settings that are valid but risky, as the user allowed them: printed by `ferry check`.
+    warnings: Rc<RefCell<Vec<ConfigError>>>,
 }
 
 impl<'a> Check<'a> {
     /// A check of a whole file.
     pub(crate) fn root(env: &'a dyn Fn(&str) -> Option<String>, deployment: Deployment, aliases: HashMap<String, String>) -> Self {
-        Self { prefix: String::new(), env, deployment, aliases: Rc::new(aliases), errors: Rc::default() }
+        Self { prefix: String::new(), env, deployment, aliases: Rc::new(aliases), errors: Rc::default(), warnings: Rc::default() }
     }
 
     /// The same check one field deeper: `cx.at("file")`, `cx.at("columns[2]")`.
@@ -65,6 +67,21 @@ impl<'a> Check<'a> {
         if !errors.iter().any(|e| e.path == path && e.message == message) {
             errors.push(ConfigError { path, message });
         }
+    }
+
+    /// Records a warning about `field`: valid, but risky in a way the user said they accept.
+    pub fn warn(&self, field: &str, message: impl Into<String>) {
+        let path = self.path(field);
+        let message = message.into();
+        let mut warnings = self.warnings.borrow_mut();
+        if !warnings.iter().any(|e| e.path == path && e.message == message) {
+            warnings.push(ConfigError { path, message });
+        }
+    }
+
+    /// The warnings recorded so far, through every `at` of the same root.
+    pub(crate) fn take_warnings(&self) -> Vec<ConfigError> {
+        std::mem::take(&mut self.warnings.borrow_mut())
     }
 
     /// The problems recorded so far, through every `at` of the same root.

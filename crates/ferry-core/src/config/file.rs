@@ -12,7 +12,8 @@ use crate::template::FileTemplate;
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
-    /// File name template: `{date}`, `{datetime}`, `{name}`, and `{part}` for split exports.
+    /// File name template: `{date}`, `{datetime}`, `{datetime_ms}`, `{run_id}`, `{name}`, and
+    /// `{part}` for split exports.
     pub name: String,
     /// Output format; only `CSV` for now.
     #[serde(default)]
@@ -36,6 +37,11 @@ pub struct RawFile {
     /// `fail` (default) or `overwrite` when the final name exists.
     #[serde(default)]
     pub on_existing: OnExisting,
+    /// Allow an incremental export with `on_existing: overwrite` a name that can repeat between
+    /// runs (no `{run_id}`, `{datetime}` or `{datetime_ms}`): `ferry check` then warns instead
+    /// of refusing. Only safe when the partner collects every file before the next run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_repeating_names: bool,
 }
 
 fn yes() -> bool {
@@ -86,6 +92,8 @@ pub struct FileSettings {
     /// When to start a new file.
     pub split: Split,
     pub on_existing: OnExisting,
+    /// See [`RawFile::allow_repeating_names`].
+    pub allow_repeating_names: bool,
 }
 
 impl RawFile {
@@ -133,7 +141,41 @@ impl RawFile {
             header: self.header,
             split,
             on_existing: self.on_existing,
+            allow_repeating_names: self.allow_repeating_names,
         })
+    }
+}
+
+impl FileSettings {
+    /// Refuses names that can repeat between runs of an incremental export that overwrites
+    /// (or, with `allow_repeating_names`, warns): after the watermark moved, a run would replace
+    /// a file the partner may not have collected yet, and its rows would be lost. `cx` stands at
+    /// the file settings (`destination.file`).
+    pub fn check_repeating_names(&self, incremental: bool, cx: &Check<'_>) {
+        if !incremental || self.on_existing != OnExisting::Overwrite || !self.template.repeats() {
+            return;
+        }
+        let day = if self.template.as_str().contains("{date}") { "; {date} stays the same all day" } else { "" };
+        let why = format!(
+            "{:?} can repeat between runs (it has no {{run_id}}, {{datetime}} or {{datetime_ms}}{day}), and with {} = overwrite \
+             an incremental run replaces a file the partner may not have collected yet: its rows are lost",
+            self.template.as_str(),
+            cx.path("on_existing"),
+        );
+        if self.allow_repeating_names {
+            cx.warn("name", format!("{why}; allowed by {}", cx.path("allow_repeating_names")));
+        } else {
+            cx.err(
+                "name",
+                format!(
+                    "{why}. Add {{run_id}} to the name (e.g. {:?}), or set {} to fail, or, if the partner collects every file \
+                     before the next run, set {} to true",
+                    with_placeholder(self.template.as_str(), "run_id"),
+                    cx.path("on_existing"),
+                    cx.path("allow_repeating_names"),
+                ),
+            );
+        }
     }
 }
 
@@ -174,8 +216,13 @@ impl fmt::Display for Split {
 
 /// `template` with `_{part}` before its extensions, for error messages.
 fn with_part(template: &str) -> String {
+    with_placeholder(template, "part")
+}
+
+/// `template` with `_{placeholder}` before its extensions, for error messages.
+fn with_placeholder(template: &str, placeholder: &str) -> String {
     match template.find('.') {
-        Some(dot) => format!("{}_{{part}}{}", &template[..dot], &template[dot..]),
-        None => format!("{template}_{{part}}"),
+        Some(dot) => format!("{}_{{{placeholder}}}{}", &template[..dot], &template[dot..]),
+        None => format!("{template}_{{{placeholder}}}"),
     }
 }

@@ -23,6 +23,7 @@ const FILE_FIELDS: &[(&str, &str)] = &[
     ("header", "header"),
     ("max_rows_per_file", "max_rows_per_file"),
     ("max_bytes_per_file", "max_bytes_per_file"),
+    ("allow_repeating_names", "allow_repeating_names"),
 ];
 
 /// The outcome of [`normalize`].

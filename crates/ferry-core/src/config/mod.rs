@@ -261,7 +261,7 @@ impl RawConfig {
         let (Some(metadata_table), Some(bigquery)) = (metadata_table, bigquery) else {
             unreachable!("every missing piece recorded an error");
         };
-        Ok(Config { exports, metadata_table, bigquery, notifications })
+        Ok(Config { exports, metadata_table, bigquery, notifications, warnings: cx.take_warnings() })
     }
 
     fn validate_bigquery(&self, cx: &Check<'_>, metadata_table: Option<&TableName>) -> Option<BigQuerySpec> {
@@ -331,6 +331,9 @@ fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, n
     let source = component(x.source.as_ref(), "source", &components.source_types(), cx, |t, v, c| components.source(t, v, c));
     let destination =
         component(x.destination.as_ref(), "destination", &components.destination_types(), cx, |t, v, c| components.destination(t, v, c));
+    if let Some(Destination { shape: Shape::File(file), .. }) = &destination {
+        file.check_repeating_names(x.incremental, &cx.at("destination").at("file"));
+    }
     Some(ExportSpec {
         name: x.name.clone(),
         source: source?,
@@ -383,6 +386,8 @@ pub struct Config {
     pub metadata_table: TableName,
     pub bigquery: BigQuerySpec,
     pub notifications: Notifications,
+    /// Valid but risky settings the user allowed (`allow_repeating_names`), with their paths.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Config {

@@ -42,6 +42,7 @@ impl Runner<'_> {
             export: &export.name,
             file,
             at: plan.planned_at,
+            run_id: ctx.run_id,
             current: None,
             sealed: Vec::new(),
             files: Vec::new(),
@@ -194,6 +195,8 @@ struct Parts<'a> {
     export: &'a str,
     file: &'a FileSettings,
     at: DateTime<Utc>,
+    /// The run's id, for `{run_id}`.
+    run_id: &'a str,
     /// The file being written, and its temporary name.
     current: Option<(Box<dyn crate::Upload>, String)>,
     /// Files written and verified, with their temporary names.
@@ -205,7 +208,8 @@ struct Parts<'a> {
 
 impl Parts<'_> {
     fn next_name(&self) -> String {
-        self.file.template.render(self.export, self.at, self.files.len() as u32 + 1)
+        let cx = crate::template::NameContext { export: self.export, at: self.at, run_id: self.run_id };
+        self.file.template.render(&cx, self.files.len() as u32 + 1)
     }
 
     fn rows(&self) -> u64 {
@@ -231,7 +235,8 @@ impl Parts<'_> {
                     return Ok(());
                 }
             }
-            let later = self.file.template.render(self.export, self.at + chrono::Duration::seconds(1), 1);
+            let cx = crate::template::NameContext { export: self.export, at: self.at + chrono::Duration::seconds(1), run_id: self.run_id };
+            let later = self.file.template.render(&cx, self.files.len() as u32 + 1);
             if later == name {
                 return match self.mode {
                     PutMode::Overwrite => Ok(()),

@@ -7,6 +7,7 @@ use super::{RunOptions, Runner};
 use crate::config::ExportSpec;
 use crate::cursor::{CursorType, CursorValue};
 use crate::roles::Window;
+use crate::template::NameContext;
 use crate::{ErrorClass, Failure};
 
 /// The plan for one export.
@@ -56,7 +57,11 @@ impl Runner<'_> {
         let window = Window { lo, hi };
         let planned_at = Utc::now();
         let file_name = match export.file() {
-            Some(file) => (!nothing_new).then(|| file.template.render(&export.name, planned_at, 1)),
+            Some(file) => (!nothing_new).then(|| {
+                // `ferry plan` has no run: its names show a fresh id where a run shows its own.
+                let run_id = opts.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                file.template.render(&NameContext { export: &export.name, at: planned_at, run_id: &run_id }, 1)
+            }),
             None => None,
         };
         Ok(ExportPlan {

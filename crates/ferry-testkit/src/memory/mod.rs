@@ -19,7 +19,7 @@ use ferry_core::{Classify, ErrorClass};
 
 pub use sink::MemorySink;
 pub use source::MemorySource;
-pub use state::{Lease, MemoryStateStore};
+pub use state::MemoryStateStore;
 pub use table::MemoryTable;
 pub use wiring::{memory_config, MemoryWiring};
 

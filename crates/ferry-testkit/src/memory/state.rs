@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
-use ferry_core::{Claim, Failure, RunRecord, RunStatus, StateStore};
+use chrono::TimeDelta;
+use ferry_core::{Claim, Failure, HolderProcess, Lease, RunRecord, RunStatus, StateStore};
 
 use super::Clock;
 use crate::conformance::state::StateBackend;
@@ -14,14 +14,6 @@ use crate::faults::Faults;
 
 /// How often a waiting `acquire` looks again. Releases are seen at the next look.
 const POLL: Duration = Duration::from_millis(5);
-
-/// One export's lease, live or expired.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub holder: String,
-    pub message_id: Option<String>,
-    pub expires_at: DateTime<Utc>,
-}
 
 #[derive(Default)]
 struct Tables {
@@ -31,13 +23,14 @@ struct Tables {
 }
 
 /// A [`StateStore`] in memory with [`MetadataStore`](ferry_bigquery::MetadataStore)'s
-/// semantics: records are only appended; "latest" means latest `completed_at` (ties go to the
-/// later append); `history` clamps its limit to 1..=10 000 as the table's query does; lease
-/// times come from a [`Clock`] that tests can move forward, while `acquire` waits in real time.
+/// semantics: records are only appended; "latest" means appended last (the table orders by
+/// the server's clock when it recorded a row; `completed_at` plays no part); `history` clamps
+/// its limit to 1..=10 000 as the table's query does; lease times come from a [`Clock`] that
+/// tests can move forward, while `acquire` waits in real time. Leases record this process as
+/// their holder's ([`HolderProcess::current`]).
 ///
 /// Where the contract is silent it differs from the table: a TTL is kept exactly (the table
-/// rounds it down to whole seconds, at least one), and an `acquire` by the live lease's own
-/// holder is answered `Held` naming that holder (the table's `Held` then names no holder).
+/// rounds it down to whole seconds, at least one).
 ///
 /// Clones share records, leases, faults and clock, like two processes sharing one table.
 #[derive(Clone, Default)]
@@ -85,9 +78,9 @@ impl MemoryStateStore {
     }
 
     /// The export's live lease, if any.
-    pub fn lease(&self, export: &str) -> Option<Lease> {
+    pub fn live_lease(&self, export: &str) -> Option<Lease> {
         let now = self.clock.now();
-        self.lock().leases.get(export).filter(|l| l.expires_at > now).cloned()
+        self.lock().leases.get(export).filter(|l| l.expires_at > now).cloned().map(|l| Lease { live: true, ..l })
     }
 
     /// Makes the export's lease run out now, as if its holder had died and its TTL passed.
@@ -101,16 +94,22 @@ impl MemoryStateStore {
     /// Gives the export's lease to `holder` for an hour, whoever held it: another run taking
     /// over after this one's lease ran out unnoticed.
     pub fn steal(&self, export: &str, holder: &str) {
-        let expires_at = self.clock.now() + TimeDelta::hours(1);
-        self.lock().leases.insert(export.to_owned(), Lease { holder: holder.to_owned(), message_id: None, expires_at });
+        let now = self.clock.now();
+        let lease = Lease {
+            holder: holder.to_owned(),
+            message_id: None,
+            acquired_at: now,
+            expires_at: now + TimeDelta::hours(1),
+            live: true,
+            process: None,
+        };
+        self.lock().leases.insert(export.to_owned(), lease);
     }
 
-    /// Records of `export` that satisfy `keep`, ordered by `completed_at`, ties in append order.
+    /// Records of `export` that satisfy `keep`, in append order.
     fn select(&self, export: Option<&str>, keep: impl Fn(&RunRecord) -> bool) -> Vec<RunRecord> {
         let t = self.lock();
-        let mut out: Vec<RunRecord> = t.records.iter().filter(|r| export.is_none_or(|e| r.export_name == e) && keep(r)).cloned().collect();
-        out.sort_by_key(|r| r.completed_at);
-        out
+        t.records.iter().filter(|r| export.is_none_or(|e| r.export_name == e) && keep(r)).cloned().collect()
     }
 }
 
@@ -174,7 +173,10 @@ impl StateStore for MemoryStateStore {
                         let lease = Lease {
                             holder: holder.to_owned(),
                             message_id: message_id.map(str::to_owned),
+                            acquired_at: now,
                             expires_at: now + ttl_delta(ttl),
+                            live: true,
+                            process: Some(HolderProcess::current()),
                         };
                         t.leases.insert(export.to_owned(), lease);
                         return pass.reply(Ok(Claim::Acquired));
@@ -212,6 +214,13 @@ impl StateStore for MemoryStateStore {
         }
         pass.reply(Ok(()))
     }
+
+    async fn lease(&self, export: &str) -> Result<Option<Lease>, Failure> {
+        let pass = self.faults.enter("state.lease", export).await?;
+        let now = self.clock.now();
+        let lease = self.lock().leases.get(export).cloned().map(|l| Lease { live: l.expires_at > now, ..l });
+        pass.reply(Ok(lease))
+    }
 }
 
 /// Clones share everything, so the store is its own "other process".
@@ -226,7 +235,7 @@ impl StateBackend for MemoryStateStore {
     }
 
     async fn expire(&self, export: &str, holder: &str) {
-        if self.lease(export).is_some_and(|l| l.holder == holder) {
+        if self.live_lease(export).is_some_and(|l| l.holder == holder) {
             MemoryStateStore::expire(self, export);
         }
     }
@@ -238,7 +247,7 @@ impl StateBackend for MemoryStateStore {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
     use ferry_core::{ErrorClass, PutMode, Sink};
 
     use super::*;
@@ -289,7 +298,7 @@ mod tests {
         let s = MemoryStateStore::new();
         s.faults().arm(Rule::at("state.acquire", Fault::ErrorAfter).when(|holder| holder == "a"));
         s.acquire("e", "a", None, TTL, Duration::ZERO).await.expect_err("reply lost");
-        assert_eq!(s.lease("e").map(|l| l.holder).as_deref(), Some("a"));
+        assert_eq!(s.live_lease("e").map(|l| l.holder).as_deref(), Some("a"));
         assert!(matches!(s.acquire("e", "b", None, TTL, Duration::ZERO).await.expect("acquire"), Claim::Held { .. }));
     }
 
@@ -298,9 +307,9 @@ mod tests {
         let s = MemoryStateStore::new();
         assert_eq!(s.acquire("e", "a", None, TTL, Duration::ZERO).await.expect("acquire"), Claim::Acquired);
         s.clock().advance(TTL - Duration::from_secs(1));
-        assert!(s.lease("e").is_some(), "still live");
+        assert!(s.live_lease("e").is_some(), "still live");
         s.clock().advance(Duration::from_secs(2));
-        assert_eq!(s.lease("e"), None, "past its TTL");
+        assert_eq!(s.live_lease("e"), None, "past its TTL");
         assert_eq!(s.acquire("e", "b", None, TTL, Duration::ZERO).await.expect("acquire"), Claim::Acquired);
     }
 

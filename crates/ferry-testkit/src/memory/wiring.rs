@@ -55,5 +55,6 @@ pub fn memory_config(name: &str, shape: Shape) -> Config {
         metadata_table: TableName::parse("memory.export_metadata").expect("a table name"),
         bigquery: BigQuerySpec { project: "memory".into(), endpoint: "http://127.0.0.1:9".into(), auth: BigQueryAuth::None, page_size: 1 },
         notifications: Notifications::default(),
+        warnings: Vec::new(),
     }
 }
