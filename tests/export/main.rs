@@ -11,3 +11,4 @@ mod notify;
 mod serve;
 mod split;
 mod types;
+mod windows;

@@ -2,8 +2,9 @@
 //!
 //! Columns: the seed deployment's (export_name, source_table, last_export_timestamp,
 //! last_exported_value, rows_exported, file_name, export_status, started_at, completed_at,
-//! error_message) plus ferry's (run_id, cursor_type, window_lo, bytes, sha256, message_id, and
-//! `files`: a JSON array with the name, bytes, rows and sha256 of each file).
+//! error_message) plus ferry's (run_id, cursor_type, window_lo, bytes, sha256, message_id,
+//! `files`: a JSON array with the name, bytes, rows and sha256 of each file, and
+//! `null_cursor_rows`: rows whose cursor was NULL when the run planned).
 //! A table created by the seed deployment is extended with ferry's columns.
 //!
 //! Leases live in a sibling table, `<metadata table>_leases` (export_name, holder, message_id,
@@ -38,10 +39,11 @@ const FERRY_COLUMNS: &[(&str, &str)] = &[
     ("sha256", "STRING"),
     ("message_id", "STRING"),
     ("files", "STRING"),
+    ("null_cursor_rows", "INT64"),
 ];
 
 const SELECT: &str = "run_id, export_name, source_table, export_status, last_exported_value, cursor_type, window_lo, \
-     rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id, files";
+     rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id, files, null_cursor_rows";
 
 /// Records runs in a BigQuery table.
 #[derive(Debug, Clone)]
@@ -103,6 +105,7 @@ fn parse_record(r: &[Cell]) -> RunRecord {
         error_message: g(13),
         message_id: g(14),
         files: g(15).and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default(),
+        null_cursor_rows: g(16).and_then(|v| v.parse().ok()),
     }
 }
 
@@ -169,9 +172,9 @@ impl StateStore for MetadataStore {
     async fn append(&self, r: &RunRecord) -> Result<(), Failure> {
         let sql = format!(
             "INSERT INTO {} (export_name, source_table, last_export_timestamp, last_exported_value, rows_exported, file_name, \
-             export_status, started_at, completed_at, error_message, run_id, cursor_type, window_lo, bytes, sha256, message_id, files) \
+             export_status, started_at, completed_at, error_message, run_id, cursor_type, window_lo, bytes, sha256, message_id, files, null_cursor_rows) \
              VALUES (@export_name, @source_table, @last_export_timestamp, @last_exported_value, @rows_exported, @file_name, \
-             @export_status, @started_at, @completed_at, @error_message, @run_id, @cursor_type, @window_lo, @bytes, @sha256, @message_id, @files)",
+             @export_status, @started_at, @completed_at, @error_message, @run_id, @cursor_type, @window_lo, @bytes, @sha256, @message_id, @files, @null_cursor_rows)",
             self.table
         );
         let params = [
@@ -192,6 +195,7 @@ impl StateStore for MetadataStore {
             p("sha256", "STRING", r.sha256.clone()),
             p("message_id", "STRING", r.message_id.clone()),
             p("files", "STRING", (!r.files.is_empty()).then(|| serde_json::to_string(&r.files).expect("files to JSON"))),
+            p("null_cursor_rows", "INT64", r.null_cursor_rows.map(|n| n.to_string())),
         ];
         self.bq.execute(&sql, &params).await.map_err(|e| self.fail(e))?;
         Ok(())

@@ -20,7 +20,7 @@ pub mod template;
 pub mod text;
 
 pub use error::{BoxError, Classify, ErrorClass, Failure};
-pub use roles::{BatchReader, Claim, FileRecord, Notifier, RunRecord, RunStatus, Source, StateStore, Window};
+pub use roles::{BatchReader, Bounds, Claim, FileRecord, Notifier, NullRows, RunRecord, RunStatus, Source, StateStore, Window};
 pub use secret::Secret;
 pub use sink::{Published, PutMode, Sink, Upload};
 pub use table::{TableLoad, TableSink};
