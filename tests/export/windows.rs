@@ -227,3 +227,21 @@ async fn full_and_non_incremental_exports_deliver_null_cursor_rows() {
         assert_eq!(delivered(&f, n), [1, 2, 3, 4]);
     }
 }
+
+/// A metadata table made by the previous version (no `null_cursor_rows` column) gains the
+/// column on the next run, which records its count there.
+#[tokio::test]
+async fn an_existing_metadata_table_gains_the_null_cursor_rows_column() {
+    let f = Fixture::new("nullmigrate").await;
+    with_nulls(&f).await;
+    f.ds.exec(&format!(
+        "CREATE TABLE `{}` (export_name STRING NOT NULL, source_table STRING NOT NULL, last_export_timestamp TIMESTAMP, \
+         last_exported_value STRING, rows_exported INT64, file_name STRING, export_status STRING, started_at TIMESTAMP, \
+         completed_at TIMESTAMP, error_message STRING, run_id STRING, cursor_type STRING, window_lo STRING, bytes INT64, \
+         sha256 STRING, message_id STRING, files STRING)",
+        f.ds.table("export_metadata")
+    ))
+    .await;
+    assert_eq!(ok(&run(&f, "orders", json!({}), 1, false).await), RunStatus::Success);
+    assert_eq!(null_counts(&f).await, [("PENDING".to_owned(), Some(2)), ("SUCCESS".to_owned(), Some(2))]);
+}

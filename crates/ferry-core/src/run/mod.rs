@@ -84,9 +84,7 @@ impl RunOptions {
             lease_wait: Duration::ZERO,
         }
     }
-}
 
-impl RunOptions {
     /// The date `{date}` stands for in a run of `export` at `now`: the date given, else
     /// today in the export's schedule time zone.
     pub fn date_for(&self, export: &ExportSpec, now: DateTime<Utc>) -> NaiveDate {
