@@ -1,8 +1,6 @@
 //! Windows against the BigQuery emulator and sshd: `settle` for late rows, DATE complete days,
 //! DATETIME in a time zone, INT64 with lookback, and rows whose cursor is NULL.
 
-use std::time::Duration;
-
 use ferry_core::config::{Config, Tz};
 use ferry_core::run::RunReport;
 use ferry_core::RunStatus;
