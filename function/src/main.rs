@@ -24,9 +24,7 @@ fn options(exports: Vec<String>, full: bool, dry_run: bool, date: Option<NaiveDa
     o.exports = (!exports.is_empty()).then_some(exports);
     o.full = full;
     o.dry_run = dry_run;
-    if let Some(d) = date {
-        o.run_date = d;
-    }
+    o.run_date = date;
     o
 }
 
@@ -145,6 +143,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for p in plans {
                 println!("{}", p.export);
                 println!("  window: {}{}", p.window, if p.full { " (full)" } else { "" });
+                let spec = config.exports.iter().find(|x| x.name == p.export);
+                if let (Some(rule), Some(b), Some(x)) = (&p.hi_rule, &p.bounds, spec) {
+                    let max = b.max.as_ref().map(|v| v.canonical()).unwrap_or_else(|| "none".into());
+                    println!(
+                        "  hi:     {} = {rule} (MAX {max}; settle {} s)",
+                        p.window.hi.as_ref().map(|v| v.canonical()).unwrap_or_else(|| "none".into()),
+                        x.settle
+                    );
+                }
+                if let Some(n) = p.null_cursor_rows.filter(|n| *n > 0) {
+                    let what = if p.window.nulls == ferry_core::NullRows::Included {
+                        "read by this full export"
+                    } else {
+                        "not delivered by incremental runs"
+                    };
+                    println!("  nulls:  {n} rows with a NULL cursor ({what})");
+                }
+                println!("  date:   {}", p.run_date);
                 let split = config.exports.iter().find(|x| x.name == p.export).and_then(|x| x.file()).map(|f| f.split).unwrap_or_default();
                 match &p.file_name {
                     None => println!("  file:   (nothing new: no file)"),

@@ -64,6 +64,9 @@ pub fn report(r: &RunReport) {
         for rc in &o.reconciled {
             println!("  {:<24} reconciled interrupted run {rc}", "");
         }
+        if let Some(note) = o.null_cursor_note() {
+            println!("  {:<24} warning: {note}", "");
+        }
     }
     for e in &r.notify_errors {
         println!("  notification failed: {e}");

@@ -132,9 +132,7 @@ async fn run(s: &ServeSettings, p: Push) -> Response {
     opts.exports = p.trigger.exports.clone();
     opts.full = p.trigger.full;
     opts.dry_run = p.trigger.dry_run;
-    if let Some(d) = p.trigger.date {
-        opts.run_date = d;
-    }
+    opts.run_date = p.trigger.date;
     opts.message_id = Some(p.message_id.clone());
     opts.lease_wait = s.lease_wait;
     opts.lease_ttl = s.lease_ttl;

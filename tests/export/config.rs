@@ -54,6 +54,33 @@ fn the_base_fixture_is_valid() {
 }
 
 #[test]
+fn window_settings_apply_to_incremental_exports_and_set_the_date_zone() {
+    let mut v = with("exports.0.incremental", json!(false));
+    for (k, val) in
+        [("settle", json!(0)), ("cursor_time_zone", json!("Etc/UTC")), ("partial_days", json!(true)), ("null_cursor", json!("fail"))]
+    {
+        v["exports"][0][k] = val;
+    }
+    let e = errors_of(&v);
+    for f in ["settle", "cursor_time_zone", "partial_days", "null_cursor"] {
+        assert!(e.contains(&format!("exports[0].{f}: {f} applies to incremental exports only")), "{e}");
+    }
+
+    let mut v = base();
+    v["exports"][0]["settle"] = json!(0);
+    v["exports"][0]["cursor_time_zone"] = json!("Europe/Berlin");
+    v["exports"][0]["null_cursor"] = json!("fail");
+    v["schedules"] = json!([{"name": "a", "cron": "0 2 * * *", "time_zone": "Pacific/Auckland"}]);
+    let config = RawConfig::from_json(&v.to_string()).unwrap().validate(&Registry, &env).expect("valid");
+    let x = &config.exports[0];
+    assert_eq!((x.settle, x.cursor_zone.name(), x.null_cursor), (0, "Europe/Berlin", ferry_core::config::NullCursor::Fail));
+    assert_eq!(x.date_zone.name(), "Pacific/Auckland", "the run date follows the schedule's zone");
+    let defaults = RawConfig::from_json(&base().to_string()).unwrap().validate(&Registry, &env).expect("valid");
+    let x = &defaults.exports[0];
+    assert_eq!((x.settle, x.cursor_zone.name(), x.date_zone.name(), x.partial_days), (300, "UTC", "UTC", false));
+}
+
+#[test]
 fn bad_configs_name_the_field_and_what_was_expected() {
     let cases: Vec<(Value, &str)> = vec![
         (with("exports.0.colour", json!("red")), "exports[0].colour: unknown field `colour`, expected one of `name`"),
@@ -135,6 +162,28 @@ fn bad_configs_name_the_field_and_what_was_expected() {
             "schedules[1].name: duplicate schedule name \"a\"",
         ),
         (with("schedules", json!([{"name": "a", "cron": "0 2 * * *", "when": "daily"}])), "schedules[0].when: unknown field `when`"),
+        (with("exports.0.settle", json!(86_401)), "exports[0].settle: expected at most 86400 seconds (a day), found 86401"),
+        (with("exports.0.settle", json!(-1)), "exports[0].settle: invalid value: integer `-1`, expected u64"),
+        (
+            with("exports.0.cursor_time_zone", json!("Mars/Olympus")),
+            "exports[0].cursor_time_zone: expected an IANA time zone such as \"Europe/Berlin\" or \"Etc/UTC\", found \"Mars/Olympus\"",
+        ),
+        (
+            with("exports.0.null_cursor", json!("skip")),
+            "exports[0].null_cursor: unknown variant `skip`, expected `report` or `fail`",
+        ),
+        (with("exports.0.lookback", json!(31_622_401)), "exports[0].lookback: expected at most 31622400 (a year in seconds), found 31622401"),
+        (
+            with("schedules", json!([{"name": "a", "cron": "0 2 * * *", "time_zone": "Mars/Olympus"}])),
+            "schedules[0].time_zone: expected an IANA time zone",
+        ),
+        (
+            with(
+                "schedules",
+                json!([{"name": "a", "cron": "0 2 * * *", "time_zone": "Europe/Berlin"}, {"name": "b", "cron": "0 3 * * *", "time_zone": "Asia/Tokyo"}]),
+            ),
+            "schedules[1].time_zone: export \"orders\" is also run by schedules[0] in Europe/Berlin",
+        ),
         (
             with("exports.0.max_rows_per_file", json!(1000)),
             "exports[0].destination_filename: \"ORDERS_{datetime}.csv\" has no {part} placeholder, which max_rows_per_file needs to name each file, e.g. \"ORDERS_{datetime}_{part}.csv\"",

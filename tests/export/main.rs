@@ -12,3 +12,4 @@ mod notify;
 mod serve;
 mod split;
 mod types;
+mod windows;

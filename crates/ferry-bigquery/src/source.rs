@@ -1,11 +1,13 @@
-//! The BigQuery [`Source`]: `MAX(cursor)` at plan time, then the window's rows page by page.
+//! The BigQuery [`Source`]: `MAX(cursor)`, the server's clock and the NULL-cursor count at plan
+//! time in one query, then the window's rows page by page.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use ferry_core::config::ExportSpec;
 use ferry_core::cursor::{CursorType, CursorValue};
 use ferry_core::ident::quote_column;
 use ferry_core::rows::{RecordBatch, SchemaRef};
-use ferry_core::{BatchReader, ErrorClass, Failure, Source, Window};
+use ferry_core::{BatchReader, Bounds, ErrorClass, Failure, NullRows, Source, Window};
 use tokio::task::JoinHandle;
 
 use crate::arrow::{rest_to_batch, schema_of};
@@ -53,9 +55,14 @@ impl BigQuerySource {
 
 #[async_trait]
 impl Source for BigQuerySource {
-    async fn upper_bound(&self, export: &ExportSpec, run_date: &str) -> Result<Option<CursorValue>, Failure> {
-        let Some(cursor) = &export.cursor else { return Ok(None) };
-        let sql = format!("SELECT MAX({}) AS hi FROM {}", quote_column(cursor), self.source_sql());
+    async fn bounds(&self, export: &ExportSpec, run_date: &str) -> Result<Bounds, Failure> {
+        let Some(cursor) = &export.cursor else {
+            return Err(Failure::with_class(ErrorClass::Permanent, format!("export {}: no timestamp_column to bound", export.name)));
+        };
+        let c = quote_column(cursor);
+        // One query, so that the maximum, the clock and the NULL count are one look at the data.
+        let sql =
+            format!("SELECT MAX({c}) AS hi, CURRENT_TIMESTAMP() AS now, COUNTIF({c} IS NULL) AS null_rows FROM {}", self.source_sql());
         let job = self.bq.query(&sql, &Self::params(&sql, None, run_date), 1).await.map_err(|e| context(e, export))?;
         let type_name = job.schema.first().map(|f| f.type_name.clone()).unwrap_or_default();
         let ty = CursorType::from_bigquery(&type_name).ok_or_else(|| {
@@ -65,11 +72,39 @@ impl Source for BigQuerySource {
             )
         })?;
         let rows = job.collect().await.map_err(|e| context(e, export))?;
+        let row = rows.first().map(Vec::as_slice).unwrap_or_default();
+        let bad = |what: &str, e: String| Failure::with_class(ErrorClass::Permanent, format!("export {}: {what}: {e}", export.name));
+        let max = match row.first() {
+            Some(Cell::Text(t)) => Some(CursorValue::parse(ty, t).map_err(|e| bad(&format!("MAX({cursor})"), e))?),
+            _ => None,
+        };
+        let now = match row.get(1) {
+            Some(Cell::Text(t)) => ferry_core::cursor::parse_rest_timestamp(t).and_then(DateTime::<Utc>::from_timestamp_micros),
+            _ => None,
+        }
+        .ok_or_else(|| bad("CURRENT_TIMESTAMP()", "no value".into()))?;
+        let null_rows = match row.get(2) {
+            Some(Cell::Text(t)) => t.parse().map_err(|_| bad(&format!("COUNTIF({cursor} IS NULL)"), format!("{t:?} is not a count")))?,
+            _ => 0,
+        };
+        Ok(Bounds { max, now, null_rows })
+    }
+
+    async fn count(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<u64, Failure> {
+        let sql = format!("SELECT COUNT(*) AS n FROM {}{}", self.source_sql(), where_clause(export, window));
+        let rows = self
+            .bq
+            .query(&sql, &Self::params(&sql, Some(window), run_date), 1)
+            .await
+            .map_err(|e| context(e, export))?
+            .collect()
+            .await
+            .map_err(|e| context(e, export))?;
         match rows.first().and_then(|r| r.first()) {
-            Some(Cell::Text(t)) => CursorValue::parse(ty, t)
-                .map(Some)
-                .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("export {}: MAX({cursor}): {e}", export.name))),
-            _ => Ok(None),
+            Some(Cell::Text(t)) => t
+                .parse()
+                .map_err(|_| Failure::with_class(ErrorClass::Permanent, format!("export {}: COUNT(*): {t:?} is not a count", export.name))),
+            _ => Ok(0),
         }
     }
 
@@ -88,26 +123,35 @@ impl Source for BigQuerySource {
         } else {
             self.settings.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ")
         };
-        let mut sql = format!("SELECT {cols} FROM {}", self.source_sql());
+        let mut sql = format!("SELECT {cols} FROM {}{}", self.source_sql(), where_clause(export, window));
         if let Some(cursor) = &export.cursor {
-            let c = quote_column(cursor);
-            let mut conds = Vec::new();
-            if window.lo.is_some() {
-                conds.push(format!("{c} > @ferry_lo"));
-            }
-            if window.hi.is_some() {
-                conds.push(format!("{c} <= @ferry_hi"));
-            }
-            if !conds.is_empty() {
-                sql.push_str(&format!(" WHERE {}", conds.join(" AND ")));
-            }
-            sql.push_str(&format!(" ORDER BY {c}"));
+            sql.push_str(&format!(" ORDER BY {}", quote_column(cursor)));
         }
         sql
     }
 
     fn describe(&self, _export: &ExportSpec) -> String {
         self.settings.source.describe()
+    }
+}
+
+/// ` WHERE …` selecting the window's rows (empty when it is every row). The bounds are the
+/// parameters `@ferry_lo` and `@ferry_hi`.
+fn where_clause(export: &ExportSpec, window: &Window) -> String {
+    let Some(cursor) = &export.cursor else { return String::new() };
+    let c = quote_column(cursor);
+    let mut range = Vec::new();
+    if window.lo.is_some() {
+        range.push(format!("{c} > @ferry_lo"));
+    }
+    if window.hi.is_some() {
+        range.push(format!("{c} <= @ferry_hi"));
+    }
+    match (range.is_empty(), window.nulls) {
+        (true, NullRows::Included) => String::new(),
+        (true, NullRows::Excluded) => format!(" WHERE {c} IS NOT NULL"),
+        (false, NullRows::Excluded) => format!(" WHERE {}", range.join(" AND ")),
+        (false, NullRows::Included) => format!(" WHERE ({}) OR {c} IS NULL", range.join(" AND ")),
     }
 }
 

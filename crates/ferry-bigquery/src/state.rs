@@ -3,9 +3,10 @@
 //! Columns: the seed deployment's (export_name, source_table, last_export_timestamp,
 //! last_exported_value, rows_exported, file_name, export_status, started_at, completed_at,
 //! error_message) plus ferry's (run_id, cursor_type, window_lo, bytes, sha256, message_id,
-//! `files`: a JSON array with the name, bytes, rows and sha256 of each file, and `recorded_at`:
-//! the server's `CURRENT_TIMESTAMP()` when the row was inserted). A table created by the seed
-//! deployment, or by an earlier ferry, is extended with ferry's columns.
+//! `files`: a JSON array with the name, bytes, rows and sha256 of each file, `null_cursor_rows`:
+//! rows whose cursor was NULL when the run planned, and `recorded_at`: the server's
+//! `CURRENT_TIMESTAMP()` when the row was inserted). A table created by the seed deployment, or
+//! by an earlier ferry, is extended with ferry's columns.
 //!
 //! Rows are ordered by `recorded_at`, the server's clock, so that a process whose clock is
 //! behind cannot put its record before an earlier one; rows written before the column existed
@@ -44,6 +45,7 @@ const FERRY_COLUMNS: &[(&str, &str)] = &[
     ("message_id", "STRING"),
     ("files", "STRING"),
     ("recorded_at", "TIMESTAMP"),
+    ("null_cursor_rows", "INT64"),
 ];
 
 /// Columns of the leases table added after it was first shipped.
@@ -54,7 +56,7 @@ const LEASE_COLUMNS: &[(&str, &str)] = &[("host", "STRING"), ("pid", "INT64")];
 const RECORDED: &str = "COALESCE(recorded_at, completed_at)";
 
 const SELECT: &str = "run_id, export_name, source_table, export_status, last_exported_value, cursor_type, window_lo, \
-     rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id, files";
+     rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id, files, null_cursor_rows";
 
 /// Records runs in a BigQuery table.
 #[derive(Debug, Clone)]
@@ -133,6 +135,7 @@ fn parse_record(r: &[Cell]) -> RunRecord {
         error_message: g(13),
         message_id: g(14),
         files: g(15).and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default(),
+        null_cursor_rows: g(16).and_then(|v| v.parse().ok()),
     }
 }
 
@@ -192,10 +195,10 @@ impl StateStore for MetadataStore {
         let sql = format!(
             "INSERT INTO {} (export_name, source_table, last_export_timestamp, last_exported_value, rows_exported, file_name, \
              export_status, started_at, completed_at, error_message, run_id, cursor_type, window_lo, bytes, sha256, message_id, files, \
-             recorded_at) \
+             null_cursor_rows, recorded_at) \
              VALUES (@export_name, @source_table, @last_export_timestamp, @last_exported_value, @rows_exported, @file_name, \
              @export_status, @started_at, @completed_at, @error_message, @run_id, @cursor_type, @window_lo, @bytes, @sha256, @message_id, @files, \
-             CURRENT_TIMESTAMP())",
+             @null_cursor_rows, CURRENT_TIMESTAMP())",
             self.table
         );
         let params = [
@@ -216,6 +219,7 @@ impl StateStore for MetadataStore {
             p("sha256", "STRING", r.sha256.clone()),
             p("message_id", "STRING", r.message_id.clone()),
             p("files", "STRING", (!r.files.is_empty()).then(|| serde_json::to_string(&r.files).expect("files to JSON"))),
+            p("null_cursor_rows", "INT64", r.null_cursor_rows.map(|n| n.to_string())),
         ];
         self.bq.execute(&sql, &params).await.map_err(|e| self.fail(e))?;
         Ok(())

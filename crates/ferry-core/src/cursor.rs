@@ -105,15 +105,25 @@ impl CursorValue {
         }
     }
 
-    /// The value `amount` earlier: seconds for TIMESTAMP and DATETIME, whole days (rounded up)
-    /// for DATE, units for INT64.
+    /// The value `amount` earlier, in the cursor's own unit: seconds for TIMESTAMP and
+    /// DATETIME, days for DATE, units for INT64. Saturates at the type's smallest value.
     pub fn minus(&self, amount: u64) -> Self {
-        let secs = i64::try_from(amount).unwrap_or(i64::MAX / 1_000_000);
+        let n = i64::try_from(amount).unwrap_or(i64::MAX);
         match self {
-            Self::Timestamp(us) => Self::Timestamp(us.saturating_sub(secs.saturating_mul(1_000_000))),
-            Self::Datetime(dt) => Self::Datetime(*dt - chrono::Duration::seconds(secs)),
-            Self::Date(d) => Self::Date(*d - chrono::Duration::days((secs + 86_399) / 86_400)),
-            Self::Int64(i) => Self::Int64(i.saturating_sub(secs)),
+            Self::Timestamp(us) => Self::Timestamp(us.saturating_sub(n.saturating_mul(1_000_000))),
+            Self::Datetime(dt) => {
+                Self::Datetime(chrono::TimeDelta::try_seconds(n).and_then(|d| dt.checked_sub_signed(d)).unwrap_or(NaiveDateTime::MIN))
+            }
+            Self::Date(d) => Self::Date(chrono::TimeDelta::try_days(n).and_then(|x| d.checked_sub_signed(x)).unwrap_or(NaiveDate::MIN)),
+            Self::Int64(i) => Self::Int64(i.saturating_sub(n)),
+        }
+    }
+
+    /// The smaller of two values of the same type (`self` across types).
+    pub fn min(self, other: Self) -> Self {
+        match self.compare(&other) {
+            Some(Ordering::Greater) => other,
+            _ => self,
         }
     }
 
@@ -185,5 +195,22 @@ mod tests {
         assert_eq!(a.compare(&b), Some(Ordering::Less));
         assert_eq!(a.compare(&CursorValue::Int64(1)), None);
         assert!(CursorValue::parse(CursorType::Int64, "1; DROP").is_err());
+    }
+
+    #[test]
+    fn minus_is_in_the_cursors_own_unit() {
+        let ts = CursorValue::parse(CursorType::Timestamp, "2024-01-02T03:04:05.000001Z").unwrap();
+        assert_eq!(ts.minus(3600).canonical(), "2024-01-02T02:04:05.000001Z");
+        let dt = CursorValue::parse(CursorType::Datetime, "2024-01-02T03:04:05").unwrap();
+        assert_eq!(dt.minus(86_400).canonical(), "2024-01-01T03:04:05.000000");
+        // DATE: days, not seconds rounded up to days.
+        let d = CursorValue::parse(CursorType::Date, "2024-01-05").unwrap();
+        assert_eq!(d.minus(3).canonical(), "2024-01-02");
+        assert_eq!(CursorValue::Int64(10).minus(3), CursorValue::Int64(7));
+        // Far too much saturates instead of panicking.
+        assert_eq!(CursorValue::Int64(i64::MIN + 1).minus(5), CursorValue::Int64(i64::MIN));
+        assert_eq!(d.minus(u64::MAX).canonical(), NaiveDate::MIN.format("%Y-%m-%d").to_string());
+        assert_eq!(dt.minus(u64::MAX), CursorValue::Datetime(NaiveDateTime::MIN));
+        assert_eq!(CursorValue::Int64(3).min(CursorValue::Int64(2)), CursorValue::Int64(2));
     }
 }

@@ -20,7 +20,9 @@ pub mod template;
 pub mod text;
 
 pub use error::{BoxError, Classify, ErrorClass, Failure};
-pub use roles::{BatchReader, Claim, FileRecord, HolderProcess, Lease, Notifier, RunRecord, RunStatus, Source, StateStore, Window};
+pub use roles::{
+    BatchReader, Bounds, Claim, FileRecord, HolderProcess, Lease, Notifier, NullRows, RunRecord, RunStatus, Source, StateStore, Window,
+};
 pub use secret::Secret;
 pub use sink::{is_temp_of, temp_name, Leftover, PublishError, Published, PutMode, Sink, Upload, TEMP_SUFFIX};
 pub use table::{TableLoad, TableSink};

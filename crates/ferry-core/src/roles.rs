@@ -10,21 +10,59 @@ use crate::cursor::CursorValue;
 use crate::rows::{RecordBatch, SchemaRef};
 use crate::Failure;
 
-/// The rows an export reads: `(lo, hi]` of its cursor column.
+/// The rows an export reads: `(lo, hi]` of its cursor column, and with [`NullRows::Included`]
+/// also every row whose cursor is NULL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     /// Exclusive lower bound; `None` reads from the beginning (first run, full export).
     pub lo: Option<CursorValue>,
-    /// Inclusive upper bound fixed at plan time; `None` when the export has no cursor.
+    /// Inclusive upper bound fixed at plan time; `None` when the export has no cursor, or when
+    /// no row has a cursor value.
     pub hi: Option<CursorValue>,
+    /// Whether rows with a NULL cursor belong to the window.
+    pub nulls: NullRows,
+}
+
+impl Window {
+    /// `(lo, hi]` without NULL cursors.
+    pub fn between(lo: Option<CursorValue>, hi: Option<CursorValue>) -> Self {
+        Self { lo, hi, nulls: NullRows::Excluded }
+    }
+}
+
+/// Rows whose cursor column is NULL: no window of cursor values holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NullRows {
+    /// Not read (incremental runs: they are counted and reported instead).
+    #[default]
+    Excluded,
+    /// Read with the window (full and non-incremental exports).
+    Included,
 }
 
 impl std::fmt::Display for Window {
-    /// `(lo, hi]` with canonical values; `-∞` / `∞` for an open side.
+    /// `(lo, hi]` with canonical values; `-∞` / `∞` for an open side; `+ NULL` when rows with a
+    /// NULL cursor are read too.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let side = |v: &Option<CursorValue>, open: &str| v.as_ref().map(|v| v.canonical()).unwrap_or_else(|| open.to_owned());
-        write!(f, "({}, {}]", side(&self.lo, "-∞"), side(&self.hi, "∞"))
+        write!(f, "({}, {}]", side(&self.lo, "-∞"), side(&self.hi, "∞"))?;
+        if self.nulls == NullRows::Included {
+            f.write_str(" + NULL")?;
+        }
+        Ok(())
     }
+}
+
+/// What a source says about its cursor column at plan time, from one look at the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    /// `MAX(cursor)`, typed like the column; `None` when no row has a cursor value.
+    pub max: Option<CursorValue>,
+    /// The source's own clock when it looked (BigQuery: `CURRENT_TIMESTAMP()`), so that
+    /// `settle` does not depend on the clock of the machine ferry runs on.
+    pub now: DateTime<Utc>,
+    /// Rows whose cursor is NULL.
+    pub null_rows: u64,
 }
 
 /// A stream of typed row batches (see [`crate::rows`]).
@@ -41,14 +79,20 @@ pub trait BatchReader: Send {
 /// Contract:
 /// - Identifiers are validated and quoted; every value (window bounds, run date) is bound as a
 ///   typed query parameter, never pasted into SQL.
-/// - [`Source::read`] returns exactly the rows with `lo < cursor <= hi` (in no particular
-///   order: `hi` is fixed at plan time), decoded into typed batches, and holds a bounded number
-///   of batches in memory whatever the window's size.
+/// - [`Source::read`] returns exactly the rows with `lo < cursor <= hi`, plus the rows whose
+///   cursor is NULL when the window includes them (in no particular order: `hi` is fixed at
+///   plan time), decoded into typed batches, and holds a bounded number of batches in memory
+///   whatever the window's size. [`Source::count`] counts the same rows.
+/// - [`Source::bounds`] reads `MAX(cursor)`, the NULL-cursor count and the source's clock in
+///   one consistent look (one query).
 #[async_trait]
 pub trait Source: Send + Sync {
-    /// `MAX(cursor)` over the export's rows now, typed like the column; `None` when there are no
-    /// rows (or no cursor column).
-    async fn upper_bound(&self, export: &ExportSpec, run_date: &str) -> Result<Option<CursorValue>, Failure>;
+    /// `MAX(cursor)`, the number of rows whose cursor is NULL and the source's clock, for an
+    /// export with a cursor column.
+    async fn bounds(&self, export: &ExportSpec, run_date: &str) -> Result<Bounds, Failure>;
+
+    /// How many rows [`Source::read`] would return for `window` now.
+    async fn count(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<u64, Failure>;
 
     /// Starts reading the window.
     async fn read(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<Box<dyn BatchReader>, Failure>;
@@ -120,6 +164,10 @@ pub struct RunRecord {
     pub completed_at: DateTime<Utc>,
     pub error_message: Option<String>,
     pub message_id: Option<String>,
+    /// Rows whose cursor was NULL when the run planned (an incremental run does not deliver
+    /// them); `None` for an export without a cursor and in records written before ferry
+    /// counted them.
+    pub null_cursor_rows: Option<u64>,
 }
 
 /// One file of a run, as delivered (or, in a PENDING record, as verified before publishing).

@@ -92,6 +92,9 @@ fn export_lines(o: &ExportOutcome) -> Vec<String> {
         lines.push(format!("  window:   {}", o.window));
     }
     lines.push(format!("  duration: {}", seconds(o.seconds)));
+    if let Some(note) = o.null_cursor_note() {
+        lines.push(format!("  warning:  {note}"));
+    }
     for r in &o.reconciled {
         lines.push(format!("  note:     settled interrupted run {r}"));
     }
@@ -171,6 +174,9 @@ pub fn slack_payload(report: &RunReport) -> Value {
             t.push_str(&format!("\nwindow `{}`", esc(&o.window.to_string())));
         }
         t.push_str(&format!(" · {}", seconds(o.seconds)));
+        if let Some(note) = o.null_cursor_note() {
+            t.push_str(&format!("\n:warning: {}", esc(&note)));
+        }
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(t, SLACK_MAX_SECTION)}}));
     }
     if report.outcomes.len() > SLACK_MAX_EXPORT_BLOCKS {
@@ -184,6 +190,11 @@ pub fn slack_payload(report: &RunReport) -> Value {
     let mut fallback = vec![subject(report)];
     for o in report.outcomes.iter().filter(|o| o.status == RunStatus::Failed) {
         fallback.push(format!("{}: {}", o.export, o.error.as_deref().unwrap_or("unknown error")));
+    }
+    for o in &report.outcomes {
+        if let Some(note) = o.null_cursor_note() {
+            fallback.push(format!("{}: {note}", o.export));
+        }
     }
     fallback.push(format!("run {}", report.run_id));
     json!({"text": clip(fallback.join("\n"), 3000), "blocks": blocks})
@@ -201,7 +212,7 @@ mod tests {
             export: name.into(),
             source: format!("ds.{name}"),
             status,
-            window: Window { lo: Some(CursorValue::Int64(10)), hi: Some(CursorValue::Int64(20)) },
+            window: Window::between(Some(CursorValue::Int64(10)), Some(CursorValue::Int64(20))),
             rows,
             bytes: rows * 100,
             file: (status == RunStatus::Success).then(|| format!("{name}.csv")),
@@ -213,6 +224,7 @@ mod tests {
             reconciled: Vec::new(),
             skipped: None,
             stages: Default::default(),
+            null_cursor_rows: None,
         }
     }
 
@@ -267,6 +279,20 @@ mod tests {
         assert!(section.contains("&lt;user&gt;"), "{section}");
         assert!(p["text"].as_str().unwrap().starts_with("[ferry] FAILED: b"));
         assert_eq!(p["blocks"][0]["type"], "header");
+    }
+
+    #[test]
+    fn null_cursor_rows_are_reported_in_mail_and_slack() {
+        let mut o = outcome("orders", RunStatus::Success, 5);
+        o.null_cursor_rows = Some(2);
+        let r = report(vec![o]);
+        let t = text(&r);
+        assert!(t.contains("  warning:  2 rows have a NULL cursor and are not delivered by incremental runs"), "{t}");
+        let p = slack_payload(&r);
+        assert!(p["blocks"][1]["text"]["text"].as_str().unwrap().contains(":warning: 2 rows have a NULL cursor"), "{p}");
+        assert!(p["text"].as_str().unwrap().contains("orders: 2 rows have a NULL cursor"), "{p}");
+        // None, or zero: nothing said.
+        assert!(!text(&report(vec![outcome("orders", RunStatus::Success, 5)])).contains("NULL"));
     }
 
     #[test]

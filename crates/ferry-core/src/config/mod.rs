@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use check::{Check, SecretField};
+pub use chrono_tz::Tz;
 pub use component::{Component, Components, Destination, Shape};
 pub use file::{Compression, FileSettings, Format, OnExisting, RawFile, Split, MIN_FILE_BYTES};
 pub use notify::{EmailSpec, Notifications, RawNotifications, SlackSpec, SmtpTls, When};
@@ -146,12 +147,51 @@ pub struct RawExport {
     /// Skip this export when false.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Re-read this far behind the watermark to catch rows that arrive late: seconds for
-    /// TIMESTAMP and DATETIME cursors, whole days (rounded up) for DATE, units for INT64. Rows
-    /// in the overlap are delivered again.
+    /// Re-read this far behind the watermark to catch rows that arrive late, in the cursor's
+    /// own unit: seconds for TIMESTAMP and DATETIME cursors, days for DATE, units for INT64.
+    /// A run delivers whenever this window holds rows, even when nothing newer arrived; rows in
+    /// the overlap are delivered again (at least once). `settle` is the exact tool.
     #[serde(default)]
     pub lookback: Option<u64>,
+    /// Seconds a row may take to become visible after the time in its cursor (TIMESTAMP,
+    /// DATETIME, DATE): a run delivers rows up to `min(MAX(cursor), server time − settle)`,
+    /// and a DATE day once `settle` has passed after its end. 300 by default; 0 allowed.
+    /// INT64 cursors ignore it: their values must be assigned in commit order.
+    #[serde(default)]
+    pub settle: Option<u64>,
+    /// IANA time zone that DATETIME and DATE cursor values are written in, for `settle` and
+    /// for when a day is complete; `Etc/UTC` by default.
+    #[serde(default)]
+    pub cursor_time_zone: Option<String>,
+    /// DATE cursors: also deliver today, the day not yet complete. Its later rows are then only
+    /// delivered with `lookback` (at least 1). False by default: only complete days.
+    #[serde(default)]
+    pub partial_days: bool,
+    /// Rows whose `timestamp_column` is NULL, which no incremental window holds (full and
+    /// non-incremental exports deliver them): `report` (default) counts them every run and
+    /// reports the count; `fail` fails the run before anything is written.
+    #[serde(default)]
+    pub null_cursor: Option<NullCursor>,
 }
+
+/// What an incremental run does about rows whose cursor is NULL.
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NullCursor {
+    /// Count them every run and report the count (run summary, notifications, metadata row).
+    #[default]
+    Report,
+    /// Fail the run, before anything is written, while any exist.
+    Fail,
+}
+
+/// `settle` when the config names none: five minutes (see the README's "Windows").
+pub const DEFAULT_SETTLE_SECONDS: u64 = 300;
+/// The largest `settle`: a day.
+pub const MAX_SETTLE_SECONDS: u64 = 86_400;
+/// The largest `lookback` in any unit: a year of seconds (DATE cursors: at most 366 days,
+/// checked when the column's type is known).
+pub const MAX_LOOKBACK: u64 = 366 * 86_400;
 
 fn yes() -> bool {
     true
@@ -251,6 +291,11 @@ impl RawConfig {
             }
         }
         schedule::validate_schedules(&self.schedules, &names, &cx);
+        for export in &mut exports {
+            if let Some(zone) = schedule::date_zone(&self.schedules, &export.name, &cx) {
+                export.date_zone = zone;
+            }
+        }
         let notifications =
             self.notifications.as_ref().map(|n| notify::validate_notifications(n, &cx.at("notifications"))).unwrap_or_default();
 
@@ -322,9 +367,29 @@ fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, n
     if x.lookback.is_some() && !x.incremental {
         cx.err("lookback", "lookback applies to incremental exports only");
     }
-    if let Some(l) = x.lookback.filter(|l| *l > 366 * 86_400) {
-        cx.err("lookback", format!("expected at most 31622400 (a year in seconds), found {l}"));
+    if let Some(l) = x.lookback.filter(|l| *l > MAX_LOOKBACK) {
+        cx.err("lookback", format!("expected at most {MAX_LOOKBACK} (a year in seconds), found {l}"));
     }
+    for (field, set) in [
+        ("settle", x.settle.is_some()),
+        ("cursor_time_zone", x.cursor_time_zone.is_some()),
+        ("partial_days", x.partial_days),
+        ("null_cursor", x.null_cursor.is_some()),
+    ] {
+        if set && !x.incremental {
+            cx.err(field, format!("{field} applies to incremental exports only"));
+        }
+    }
+    if let Some(s) = x.settle.filter(|s| *s > MAX_SETTLE_SECONDS) {
+        cx.err("settle", format!("expected at most {MAX_SETTLE_SECONDS} seconds (a day), found {s}"));
+    }
+    let cursor_zone = match x.cursor_time_zone.as_deref() {
+        None => chrono_tz::Tz::UTC,
+        Some(z) => z.parse().unwrap_or_else(|_| {
+            cx.err("cursor_time_zone", format!("expected an IANA time zone such as \"Europe/Berlin\" or \"Etc/UTC\", found {z:?}"));
+            chrono_tz::Tz::UTC
+        }),
+    };
     if x.incremental && x.timestamp_column.is_none() {
         cx.err("timestamp_column", "incremental exports need a timestamp_column (TIMESTAMP, DATETIME, DATE or INT64)");
     }
@@ -342,6 +407,11 @@ fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, n
         incremental: x.incremental,
         enabled: x.enabled,
         lookback: x.lookback.unwrap_or(0),
+        settle: x.settle.unwrap_or(DEFAULT_SETTLE_SECONDS),
+        cursor_zone,
+        partial_days: x.partial_days,
+        null_cursor: x.null_cursor.unwrap_or_default(),
+        date_zone: chrono_tz::Tz::UTC,
     })
 }
 
@@ -431,8 +501,20 @@ pub struct ExportSpec {
     pub cursor: Option<String>,
     pub incremental: bool,
     pub enabled: bool,
-    /// How far behind the watermark to re-read (see [`RawExport::lookback`]); 0 for none.
+    /// How far behind the watermark to re-read, in the cursor's unit (see
+    /// [`RawExport::lookback`]); 0 for none.
     pub lookback: u64,
+    /// Seconds a row may take to become visible (see [`RawExport::settle`]).
+    pub settle: u64,
+    /// The zone DATETIME and DATE cursor values are in.
+    pub cursor_zone: chrono_tz::Tz,
+    /// DATE cursors: deliver the incomplete current day too.
+    pub partial_days: bool,
+    /// What an incremental run does about rows whose cursor is NULL.
+    pub null_cursor: NullCursor,
+    /// The time zone of the schedules that run this export (UTC without one): a run's default
+    /// date (`{date}` in a query) is today there.
+    pub date_zone: chrono_tz::Tz,
 }
 
 impl ExportSpec {

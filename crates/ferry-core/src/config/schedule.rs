@@ -14,7 +14,8 @@ pub struct RawSchedule {
     pub name: String,
     /// Five-field cron expression, e.g. `0 2 * * *`.
     pub cron: String,
-    /// IANA time zone the cron expression is read in; `Etc/UTC` by default.
+    /// IANA time zone the cron expression is read in; `Etc/UTC` by default. A run's default
+    /// date (`{date}` in a query) is today in this zone.
     #[serde(default)]
     pub time_zone: Option<String>,
     /// Run only these exports; all enabled exports when absent.
@@ -23,6 +24,42 @@ pub struct RawSchedule {
     /// Ignore the watermark and deliver everything.
     #[serde(default)]
     pub full: bool,
+}
+
+/// The time zone a run of `export` reads today's date in (`{date}`): that of the schedules
+/// that run it. `None` when none does (UTC then) or their zones disagree, which is reported.
+pub(super) fn date_zone(schedules: &[RawSchedule], export: &str, cx: &Check<'_>) -> Option<chrono_tz::Tz> {
+    let mut found: Option<(usize, chrono_tz::Tz)> = None;
+    for (i, sc) in schedules.iter().enumerate() {
+        if sc.exports.as_ref().is_some_and(|names| !names.iter().any(|n| n == export)) {
+            continue;
+        }
+        let zone = match sc.time_zone.as_deref() {
+            None => chrono_tz::Tz::Etc__UTC,
+            Some(z) => z.parse().ok()?,
+        };
+        match found {
+            None => found = Some((i, zone)),
+            Some((first, z)) if !same_zone(z, zone) => {
+                cx.err(
+                    &format!("schedules[{i}].time_zone"),
+                    format!(
+                        "export {export:?} is also run by schedules[{first}] in {}: the schedules that run one export need one time zone, which decides the date of a run ({{date}})",
+                        z.name()
+                    ),
+                );
+                return None;
+            }
+            Some(_) => {}
+        }
+    }
+    found.map(|(_, z)| z)
+}
+
+fn same_zone(a: chrono_tz::Tz, b: chrono_tz::Tz) -> bool {
+    let utc =
+        |z: chrono_tz::Tz| matches!(z.name(), "UTC" | "Etc/UTC" | "Etc/GMT" | "GMT" | "Etc/Universal" | "Universal" | "Etc/Zulu" | "Zulu");
+    a == b || (utc(a) && utc(b))
 }
 
 /// Checks the schedules; `cx` stands at the document.
@@ -48,9 +85,7 @@ pub(super) fn validate_schedules(schedules: &[RawSchedule], exports: &HashSet<St
             );
         }
         if let Some(tz) = &sc.time_zone {
-            let ok = !tz.is_empty()
-                && tz.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+')));
-            if !ok {
+            if tz.parse::<chrono_tz::Tz>().is_err() {
                 err(at("time_zone"), format!("expected an IANA time zone such as \"Europe/Berlin\" or \"Etc/UTC\", found {tz:?}"));
             }
         }

@@ -57,8 +57,9 @@ pub struct RunOptions {
     pub full: bool,
     /// Plan and read, but deliver and record nothing.
     pub dry_run: bool,
-    /// The date `{date}` in queries stands for.
-    pub run_date: NaiveDate,
+    /// The date `{date}` in queries stands for; `None`: today in the time zone of the
+    /// schedules that run the export (UTC when none does), see [`RunOptions::date_for`].
+    pub run_date: Option<NaiveDate>,
     /// The triggering Pub/Sub message, recorded with each run.
     pub message_id: Option<String>,
     /// Run id; a fresh one when `None`.
@@ -71,18 +72,24 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// All exports, incremental, today (UTC).
+    /// All exports, incremental, today (in each export's schedule time zone).
     pub fn new() -> Self {
         Self {
             exports: None,
             full: false,
             dry_run: false,
-            run_date: Utc::now().date_naive(),
+            run_date: None,
             message_id: None,
             run_id: None,
             lease_ttl: Duration::from_secs(600),
             lease_wait: Duration::ZERO,
         }
+    }
+
+    /// The date `{date}` stands for in a run of `export` at `now`: the date given, else
+    /// today in the export's schedule time zone.
+    pub fn date_for(&self, export: &ExportSpec, now: DateTime<Utc>) -> NaiveDate {
+        self.run_date.unwrap_or_else(|| now.with_timezone(&export.date_zone).date_naive())
     }
 }
 
@@ -261,6 +268,7 @@ impl Runner<'_> {
             completed_at: Utc::now(),
             error_message: error,
             message_id: ctx.message_id.map(str::to_owned),
+            null_cursor_rows: o.null_cursor_rows,
         }
     }
 
@@ -291,6 +299,10 @@ impl Runner<'_> {
         let plan = self.plan_export(export, opts).await.map_err(Stop::record)?;
         o.stages.plan = ctx.started.elapsed();
         o.window = plan.window.clone();
+        o.null_cursor_rows = plan.null_cursor_rows;
+        if let Some(e) = plan.null_cursor_failure(export) {
+            return Err(Stop::record(e));
+        }
         if plan.nothing_new {
             o.status = RunStatus::Empty;
             // An EMPTY record keeps the history complete; it never moves the watermark.
@@ -300,7 +312,7 @@ impl Runner<'_> {
             }
             return Ok(());
         }
-        let run_date = opts.run_date.format("%Y-%m-%d").to_string();
+        let run_date = plan.run_date.format("%Y-%m-%d").to_string();
         let t = Instant::now();
         let source = self.wiring.source(export).map_err(Stop::record)?;
         let reader = source.read(export, &plan.window, &run_date).await.map_err(Stop::record)?;

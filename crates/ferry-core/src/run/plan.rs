@@ -1,14 +1,31 @@
-//! Planning: the window `(lo, hi]` of each export from its watermark and the source's upper
-//! bound, and the first file name.
+//! Planning: the window `(lo, hi]` of each export from its watermark and the source's bounds,
+//! and the first file name.
+//!
+//! The rules (the README's "Windows" section explains them to users):
+//! - `hi` for a TIMESTAMP or DATETIME cursor is `min(MAX(cursor), source clock − settle)`: a
+//!   row whose cursor is older than `settle` when it becomes visible is never behind a
+//!   watermark. DATETIME values are read in the export's `cursor_time_zone`.
+//! - A DATE cursor delivers complete days only: `hi` is the day before the one the source
+//!   clock minus `settle` falls on (with `partial_days`, that day itself).
+//! - An INT64 cursor's `hi` is `MAX(cursor)`: its values must be assigned in commit order.
+//! - `lookback` moves `lo` back in the cursor's unit, and a run delivers whenever
+//!   `(lo, hi]` holds rows, even when nothing newer than the watermark arrived.
+//! - Rows with a NULL cursor: full and non-incremental exports read them; incremental runs
+//!   count them (and with `null_cursor: fail`, stop).
+//! - A non-incremental export reads everything up to `MAX(cursor)`: it sends the whole table
+//!   every time, so there is no later run to wait for.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use super::{RunOptions, Runner};
-use crate::config::ExportSpec;
+use crate::config::{ExportSpec, NullCursor};
 use crate::cursor::{CursorType, CursorValue};
-use crate::roles::Window;
+use crate::roles::{Bounds, NullRows, Window};
 use crate::template::NameContext;
 use crate::{ErrorClass, Failure};
+
+/// The largest `lookback` for a DATE cursor, in days.
+pub const MAX_LOOKBACK_DAYS: u64 = 366;
 
 /// The plan for one export.
 #[derive(Debug, Clone)]
@@ -19,10 +36,39 @@ pub struct ExportPlan {
     pub file_name: Option<String>,
     /// When the plan was made; file names are rendered for this time.
     pub planned_at: DateTime<Utc>,
+    /// The date `{date}` stands for.
+    pub run_date: NaiveDate,
     pub sql: String,
     pub full: bool,
     /// Nothing new to deliver.
     pub nothing_new: bool,
+    /// What the source said at plan time; `None` for an export without a cursor.
+    pub bounds: Option<Bounds>,
+    /// How `hi` was chosen, in words: `MAX(updated_at)`, `source clock − settle 300 s`, ...
+    pub hi_rule: Option<String>,
+    /// Rows whose cursor is NULL (from `bounds`).
+    pub null_cursor_rows: Option<u64>,
+}
+
+impl ExportPlan {
+    /// The error of an incremental run that must not go on while rows have a NULL cursor
+    /// (`null_cursor: fail`); `None` when it may.
+    pub fn null_cursor_failure(&self, export: &ExportSpec) -> Option<Failure> {
+        let n = self.null_cursor_rows.filter(|n| *n > 0)?;
+        if export.null_cursor != NullCursor::Fail || self.window.nulls == NullRows::Included {
+            return None;
+        }
+        Some(Failure::with_class(
+            ErrorClass::Permanent,
+            format!(
+                "export {}: {n} row{} of the source have a NULL timestamp_column {}, which no incremental run delivers; \
+                 nothing was written (null_cursor: fail). Fill the column, or deliver them once with a full export",
+                export.name,
+                if n == 1 { "" } else { "s" },
+                export.cursor.as_deref().unwrap_or_default()
+            ),
+        ))
+    }
 }
 
 impl Runner<'_> {
@@ -38,24 +84,50 @@ impl Runner<'_> {
     }
 
     pub(super) async fn plan_export(&self, export: &ExportSpec, opts: &RunOptions) -> Result<ExportPlan, Failure> {
-        let run_date = opts.run_date.format("%Y-%m-%d").to_string();
+        let planned_at = Utc::now();
+        let run_date = opts.date_for(export, planned_at);
+        let run_date_text = run_date.format("%Y-%m-%d").to_string();
         let source = self.wiring.source(export)?;
-        let hi = match &export.cursor {
-            Some(_) => source.upper_bound(export, &run_date).await?,
+        let full = opts.full || !export.incremental;
+        let bounds = match &export.cursor {
+            Some(_) => Some(source.bounds(export, &run_date_text).await?),
             None => None,
         };
-        let full = opts.full || !export.incremental;
-        let watermark = if full { None } else { self.watermark(export, hi.as_ref().map(CursorValue::ty)).await? };
-        let nothing_new = match (&watermark, &hi) {
-            (_, None) if export.cursor.is_some() => true,
-            (Some(lo), Some(hi)) => lo.compare(hi) != Some(std::cmp::Ordering::Less),
-            _ => false,
+        let nulls = if full { NullRows::Included } else { NullRows::Excluded };
+        let (hi, hi_rule) = match &bounds {
+            Some(b) if export.incremental => {
+                let (hi, rule) = settled_hi(export, b);
+                (hi, Some(rule))
+            }
+            Some(b) => (b.max.clone(), Some(format!("MAX({}): a non-incremental export sends everything", cursor_name(export)))),
+            None => (None, None),
         };
-        // Lookback widens the window downwards only; whether there is anything new is decided
-        // by the watermark itself, so a quiet table does not re-send its last rows every run.
-        let lo = watermark.map(|w| if export.lookback > 0 { w.minus(export.lookback) } else { w });
-        let window = Window { lo, hi };
-        let planned_at = Utc::now();
+        let watermark =
+            if full { None } else { self.watermark(export, bounds.as_ref().and_then(|b| b.max.as_ref()).map(CursorValue::ty)).await? };
+        if let (Some(CursorValue::Date(_)), lookback) = (&hi, export.lookback) {
+            if lookback > MAX_LOOKBACK_DAYS {
+                return Err(Failure::with_class(
+                    ErrorClass::Permanent,
+                    format!(
+                        "export {}: lookback is {lookback} but {} is a DATE column, where lookback counts days: expected at most {MAX_LOOKBACK_DAYS}",
+                        export.name,
+                        cursor_name(export)
+                    ),
+                ));
+            }
+        }
+        let lo = match (&watermark, &hi) {
+            // The watermark is ahead of `hi` (recorded before `settle`, or a day not yet
+            // complete): nothing to deliver, and `lo` stays, so the watermark never moves back.
+            (Some(w), Some(h)) if w.compare(h) == Some(std::cmp::Ordering::Greater) => Some(w.clone()),
+            (Some(w), _) if export.lookback > 0 => Some(w.minus(export.lookback)),
+            (w, _) => w.clone(),
+        };
+        let window = Window { lo, hi, nulls };
+        let nothing_new = match &bounds {
+            None => false,
+            Some(b) => !self.holds_rows(export, &*source, &window, b, &run_date_text).await?,
+        };
         let file_name = match export.file() {
             Some(file) => (!nothing_new).then(|| {
                 // `ferry plan` has no run: its names show a fresh id where a run shows its own.
@@ -70,9 +142,38 @@ impl Runner<'_> {
             window,
             file_name,
             planned_at,
+            run_date,
             full,
             nothing_new,
+            null_cursor_rows: bounds.as_ref().map(|b| b.null_rows),
+            bounds,
+            hi_rule,
         })
+    }
+
+    /// Whether `window` holds any row, asking the source only when the bounds do not tell.
+    async fn holds_rows(
+        &self,
+        export: &ExportSpec,
+        source: &dyn crate::Source,
+        window: &Window,
+        bounds: &Bounds,
+        run_date: &str,
+    ) -> Result<bool, Failure> {
+        if window.nulls == NullRows::Included && bounds.null_rows > 0 {
+            return Ok(true);
+        }
+        let Some(hi) = &window.hi else { return Ok(false) };
+        if let Some(lo) = &window.lo {
+            if lo.compare(hi) != Some(std::cmp::Ordering::Less) {
+                return Ok(false);
+            }
+        }
+        // `MAX(cursor)` itself is in the window: the window holds at least that row.
+        if bounds.max.as_ref() == Some(hi) {
+            return Ok(true);
+        }
+        Ok(source.count(export, window, run_date).await? > 0)
     }
 
     async fn watermark(&self, export: &ExportSpec, column_type: Option<CursorType>) -> Result<Option<CursorValue>, Failure> {
@@ -98,5 +199,39 @@ impl Runner<'_> {
         CursorValue::parse(stored, &value)
             .map(Some)
             .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("metadata table: watermark of export {}: {e}", export.name)))
+    }
+}
+
+fn cursor_name(export: &ExportSpec) -> &str {
+    export.cursor.as_deref().unwrap_or_default()
+}
+
+/// `hi` of an incremental export from the source's bounds, and how it was chosen.
+pub fn settled_hi(export: &ExportSpec, b: &Bounds) -> (Option<CursorValue>, String) {
+    let Some(max) = &b.max else { return (None, format!("no row has a {} value", cursor_name(export))) };
+    let settle = TimeDelta::try_seconds(i64::try_from(export.settle).unwrap_or(i64::MAX)).unwrap_or(TimeDelta::MAX);
+    let settled = b.now.checked_sub_signed(settle).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let clock = format!("source clock {} − settle {} s", b.now.format("%Y-%m-%dT%H:%M:%SZ"), export.settle);
+    let zone = export.cursor_zone;
+    let cap = match max {
+        CursorValue::Int64(_) => None,
+        CursorValue::Timestamp(_) => Some((CursorValue::Timestamp(settled.timestamp_micros()), clock)),
+        CursorValue::Datetime(_) => {
+            Some((CursorValue::Datetime(settled.with_timezone(&zone).naive_local()), format!("{clock}, read in {}", zone.name())))
+        }
+        CursorValue::Date(_) => {
+            let day = settled.with_timezone(&zone).date_naive();
+            if export.partial_days {
+                Some((CursorValue::Date(day), format!("{clock}: the day it falls on in {} (partial_days)", zone.name())))
+            } else {
+                let last = day.pred_opt().unwrap_or(NaiveDate::MIN);
+                Some((CursorValue::Date(last), format!("{clock}: the last complete day in {}", zone.name())))
+            }
+        }
+    };
+    let max_rule = format!("MAX({})", cursor_name(export));
+    match cap {
+        Some((cap, rule)) if cap.compare(max) == Some(std::cmp::Ordering::Less) => (Some(cap), rule),
+        _ => (Some(max.clone()), max_rule),
     }
 }

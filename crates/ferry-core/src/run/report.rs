@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::RunOptions;
 use crate::config::Config;
-use crate::roles::{FileRecord, RunStatus, Window};
+use crate::roles::{FileRecord, NullRows, RunStatus, Window};
 use crate::{ErrorClass, Notifier};
 
 /// How one export ended.
@@ -35,6 +35,9 @@ pub struct ExportOutcome {
     pub skipped: Option<Skip>,
     /// Where the time went.
     pub stages: Stages,
+    /// Rows whose cursor was NULL at plan time; an incremental run leaves them out (see
+    /// `null_cursor`). `None` without a cursor column or before planning.
+    pub null_cursor_rows: Option<u64>,
 }
 
 /// Wall time of an export by stage. The stages run one after another (reading overlaps only
@@ -91,7 +94,7 @@ impl ExportOutcome {
             export,
             source,
             status: RunStatus::Failed,
-            window: Window { lo: None, hi: None },
+            window: Window::between(None, None),
             rows: 0,
             bytes: 0,
             file: None,
@@ -103,7 +106,23 @@ impl ExportOutcome {
             reconciled: Vec::new(),
             skipped: None,
             stages: Stages::default(),
+            null_cursor_rows: None,
         }
+    }
+}
+
+impl ExportOutcome {
+    /// What this run did about rows whose cursor is NULL, in one sentence for summaries and
+    /// notifications; `None` when there were none.
+    pub fn null_cursor_note(&self) -> Option<String> {
+        let n = self.null_cursor_rows.filter(|n| *n > 0)?;
+        let rows = if n == 1 { "1 row has".to_owned() } else { format!("{n} rows have") };
+        Some(match self.window.nulls {
+            NullRows::Included => format!("{rows} a NULL cursor; this full export read them too"),
+            NullRows::Excluded => {
+                format!("{rows} a NULL cursor and are not delivered by incremental runs (deliver them with a full export)")
+            }
+        })
     }
 }
 

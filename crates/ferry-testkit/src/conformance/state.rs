@@ -51,6 +51,7 @@ fn record(export: &str, run: &str, status: RunStatus, value: Option<&str>, at: i
         completed_at,
         error_message: None,
         message_id: None,
+        null_cursor_rows: None,
     }
 }
 
@@ -109,6 +110,7 @@ pub async fn a_record_reads_back_as_appended(b: impl StateBackend) {
     full.started_at += TimeDelta::microseconds(123_456);
     full.error_message = Some("sftp: \"quoted\" 'text'\nsecond line, caf\u{e9} \u{2713}".to_owned());
     full.message_id = Some("msg-1".to_owned());
+    full.null_cursor_rows = Some(3_000_000_000);
     append(s, &[&minimal, &full]).await;
 
     assert_eq!(s.history(Some(E), 10).await.expect("history"), [full, minimal]);

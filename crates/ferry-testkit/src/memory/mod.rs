@@ -50,18 +50,27 @@ impl Classify for MemoryError {
     }
 }
 
-/// The time as a [`MemoryStateStore`] sees it: the real clock plus an offset a test moves
-/// forward, so leases expire without waiting. Waiting itself (`acquire`'s `wait`) stays real.
-/// Clones share the offset.
+/// The time as a [`MemoryStateStore`] or a [`MemorySource`] sees it: the real clock plus an
+/// offset a test moves forward, so leases expire without waiting; or, once [`Clock::set`], a
+/// fixed time that moves only when the test moves it. Waiting itself (`acquire`'s `wait`)
+/// stays real. Clones share the offset.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     offset: Arc<Mutex<TimeDelta>>,
+    pinned: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 impl Clock {
     /// Now, on this clock.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *self.offset.lock().unwrap_or_else(|e| e.into_inner())
+        let base = (*self.pinned.lock().unwrap_or_else(|e| e.into_inner())).unwrap_or_else(Utc::now);
+        base + *self.offset.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops this clock at `t`: it stays there until moved.
+    pub fn set(&self, t: DateTime<Utc>) {
+        *self.pinned.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        *self.offset.lock().unwrap_or_else(|e| e.into_inner()) = TimeDelta::zero();
     }
 
     /// Moves this clock `d` forward.

@@ -1,31 +1,64 @@
-//! A source of rows held in memory: `(id, seq)`, both INT64, with `seq` the cursor.
+//! A source of rows held in memory: `(id, seq)`, with `seq` the cursor: INT64 by default, or
+//! any cursor type, and NULL for rows without a cursor value. Its clock can be set, so that the
+//! planning rules (`settle`, complete days) are tested without waiting.
 
 use std::sync::{Arc, Mutex};
 
-use arrow_array::{Int64Array, RecordBatch};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use ferry_core::config::ExportSpec;
-use ferry_core::cursor::CursorValue;
-use ferry_core::{BatchReader, Failure, Source, Window};
+use ferry_core::cursor::{CursorType, CursorValue};
+use ferry_core::{BatchReader, Bounds, Failure, NullRows, Source, Window};
+
+use super::Clock;
+
+/// A row: its id and its cursor value (`None`: NULL).
+type Row = (i64, Option<CursorValue>);
 
 /// Rows `(id, seq)` that tests add to; reads return the window's rows in batches of
-/// `batch_rows`. Clones share the rows.
+/// `batch_rows`. Clones share the rows and the clock.
 #[derive(Debug, Clone)]
 pub struct MemorySource {
-    rows: Arc<Mutex<Vec<(i64, i64)>>>,
+    rows: Arc<Mutex<Vec<Row>>>,
     batch_rows: usize,
+    ty: CursorType,
+    clock: Clock,
 }
 
 impl MemorySource {
-    /// An empty source reading `batch_rows` rows per batch.
+    /// An empty source with an INT64 cursor, reading `batch_rows` rows per batch.
     pub fn new(batch_rows: usize) -> Self {
-        Self { rows: Arc::default(), batch_rows: batch_rows.max(1) }
+        Self::typed(batch_rows, CursorType::Int64)
     }
 
-    /// Adds rows `(id, seq)`.
+    /// An empty source whose cursor has type `ty`.
+    pub fn typed(batch_rows: usize, ty: CursorType) -> Self {
+        Self { rows: Arc::default(), batch_rows: batch_rows.max(1), ty, clock: Clock::default() }
+    }
+
+    /// The source's clock (what [`Source::bounds`] reports as `now`); move or set it.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Adds rows `(id, seq)` with an INT64 cursor.
     pub fn push(&self, rows: impl IntoIterator<Item = (i64, i64)>) {
-        self.rows.lock().unwrap_or_else(|e| e.into_inner()).extend(rows);
+        self.push_values(rows.into_iter().map(|(id, seq)| (id, Some(CursorValue::Int64(seq)))));
+    }
+
+    /// Adds rows with a cursor value of the source's type (`None`: NULL).
+    pub fn push_values(&self, rows: impl IntoIterator<Item = (i64, Option<CursorValue>)>) {
+        let mut all = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, v) in rows {
+            assert!(v.as_ref().is_none_or(|v| v.ty() == self.ty), "row {id}: a {:?} cursor in a {:?} source", v.map(|v| v.ty()), self.ty);
+            all.push((id, v));
+        }
+    }
+
+    /// Adds rows whose cursor is NULL.
+    pub fn push_nulls(&self, ids: impl IntoIterator<Item = i64>) {
+        self.push_values(ids.into_iter().map(|id| (id, None)));
     }
 
     /// Every id, in insertion order.
@@ -33,36 +66,52 @@ impl MemorySource {
         self.rows.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|r| r.0).collect()
     }
 
-    /// The schema of every batch.
+    /// The schema of every batch of an INT64 source.
     pub fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("seq", DataType::Int64, false)]))
+        Self::schema_of(CursorType::Int64)
     }
-}
 
-fn int(v: &Option<CursorValue>) -> Option<i64> {
-    match v {
-        Some(CursorValue::Int64(i)) => Some(*i),
-        _ => None,
+    /// The schema of every batch: `seq` is INT64, or its canonical text for other types.
+    pub fn schema_of(ty: CursorType) -> SchemaRef {
+        let seq = if ty == CursorType::Int64 { DataType::Int64 } else { DataType::Utf8 };
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("seq", seq, true)]))
+    }
+
+    fn window_rows(&self, window: &Window) -> Vec<Row> {
+        let above = |v: &CursorValue| window.lo.as_ref().is_none_or(|lo| v.compare(lo) == Some(std::cmp::Ordering::Greater));
+        let below = |v: &CursorValue| window.hi.as_ref().is_none_or(|hi| v.compare(hi) != Some(std::cmp::Ordering::Greater));
+        self.rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, v)| match v {
+                Some(v) => above(v) && below(v),
+                None => window.nulls == NullRows::Included,
+            })
+            .cloned()
+            .collect()
     }
 }
 
 #[async_trait]
 impl Source for MemorySource {
-    async fn upper_bound(&self, _export: &ExportSpec, _run_date: &str) -> Result<Option<CursorValue>, Failure> {
-        Ok(self.rows.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|r| r.1).max().map(CursorValue::Int64))
+    async fn bounds(&self, _export: &ExportSpec, _run_date: &str) -> Result<Bounds, Failure> {
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut max: Option<CursorValue> = None;
+        for v in rows.iter().filter_map(|r| r.1.as_ref()) {
+            if max.as_ref().is_none_or(|m| v.compare(m) == Some(std::cmp::Ordering::Greater)) {
+                max = Some(v.clone());
+            }
+        }
+        Ok(Bounds { max, now: self.clock.now(), null_rows: rows.iter().filter(|r| r.1.is_none()).count() as u64 })
+    }
+
+    async fn count(&self, _export: &ExportSpec, window: &Window, _run_date: &str) -> Result<u64, Failure> {
+        Ok(self.window_rows(window).len() as u64)
     }
 
     async fn read(&self, _export: &ExportSpec, window: &Window, _run_date: &str) -> Result<Box<dyn BatchReader>, Failure> {
-        let (lo, hi) = (int(&window.lo), int(&window.hi));
-        let rows: Vec<(i64, i64)> = self
-            .rows
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .filter(|(_, seq)| lo.is_none_or(|lo| *seq > lo) && hi.is_none_or(|hi| *seq <= hi))
-            .collect();
-        Ok(Box::new(Reader { rows, at: 0, batch_rows: self.batch_rows }))
+        Ok(Box::new(Reader { rows: self.window_rows(window), at: 0, batch_rows: self.batch_rows, ty: self.ty }))
     }
 
     fn read_sql(&self, _export: &ExportSpec, window: &Window) -> String {
@@ -75,15 +124,16 @@ impl Source for MemorySource {
 }
 
 struct Reader {
-    rows: Vec<(i64, i64)>,
+    rows: Vec<Row>,
     at: usize,
     batch_rows: usize,
+    ty: CursorType,
 }
 
 #[async_trait]
 impl BatchReader for Reader {
     fn schema(&self) -> SchemaRef {
-        MemorySource::schema()
+        MemorySource::schema_of(self.ty)
     }
 
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>, Failure> {
@@ -92,14 +142,16 @@ impl BatchReader for Reader {
         }
         let part = &self.rows[self.at..(self.at + self.batch_rows).min(self.rows.len())];
         self.at += part.len();
-        let batch = RecordBatch::try_new(
-            MemorySource::schema(),
-            vec![
-                Arc::new(Int64Array::from_iter_values(part.iter().map(|r| r.0))),
-                Arc::new(Int64Array::from_iter_values(part.iter().map(|r| r.1))),
-            ],
-        )
-        .expect("two INT64 columns");
+        let seq: ArrayRef = if self.ty == CursorType::Int64 {
+            Arc::new(Int64Array::from_iter(part.iter().map(|r| match r.1 {
+                Some(CursorValue::Int64(i)) => Some(i),
+                _ => None,
+            })))
+        } else {
+            Arc::new(StringArray::from_iter(part.iter().map(|r| r.1.as_ref().map(CursorValue::canonical))))
+        };
+        let batch = RecordBatch::try_new(self.schema(), vec![Arc::new(Int64Array::from_iter_values(part.iter().map(|r| r.0))), seq])
+            .expect("an INT64 and a cursor column");
         Ok(Some(batch))
     }
 }

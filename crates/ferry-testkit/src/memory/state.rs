@@ -275,6 +275,7 @@ mod tests {
             completed_at: at,
             error_message: None,
             message_id: None,
+            null_cursor_rows: None,
         }
     }
 
