@@ -8,17 +8,17 @@
 //! For files, delivery and the watermark move together through the metadata table:
 //! 1. Rows `(lo, hi]` stream into temporary files on the server (one, or one per part of a
 //!    split export); each is closed and its size verified.
-//! 2. A PENDING record stores every file's name, size, row count and SHA-256, and `hi`.
+//! 2. The run confirms it still holds the export's lease; a PENDING record stores every file's
+//!    final and temporary name, size, row count and SHA-256, and `hi`.
 //! 3. The sink publishes the files under their final names, in order.
 //! 4. A SUCCESS record moves the watermark to `hi`.
 //!
 //! A failure before 2 removes the temporary files and records FAILED: the watermark stays, and
-//! the next run reads the same rows again. A failure in 3 that the sink reports removes the
-//! files not yet published and records FAILED, naming those already published. Any other
-//! failure between 2 and 4 leaves a PENDING record; the next run reconciles it first: if every
-//! file is on the server with the recorded size, the delivery happened and a SUCCESS record is
-//! added (no second copy of those rows is sent); otherwise the run is recorded FAILED and its
-//! rows are read again.
+//! the next run reads the same rows again. In 3 the sink reports one of three outcomes; only a
+//! definite "not published" of the first file records FAILED. Any other failure between 2 and 4
+//! leaves the PENDING record and the temporary files; the next run rolls it forward first
+//! ([`reconcile`]): it publishes the verified temporary files that are left, counts a file whose
+//! temporary file is gone as published, and records SUCCESS, so no row is read twice.
 //!
 //! A table destination keeps the same order with one load instead of files: rows go into a
 //! load that readers cannot see, PENDING names the load (the run id), the load commits
