@@ -153,10 +153,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
                 if let Some(n) = p.null_cursor_rows.filter(|n| *n > 0) {
-                    let what = if p.window.nulls == ferry_core::NullRows::Included {
-                        "read by this full export"
-                    } else {
-                        "not delivered by incremental runs"
+                    let what = match &p.window.nulls {
+                        ferry_core::NullRows::Included => "read by this full export".to_owned(),
+                        ferry_core::NullRows::Excluded => "not delivered by incremental runs".to_owned(),
+                        ferry_core::NullRows::Arrived { column, .. } => format!("those that arrived by {column} in the window are read"),
                     };
                     println!("  nulls:  {n} rows with a NULL cursor ({what})");
                 }

@@ -170,7 +170,15 @@ fn bad_configs_name_the_field_and_what_was_expected() {
         ),
         (
             with("exports.0.null_cursor", json!("skip")),
-            "exports[0].null_cursor: unknown variant `skip`, expected `report` or `fail`",
+            "exports[0].null_cursor: unknown variant `skip`, expected one of `report`, `fail`, `arrival_column`",
+        ),
+        (
+            with("exports.0.null_cursor", json!({"arrival_column": "loaded at"})),
+            "exports[0].null_cursor.arrival_column: \"loaded at\" is not a valid column name",
+        ),
+        (
+            with("exports.0.null_cursor", json!({"arrival_column": "updated_at"})),
+            "exports[0].null_cursor.arrival_column: \"updated_at\" is the timestamp_column itself",
         ),
         (with("exports.0.lookback", json!(31_622_401)), "exports[0].lookback: expected at most 31622400 (a year in seconds), found 31622401"),
         (

@@ -243,3 +243,42 @@ async fn an_existing_metadata_table_gains_the_null_cursor_rows_column() {
     assert_eq!(ok(&run(&f, "orders", json!({}), 1, false).await), RunStatus::Success);
     assert_eq!(null_counts(&f).await, [("PENDING".to_owned(), Some(2)), ("SUCCESS".to_owned(), Some(2))]);
 }
+
+/// `null_cursor: {"arrival_column": …}` delivers each NULL-cursor row once, with the run whose
+/// window of the arrival column holds its value; a row with no arrival value is never sent.
+#[tokio::test]
+async fn null_cursor_rows_are_delivered_by_their_arrival_column() {
+    let f = Fixture::new("arrival").await;
+    let t = f.ds.table("orders");
+    f.ds.exec(&format!("CREATE TABLE `{t}` (id INT64, note STRING, updated_at TIMESTAMP, loaded_at TIMESTAMP)")).await;
+    f.ds.exec(&format!(
+        "INSERT INTO `{t}` (id, note, updated_at, loaded_at) VALUES \
+         (1, 'a', TIMESTAMP '2026-01-01 00:00:00+00', TIMESTAMP '2026-01-01 00:00:00+00'), \
+         (2, 'null', NULL, TIMESTAMP '2026-01-05 00:00:00+00'), (3, 'never', NULL, NULL)"
+    ))
+    .await;
+    let settings = json!({"settle": 0, "null_cursor": {"arrival_column": "loaded_at"}});
+    let r1 = run(&f, "orders", settings.clone(), 1, false).await;
+    assert_eq!(ok(&r1), RunStatus::Success);
+    assert_eq!(delivered(&f, 1), [1, 2]);
+    assert_eq!(r1.outcomes[0].null_cursor_rows, Some(2));
+
+    // A NULL-cursor row that arrives after run 1: the next run sends it, and nothing else.
+    f.ds.exec(&format!("INSERT INTO `{t}` (id, note, updated_at, loaded_at) VALUES (4, 'late', NULL, CURRENT_TIMESTAMP())")).await;
+    assert_eq!(ok(&run(&f, "orders", settings.clone(), 2, false).await), RunStatus::Success);
+    assert_eq!(delivered(&f, 2), [4]);
+    assert_eq!(ok(&run(&f, "orders", settings, 3, false).await), RunStatus::Empty);
+    assert_eq!(all_delivered(&f), [1, 2, 4], "each once; row 3 has no arrival time");
+
+    let marks = f
+        .ds
+        .rows(&format!(
+            "SELECT null_arrival_hi FROM `{}` WHERE export_name = '{}' AND export_status = 'SUCCESS' ORDER BY completed_at",
+            f.ds.table("export_metadata"),
+            f.export
+        ))
+        .await;
+    let marks: Vec<String> = marks.iter().map(|r| text(&r[0]).expect("a mark on every SUCCESS")).collect();
+    assert_eq!(marks.len(), 2);
+    assert!(marks[0] < marks[1], "the mark moves forward: {marks:?}");
+}

@@ -45,6 +45,13 @@ impl BigQuerySource {
             if let Some(hi) = &w.hi {
                 params.push(QueryParam::new("ferry_hi", hi.ty().sql_name(), hi.param_literal()));
             }
+            if let NullRows::Arrived { lo, hi, .. } = &w.nulls {
+                for (name, us) in [("ferry_alo", *lo), ("ferry_ahi", Some(*hi))] {
+                    if let Some(us) = us {
+                        params.push(QueryParam::new(name, "TIMESTAMP", CursorValue::Timestamp(us).param_literal()));
+                    }
+                }
+            }
         }
         if sql.contains("@run_date") {
             params.push(QueryParam::new("run_date", "DATE", run_date));
@@ -147,11 +154,21 @@ fn where_clause(export: &ExportSpec, window: &Window) -> String {
     if window.hi.is_some() {
         range.push(format!("{c} <= @ferry_hi"));
     }
-    match (range.is_empty(), window.nulls) {
+    let arrived = |column: &str, lo: &Option<i64>| {
+        let a = quote_column(column);
+        match lo {
+            Some(_) => format!("{c} IS NULL AND {a} > @ferry_alo AND {a} <= @ferry_ahi"),
+            None => format!("{c} IS NULL AND {a} <= @ferry_ahi"),
+        }
+    };
+    match (range.is_empty(), &window.nulls) {
         (true, NullRows::Included) => String::new(),
         (true, NullRows::Excluded) => format!(" WHERE {c} IS NOT NULL"),
         (false, NullRows::Excluded) => format!(" WHERE {}", range.join(" AND ")),
         (false, NullRows::Included) => format!(" WHERE ({}) OR {c} IS NULL", range.join(" AND ")),
+        // No cursor value bounds the window: it holds no row with a cursor value.
+        (true, NullRows::Arrived { column, lo, .. }) => format!(" WHERE {}", arrived(column, lo)),
+        (false, NullRows::Arrived { column, lo, .. }) => format!(" WHERE ({}) OR ({})", range.join(" AND "), arrived(column, lo)),
     }
 }
 

@@ -4,7 +4,8 @@
 //! last_exported_value, rows_exported, file_name, export_status, started_at, completed_at,
 //! error_message) plus ferry's (run_id, cursor_type, window_lo, bytes, sha256, message_id,
 //! `files`: a JSON array with the name, bytes, rows and sha256 of each file, `null_cursor_rows`:
-//! rows whose cursor was NULL when the run planned, and `recorded_at`: the server's
+//! rows whose cursor was NULL when the run planned, `null_arrival_hi`: the upper bound of the
+//! window of NULL-cursor rows by their arrival column, and `recorded_at`: the server's
 //! `CURRENT_TIMESTAMP()` when the row was inserted). A table created by the seed deployment, or
 //! by an earlier ferry, is extended with ferry's columns.
 //!
@@ -46,6 +47,7 @@ const FERRY_COLUMNS: &[(&str, &str)] = &[
     ("files", "STRING"),
     ("recorded_at", "TIMESTAMP"),
     ("null_cursor_rows", "INT64"),
+    ("null_arrival_hi", "STRING"),
 ];
 
 /// Columns of the leases table added after it was first shipped.
@@ -56,7 +58,7 @@ const LEASE_COLUMNS: &[(&str, &str)] = &[("host", "STRING"), ("pid", "INT64")];
 const RECORDED: &str = "COALESCE(recorded_at, completed_at)";
 
 const SELECT: &str = "run_id, export_name, source_table, export_status, last_exported_value, cursor_type, window_lo, \
-     rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id, files, null_cursor_rows";
+     rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id, files, null_cursor_rows, null_arrival_hi";
 
 /// Records runs in a BigQuery table.
 #[derive(Debug, Clone)]
@@ -136,6 +138,7 @@ fn parse_record(r: &[Cell]) -> RunRecord {
         message_id: g(14),
         files: g(15).and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default(),
         null_cursor_rows: g(16).and_then(|v| v.parse().ok()),
+        null_arrival_hi: g(17),
     }
 }
 
@@ -181,6 +184,23 @@ impl StateStore for MetadataStore {
         Ok(rows.first().and_then(|r| Some((text(r.first()).unwrap_or_default(), text(r.get(1))?))))
     }
 
+    async fn null_arrival_mark(&self, export: &str) -> Result<Option<String>, Failure> {
+        // Canonical TIMESTAMP text has a fixed width, so its largest value is the latest.
+        let sql = format!(
+            "SELECT MAX(null_arrival_hi) FROM {} WHERE export_name = @export AND UPPER(export_status) = 'SUCCESS'",
+            self.table
+        );
+        let rows = self
+            .bq
+            .query(&sql, &[QueryParam::new("export", "STRING", export)], 10)
+            .await
+            .map_err(|e| self.fail(e))?
+            .collect()
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(rows.first().and_then(|r| text(r.first())))
+    }
+
     async fn pending(&self, export: &str) -> Result<Vec<RunRecord>, Failure> {
         let t = &self.table;
         let sql = format!(
@@ -195,10 +215,10 @@ impl StateStore for MetadataStore {
         let sql = format!(
             "INSERT INTO {} (export_name, source_table, last_export_timestamp, last_exported_value, rows_exported, file_name, \
              export_status, started_at, completed_at, error_message, run_id, cursor_type, window_lo, bytes, sha256, message_id, files, \
-             null_cursor_rows, recorded_at) \
+             null_cursor_rows, null_arrival_hi, recorded_at) \
              VALUES (@export_name, @source_table, @last_export_timestamp, @last_exported_value, @rows_exported, @file_name, \
              @export_status, @started_at, @completed_at, @error_message, @run_id, @cursor_type, @window_lo, @bytes, @sha256, @message_id, @files, \
-             @null_cursor_rows, CURRENT_TIMESTAMP())",
+             @null_cursor_rows, @null_arrival_hi, CURRENT_TIMESTAMP())",
             self.table
         );
         let params = [
@@ -220,6 +240,7 @@ impl StateStore for MetadataStore {
             p("message_id", "STRING", r.message_id.clone()),
             p("files", "STRING", (!r.files.is_empty()).then(|| serde_json::to_string(&r.files).expect("files to JSON"))),
             p("null_cursor_rows", "INT64", r.null_cursor_rows.map(|n| n.to_string())),
+            p("null_arrival_hi", "STRING", r.null_arrival_hi.clone()),
         ];
         self.bq.execute(&sql, &params).await.map_err(|e| self.fail(e))?;
         Ok(())

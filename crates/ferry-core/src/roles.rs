@@ -31,13 +31,16 @@ impl Window {
 }
 
 /// Rows whose cursor column is NULL: no window of cursor values holds them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum NullRows {
     /// Not read (incremental runs: they are counted and reported instead).
     #[default]
     Excluded,
     /// Read with the window (full and non-incremental exports).
     Included,
+    /// Those whose TIMESTAMP `column` is in `(lo, hi]` (microseconds since the epoch; `lo`
+    /// `None`: from the beginning) are read with the window (`null_cursor: {"arrival_column"}`).
+    Arrived { column: String, lo: Option<i64>, hi: i64 },
 }
 
 impl std::fmt::Display for Window {
@@ -46,8 +49,13 @@ impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let side = |v: &Option<CursorValue>, open: &str| v.as_ref().map(|v| v.canonical()).unwrap_or_else(|| open.to_owned());
         write!(f, "({}, {}]", side(&self.lo, "-∞"), side(&self.hi, "∞"))?;
-        if self.nulls == NullRows::Included {
-            f.write_str(" + NULL")?;
+        match &self.nulls {
+            NullRows::Excluded => {}
+            NullRows::Included => f.write_str(" + NULL")?,
+            NullRows::Arrived { column, lo, hi } => {
+                let at = |us: i64| crate::text::format_timestamp(us);
+                write!(f, " + NULL with {column} in ({}, {}]", lo.map(at).unwrap_or_else(|| "-∞".to_owned()), at(*hi))?;
+            }
         }
         Ok(())
     }
@@ -168,6 +176,9 @@ pub struct RunRecord {
     /// them); `None` for an export without a cursor and in records written before ferry
     /// counted them.
     pub null_cursor_rows: Option<u64>,
+    /// With `null_cursor: {"arrival_column"}`: the upper bound of the arrival window this run
+    /// read (canonical TIMESTAMP text); the next run's lower bound once SUCCESS.
+    pub null_arrival_hi: Option<String>,
 }
 
 /// One file of a run, as delivered (or, in a PENDING record, as verified before publishing).
@@ -204,6 +215,9 @@ pub trait StateStore: Send + Sync {
     async fn ensure(&self) -> Result<(), Failure>;
     /// The latest SUCCESS record's `(cursor_type, last_exported_value)`.
     async fn watermark(&self, export: &str) -> Result<Option<(String, String)>, Failure>;
+    /// The largest `null_arrival_hi` of the export's SUCCESS records: where the window of
+    /// NULL-cursor rows by arrival starts (`null_cursor: {"arrival_column"}`).
+    async fn null_arrival_mark(&self, export: &str) -> Result<Option<String>, Failure>;
     /// PENDING records with no later record of the same run: runs interrupted between
     /// recording their verified upload and publishing the final result.
     async fn pending(&self, export: &str) -> Result<Vec<RunRecord>, Failure>;

@@ -20,6 +20,7 @@
 //! | `upload.abort`     | file name              | the temporary file is removed               |
 //! | `state.ensure`     | empty                  | none                                        |
 //! | `state.watermark`  | export                 | none                                        |
+//! | `state.arrival_mark` | export               | none                                        |
 //! | `state.pending`    | export                 | none                                        |
 //! | `state.append`     | status, e.g. `SUCCESS` | the record is appended                      |
 //! | `state.history`    | export, or empty       | none                                        |
@@ -58,6 +59,7 @@ pub const POINTS: &[&str] = &[
     "upload.abort",
     "state.ensure",
     "state.watermark",
+    "state.arrival_mark",
     "state.pending",
     "state.append",
     "state.history",

@@ -351,6 +351,55 @@ async fn full_and_non_incremental_exports_deliver_null_cursor_rows() {
 }
 
 #[tokio::test]
+async fn null_cursor_rows_go_once_with_the_window_of_their_arrival() {
+    let mut b = Bench::new(CursorType::Timestamp);
+    b.export().null_cursor = NullCursor::ArrivalColumn("loaded_at".to_owned());
+    b.at(utc("2026-05-01T12:00:00Z"));
+    b.source.push_values([(1, ts("2026-05-01T11:00:00Z"))]);
+    b.source.push_nulls_arrived([2], utc("2026-05-01T11:10:00Z"));
+    // Arrived inside settle: waits for the next run, as a cursor value would.
+    b.source.push_nulls_arrived([3], utc("2026-05-01T11:58:00Z"));
+    let r1 = b.run(false).await;
+    assert_eq!(status(&r1), RunStatus::Success);
+    let mut got = b.delivered(1);
+    got.sort_unstable();
+    assert_eq!(got, [1, 2], "row 2 arrived before now − settle; row 3 not yet");
+    let w = &r1.outcomes[0].window;
+    assert_eq!(
+        w.nulls,
+        NullRows::Arrived { column: "loaded_at".to_owned(), lo: None, hi: utc("2026-05-01T11:55:00Z").timestamp_micros() }
+    );
+    assert!(w.to_string().ends_with("+ NULL with loaded_at in (-∞, 2026-05-01T11:55:00.000000Z]"), "{w}");
+    let recorded = b.state.records().pop().unwrap();
+    assert_eq!(recorded.null_arrival_hi.as_deref(), Some("2026-05-01T11:55:00.000000Z"));
+
+    // No new cursor value, but NULL rows arrived: the run delivers them, and only them.
+    b.at(utc("2026-05-01T12:30:00Z"));
+    b.source.push_nulls_arrived([4], utc("2026-05-01T12:20:00Z"));
+    assert_eq!(status(&b.run(false).await), RunStatus::Success);
+    let mut got = b.delivered(2);
+    got.sort_unstable();
+    assert_eq!(got, [3, 4]);
+    // Nothing new anywhere: EMPTY, and the arrival mark does not move back.
+    let r3 = b.run(false).await;
+    assert_eq!(status(&r3), RunStatus::Empty);
+    assert_eq!(b.all_delivered(), [1, 2, 3, 4], "each row once");
+    assert_eq!(b.state.null_arrival_mark(EXPORT).await.unwrap().as_deref(), Some("2026-05-01T12:25:00.000000Z"));
+
+    // A full export reads every NULL row that has arrived, and the next run goes on from there.
+    b.source.push_nulls_arrived([5], utc("2026-05-01T12:24:00Z"));
+    b.at(utc("2026-05-01T12:40:00Z"));
+    let full = b.run(true).await;
+    let mut got = b.delivered(4);
+    got.sort_unstable();
+    assert_eq!(got, [1, 2, 3, 4, 5], "{:?}", full.outcomes[0].window);
+    b.source.push_nulls_arrived([6], utc("2026-05-01T12:36:00Z"));
+    b.at(utc("2026-05-01T12:50:00Z"));
+    b.run(false).await;
+    assert_eq!(b.delivered(5), [6]);
+}
+
+#[tokio::test]
 async fn an_incremental_export_of_only_null_cursors_is_empty_and_says_so() {
     let mut b = Bench::new(CursorType::Timestamp);
     b.source.push_nulls([1, 2, 3]);

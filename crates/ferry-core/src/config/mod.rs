@@ -169,20 +169,26 @@ pub struct RawExport {
     pub partial_days: bool,
     /// Rows whose `timestamp_column` is NULL, which no incremental window holds (full and
     /// non-incremental exports deliver them): `report` (default) counts them every run and
-    /// reports the count; `fail` fails the run before anything is written.
+    /// reports the count; `fail` fails the run before anything is written;
+    /// `{"arrival_column": "COLUMN"}` delivers each of them once, with the run whose window of
+    /// that TIMESTAMP column (its own watermark, also held back by `settle`) holds its value.
     #[serde(default)]
     pub null_cursor: Option<NullCursor>,
 }
 
 /// What an incremental run does about rows whose cursor is NULL.
-#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum NullCursor {
     /// Count them every run and report the count (run summary, notifications, metadata row).
     #[default]
     Report,
     /// Fail the run, before anything is written, while any exist.
     Fail,
+    /// Deliver them by another TIMESTAMP column of theirs, e.g. the time they were loaded: each
+    /// run also sends the rows with a NULL cursor whose value of this column is in
+    /// `(previous run's bound, source clock − settle]`, so each of them goes exactly once.
+    ArrivalColumn(String),
 }
 
 /// `settle` when the config names none: five minutes (see the README's "Windows").
@@ -380,6 +386,14 @@ fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, n
             cx.err(field, format!("{field} applies to incremental exports only"));
         }
     }
+    if let Some(NullCursor::ArrivalColumn(a)) = &x.null_cursor {
+        if !is_column(a) {
+            cx.at("null_cursor")
+                .err("arrival_column", format!("{a:?} is not a valid column name (letters, digits and '_', not starting with a digit)"));
+        } else if x.timestamp_column.as_deref() == Some(a.as_str()) {
+            cx.at("null_cursor").err("arrival_column", format!("{a:?} is the timestamp_column itself; name another TIMESTAMP column"));
+        }
+    }
     if let Some(s) = x.settle.filter(|s| *s > MAX_SETTLE_SECONDS) {
         cx.err("settle", format!("expected at most {MAX_SETTLE_SECONDS} seconds (a day), found {s}"));
     }
@@ -410,7 +424,7 @@ fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, n
         settle: x.settle.unwrap_or(DEFAULT_SETTLE_SECONDS),
         cursor_zone,
         partial_days: x.partial_days,
-        null_cursor: x.null_cursor.unwrap_or_default(),
+        null_cursor: x.null_cursor.clone().unwrap_or_default(),
         date_zone: chrono_tz::Tz::UTC,
     })
 }

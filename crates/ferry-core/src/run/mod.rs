@@ -269,6 +269,10 @@ impl Runner<'_> {
             error_message: error,
             message_id: ctx.message_id.map(str::to_owned),
             null_cursor_rows: o.null_cursor_rows,
+            null_arrival_hi: match &o.window.nulls {
+                crate::roles::NullRows::Arrived { hi, .. } => Some(crate::text::format_timestamp(*hi)),
+                _ => None,
+            },
         }
     }
 

@@ -93,7 +93,11 @@ impl Runner<'_> {
             Some(_) => Some(source.bounds(export, &run_date_text).await?),
             None => None,
         };
-        let nulls = if full { NullRows::Included } else { NullRows::Excluded };
+        let nulls = match (&export.null_cursor, &bounds) {
+            (NullCursor::ArrivalColumn(column), Some(b)) if export.incremental => self.arrival_window(export, column, b, full).await?,
+            _ if full => NullRows::Included,
+            _ => NullRows::Excluded,
+        };
         let (hi, hi_rule) = match &bounds {
             Some(b) if export.incremental => {
                 let (hi, rule) = settled_hi(export, b);
@@ -160,8 +164,11 @@ impl Runner<'_> {
         bounds: &Bounds,
         run_date: &str,
     ) -> Result<bool, Failure> {
-        if window.nulls == NullRows::Included && bounds.null_rows > 0 {
-            return Ok(true);
+        match &window.nulls {
+            NullRows::Included if bounds.null_rows > 0 => return Ok(true),
+            // Whether any of them arrived in the window only a count can tell.
+            NullRows::Arrived { .. } if bounds.null_rows > 0 => return Ok(source.count(export, window, run_date).await? > 0),
+            _ => {}
         }
         let Some(hi) = &window.hi else { return Ok(false) };
         if let Some(lo) = &window.lo {
@@ -174,6 +181,29 @@ impl Runner<'_> {
             return Ok(true);
         }
         Ok(source.count(export, window, run_date).await? > 0)
+    }
+
+    /// The window of NULL-cursor rows by their arrival column: from the last SUCCESS's bound
+    /// (the beginning for a full export) to the source clock − `settle`, never back.
+    async fn arrival_window(&self, export: &ExportSpec, column: &str, b: &Bounds, full: bool) -> Result<NullRows, Failure> {
+        let settle = TimeDelta::try_seconds(i64::try_from(export.settle).unwrap_or(i64::MAX)).unwrap_or(TimeDelta::MAX);
+        let hi = b.now.checked_sub_signed(settle).unwrap_or(DateTime::<Utc>::MIN_UTC).timestamp_micros();
+        let lo = match full {
+            true => None,
+            false => match self.state.null_arrival_mark(&export.name).await? {
+                None => None,
+                Some(text) => match CursorValue::parse(CursorType::Timestamp, &text) {
+                    Ok(CursorValue::Timestamp(us)) => Some(us),
+                    _ => {
+                        return Err(Failure::with_class(
+                            ErrorClass::Permanent,
+                            format!("metadata table: null_arrival_hi {text:?} of export {} is not a TIMESTAMP", export.name),
+                        ))
+                    }
+                },
+            },
+        };
+        Ok(NullRows::Arrived { column: column.to_owned(), lo, hi: lo.map_or(hi, |lo| lo.max(hi)) })
     }
 
     async fn watermark(&self, export: &ExportSpec, column_type: Option<CursorType>) -> Result<Option<CursorValue>, Failure> {

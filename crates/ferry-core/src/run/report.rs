@@ -117,10 +117,13 @@ impl ExportOutcome {
     pub fn null_cursor_note(&self) -> Option<String> {
         let n = self.null_cursor_rows.filter(|n| *n > 0)?;
         let rows = if n == 1 { "1 row has".to_owned() } else { format!("{n} rows have") };
-        Some(match self.window.nulls {
+        Some(match &self.window.nulls {
             NullRows::Included => format!("{rows} a NULL cursor; this full export read them too"),
             NullRows::Excluded => {
                 format!("{rows} a NULL cursor and are not delivered by incremental runs (deliver them with a full export)")
+            }
+            NullRows::Arrived { column, .. } => {
+                format!("{rows} a NULL cursor; each is delivered once, by the run whose window of {column} holds its value")
             }
         })
     }

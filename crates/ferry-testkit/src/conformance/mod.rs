@@ -58,6 +58,7 @@ macro_rules! state_conformance {
             ensure_is_idempotent_and_keeps_records,
             a_record_reads_back_as_appended,
             the_watermark_is_the_latest_success,
+            the_null_arrival_mark_is_the_largest_success_bound,
             pending_lists_the_runs_not_settled,
             by_message_finds_the_records_of_one_message,
             history_is_newest_first_and_limited,

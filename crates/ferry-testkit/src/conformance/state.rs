@@ -52,6 +52,7 @@ fn record(export: &str, run: &str, status: RunStatus, value: Option<&str>, at: i
         error_message: None,
         message_id: None,
         null_cursor_rows: None,
+        null_arrival_hi: None,
     }
 }
 
@@ -111,9 +112,30 @@ pub async fn a_record_reads_back_as_appended(b: impl StateBackend) {
     full.error_message = Some("sftp: \"quoted\" 'text'\nsecond line, caf\u{e9} \u{2713}".to_owned());
     full.message_id = Some("msg-1".to_owned());
     full.null_cursor_rows = Some(3_000_000_000);
+    full.null_arrival_hi = Some("2026-10-01T08:25:00.000000Z".to_owned());
     append(s, &[&minimal, &full]).await;
 
     assert_eq!(s.history(Some(E), 10).await.expect("history"), [full, minimal]);
+}
+
+/// The arrival mark of NULL-cursor rows is the largest `null_arrival_hi` of the export's
+/// SUCCESS records; other statuses and other exports do not move it.
+pub async fn the_null_arrival_mark_is_the_largest_success_bound(b: impl StateBackend) {
+    let s = b.store();
+    let with = |run: &str, status: RunStatus, hi: Option<&str>, at: i64, export: &str| RunRecord {
+        null_arrival_hi: hi.map(str::to_owned),
+        ..record(export, run, status, Some("2026-10-01T08:00:00.000000Z"), at)
+    };
+    assert_eq!(s.null_arrival_mark(E).await.expect("mark"), None, "no record, no mark");
+    let early = with("r1", RunStatus::Success, Some("2026-10-01T08:00:00.000000Z"), 1, E);
+    let failed = with("r2", RunStatus::Failed, Some("2026-10-01T09:00:00.000000Z"), 2, E);
+    let other = with("r3", RunStatus::Success, Some("2026-10-01T10:00:00.000000Z"), 3, OTHER);
+    let none = with("r4", RunStatus::Success, None, 4, E);
+    let later = with("r5", RunStatus::Success, Some("2026-10-01T08:30:00.000000Z"), 5, E);
+    append(s, &[&early, &failed, &other, &none]).await;
+    assert_eq!(s.null_arrival_mark(E).await.expect("mark").as_deref(), Some("2026-10-01T08:00:00.000000Z"));
+    append(s, &[&later]).await;
+    assert_eq!(s.null_arrival_mark(E).await.expect("mark").as_deref(), Some("2026-10-01T08:30:00.000000Z"));
 }
 
 /// The watermark is the `(cursor_type, last_exported_value)` of the latest SUCCESS record of

@@ -2,6 +2,7 @@
 //! any cursor type, and NULL for rows without a cursor value. Its clock can be set, so that the
 //! planning rules (`settle`, complete days) are tested without waiting.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -21,6 +22,8 @@ type Row = (i64, Option<CursorValue>);
 #[derive(Debug, Clone)]
 pub struct MemorySource {
     rows: Arc<Mutex<Vec<Row>>>,
+    /// The arrival column's value of rows that have one (microseconds since the epoch).
+    arrived: Arc<Mutex<HashMap<i64, i64>>>,
     batch_rows: usize,
     ty: CursorType,
     clock: Clock,
@@ -34,7 +37,7 @@ impl MemorySource {
 
     /// An empty source whose cursor has type `ty`.
     pub fn typed(batch_rows: usize, ty: CursorType) -> Self {
-        Self { rows: Arc::default(), batch_rows: batch_rows.max(1), ty, clock: Clock::default() }
+        Self { rows: Arc::default(), arrived: Arc::default(), batch_rows: batch_rows.max(1), ty, clock: Clock::default() }
     }
 
     /// The source's clock (what [`Source::bounds`] reports as `now`); move or set it.
@@ -61,6 +64,14 @@ impl MemorySource {
         self.push_values(ids.into_iter().map(|id| (id, None)));
     }
 
+    /// Adds rows whose cursor is NULL and whose arrival column (`null_cursor:
+    /// {"arrival_column"}`) holds `at`.
+    pub fn push_nulls_arrived(&self, ids: impl IntoIterator<Item = i64>, at: chrono::DateTime<chrono::Utc>) {
+        let ids: Vec<i64> = ids.into_iter().collect();
+        self.arrived.lock().unwrap_or_else(|e| e.into_inner()).extend(ids.iter().map(|id| (*id, at.timestamp_micros())));
+        self.push_nulls(ids);
+    }
+
     /// Every id, in insertion order.
     pub fn ids(&self) -> Vec<i64> {
         self.rows.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|r| r.0).collect()
@@ -80,13 +91,20 @@ impl MemorySource {
     fn window_rows(&self, window: &Window) -> Vec<Row> {
         let above = |v: &CursorValue| window.lo.as_ref().is_none_or(|lo| v.compare(lo) == Some(std::cmp::Ordering::Greater));
         let below = |v: &CursorValue| window.hi.as_ref().is_none_or(|hi| v.compare(hi) != Some(std::cmp::Ordering::Greater));
+        let arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.rows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, v)| match v {
+            .filter(|(id, v)| match v {
                 Some(v) => above(v) && below(v),
-                None => window.nulls == NullRows::Included,
+                None => match &window.nulls {
+                    NullRows::Excluded => false,
+                    NullRows::Included => true,
+                    NullRows::Arrived { lo, hi, .. } => {
+                        arrived.get(id).is_some_and(|at| lo.is_none_or(|lo| *at > lo) && *at <= *hi)
+                    }
+                },
             })
             .cloned()
             .collect()

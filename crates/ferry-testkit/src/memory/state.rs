@@ -129,6 +129,12 @@ impl StateStore for MemoryStateStore {
         pass.reply(Ok(latest.and_then(|r| Some((r.cursor_type.unwrap_or_default(), r.last_exported_value?)))))
     }
 
+    async fn null_arrival_mark(&self, export: &str) -> Result<Option<String>, Failure> {
+        let pass = self.faults.enter("state.arrival_mark", export).await?;
+        let mark = self.select(Some(export), |r| r.status == RunStatus::Success).into_iter().filter_map(|r| r.null_arrival_hi).max();
+        pass.reply(Ok(mark))
+    }
+
     async fn pending(&self, export: &str) -> Result<Vec<RunRecord>, Failure> {
         let pass = self.faults.enter("state.pending", export).await?;
         let settled: Vec<(String, String)> =
@@ -276,6 +282,7 @@ mod tests {
             error_message: None,
             message_id: None,
             null_cursor_rows: None,
+            null_arrival_hi: None,
         }
     }
 
