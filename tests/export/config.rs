@@ -73,7 +73,7 @@ fn window_settings_apply_to_incremental_exports_and_set_the_date_zone() {
     v["schedules"] = json!([{"name": "a", "cron": "0 2 * * *", "time_zone": "Pacific/Auckland"}]);
     let config = RawConfig::from_json(&v.to_string()).unwrap().validate(&Registry, &env).expect("valid");
     let x = &config.exports[0];
-    assert_eq!((x.settle, x.cursor_zone.name(), x.null_cursor), (0, "Europe/Berlin", ferry_core::config::NullCursor::Fail));
+    assert_eq!((x.settle, x.cursor_zone.name(), x.null_cursor.clone()), (0, "Europe/Berlin", ferry_core::config::NullCursor::Fail));
     assert_eq!(x.date_zone.name(), "Pacific/Auckland", "the run date follows the schedule's zone");
     let defaults = RawConfig::from_json(&base().to_string()).unwrap().validate(&Registry, &env).expect("valid");
     let x = &defaults.exports[0];

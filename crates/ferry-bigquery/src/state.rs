@@ -186,10 +186,8 @@ impl StateStore for MetadataStore {
 
     async fn null_arrival_mark(&self, export: &str) -> Result<Option<String>, Failure> {
         // Canonical TIMESTAMP text has a fixed width, so its largest value is the latest.
-        let sql = format!(
-            "SELECT MAX(null_arrival_hi) FROM {} WHERE export_name = @export AND UPPER(export_status) = 'SUCCESS'",
-            self.table
-        );
+        let sql =
+            format!("SELECT MAX(null_arrival_hi) FROM {} WHERE export_name = @export AND UPPER(export_status) = 'SUCCESS'", self.table);
         let rows = self
             .bq
             .query(&sql, &[QueryParam::new("export", "STRING", export)], 10)

@@ -365,10 +365,7 @@ async fn null_cursor_rows_go_once_with_the_window_of_their_arrival() {
     got.sort_unstable();
     assert_eq!(got, [1, 2], "row 2 arrived before now − settle; row 3 not yet");
     let w = &r1.outcomes[0].window;
-    assert_eq!(
-        w.nulls,
-        NullRows::Arrived { column: "loaded_at".to_owned(), lo: None, hi: utc("2026-05-01T11:55:00Z").timestamp_micros() }
-    );
+    assert_eq!(w.nulls, NullRows::Arrived { column: "loaded_at".to_owned(), lo: None, hi: utc("2026-05-01T11:55:00Z").timestamp_micros() });
     assert!(w.to_string().ends_with("+ NULL with loaded_at in (-∞, 2026-05-01T11:55:00.000000Z]"), "{w}");
     let recorded = b.state.records().pop().unwrap();
     assert_eq!(recorded.null_arrival_hi.as_deref(), Some("2026-05-01T11:55:00.000000Z"));

@@ -101,9 +101,7 @@ impl MemorySource {
                 None => match &window.nulls {
                     NullRows::Excluded => false,
                     NullRows::Included => true,
-                    NullRows::Arrived { lo, hi, .. } => {
-                        arrived.get(id).is_some_and(|at| lo.is_none_or(|lo| *at > lo) && *at <= *hi)
-                    }
+                    NullRows::Arrived { lo, hi, .. } => arrived.get(id).is_some_and(|at| lo.is_none_or(|lo| *at > lo) && *at <= *hi),
                 },
             })
             .cloned()
