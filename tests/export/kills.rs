@@ -2,14 +2,18 @@
 //! process dies, the next runs converge to every source row delivered exactly once, and no
 //! partial file is ever listed under a final name.
 //!
+//! The `ferry` processes are run with `tokio::process`: a blocking wait would stall the test's
+//! runtime long enough for the BigQuery client's pooled connection to go stale.
+//!
 //! The moments come from a seed, printed first and in every failure; set `FERRY_KILL_SEED` to
 //! replay a run, `FERRY_KILL_ITERATIONS` for more iterations.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::process::Command;
 
 use crate::common::{ferry_bin, text, Fixture};
 
@@ -123,7 +127,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         std::fs::write(&p, v.to_string()).unwrap();
         p
     };
-    let out = cli(&f, &probe).stdout(Stdio::piped()).stderr(Stdio::piped()).output().expect("run ferry");
+    let out = cli(&f, &probe).stdout(Stdio::piped()).stderr(Stdio::piped()).output().await.expect("run ferry");
     assert!(
         out.status.success(),
         "an uninterrupted run succeeds: {}{}",
@@ -153,9 +157,9 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if !finished {
-            child.kill().expect("SIGKILL");
+            child.start_kill().expect("SIGKILL");
         }
-        child.wait().expect("reaped");
+        child.wait().await.expect("reaped");
         *kills.entry(if finished { "finished" } else { "killed" }).or_insert(0) += 1;
         no_partial_file_listed(&f, seed, &format!("after iteration {i} (kill at {at:?})")).await;
         // The killed run's lease: its process is gone, so it may be released without --force.
@@ -166,6 +170,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
+            .await
             .expect("ferry lease release");
         assert!(released.success(), "seed {seed}: the lease of a killed run is released");
     }
@@ -173,7 +178,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
 
     // The temporary files of killed runs are older than the lease by the next run.
     tokio::time::sleep(Duration::from_secs(LEASE_TTL + 1)).await;
-    let out = cli(&f, &config).stdout(Stdio::piped()).stderr(Stdio::piped()).output().expect("run ferry");
+    let out = cli(&f, &config).stdout(Stdio::piped()).stderr(Stdio::piped()).output().await.expect("run ferry");
     assert!(
         out.status.success(),
         "seed {seed}: a run without kills succeeds: {}{}",
