@@ -102,6 +102,21 @@ impl Fixture {
         rows.iter().map(|r| (text(&r[0]).unwrap_or_default(), text(&r[1]).and_then(|v| v.parse().ok()).unwrap_or(0), text(&r[2]))).collect()
     }
 
+    /// `column` of the export's metadata rows (those with `status`, or all), in the order
+    /// `metadata` lists them; NULL is `None`.
+    pub async fn column(&self, column: &str, status: Option<&str>) -> Vec<Option<String>> {
+        let only = status.map(|s| format!(" AND export_status = '{s}'")).unwrap_or_default();
+        let rows = self
+            .ds
+            .rows(&format!(
+                "SELECT {column} FROM `{}` WHERE export_name = '{}'{only} ORDER BY completed_at, export_status",
+                self.ds.table("export_metadata"),
+                self.export
+            ))
+            .await;
+        rows.iter().map(|r| text(&r[0])).collect()
+    }
+
     /// The export's watermark as the metadata table has it.
     pub async fn watermark(&self) -> Option<String> {
         self.metadata().await.into_iter().rev().find(|m| m.0 == "SUCCESS").and_then(|m| m.2)

@@ -134,14 +134,7 @@ async fn a_partner_collecting_files_on_arrival_gets_every_row_once() {
     }
     ids.sort_unstable();
     assert_eq!(ids, [1, 2, 3], "every row once");
-    let history =
-        f.ds.rows(&format!(
-            "SELECT error_message FROM `{}` WHERE export_name = '{}' AND export_status = 'SUCCESS' AND error_message IS NOT NULL",
-            f.ds.table("export_metadata"),
-            f.export
-        ))
-        .await;
-    let note = crate::common::text(&history[0][0]).unwrap_or_default();
+    let note = f.column("error_message", Some("SUCCESS")).await.into_iter().flatten().next().unwrap_or_default();
     assert!(note.contains("collected by the partner"), "the history says how the run was settled: {note}");
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::process::Command;
 
-use crate::common::{ferry_bin, text, Fixture};
+use crate::common::{ferry_bin, Fixture};
 
 /// Rows in the table before the first run, and added before some later runs.
 const ROWS: i64 = 200_000;
@@ -53,13 +53,9 @@ async fn add_rows(f: &Fixture, from: i64, to: i64) {
 /// Every file name and size any record of the export lists (PENDING records list a run's
 /// files before any of them is published).
 async fn recorded_files(f: &Fixture) -> HashMap<String, u64> {
-    let rows = f
-        .ds
-        .rows(&format!("SELECT files FROM `{}` WHERE export_name = '{}' AND files IS NOT NULL", f.ds.table("export_metadata"), f.export))
-        .await;
     let mut out = HashMap::new();
-    for r in rows {
-        let files: Vec<ferry_core::FileRecord> = serde_json::from_str(&text(&r[0]).unwrap_or_default()).expect("files JSON");
+    for json in f.column("files", None).await.into_iter().flatten() {
+        let files: Vec<ferry_core::FileRecord> = serde_json::from_str(&json).expect("files JSON");
         for file in files {
             out.insert(file.name, file.bytes);
         }

@@ -27,14 +27,8 @@ async fn orders_n(f: &Fixture, from: i64, n: i64) {
 
 /// The `files` column of the latest record with `status`.
 async fn recorded_files(f: &Fixture, status: &str) -> Vec<FileRecord> {
-    let rows =
-        f.ds.rows(&format!(
-            "SELECT files FROM `{}` WHERE export_name = '{}' AND export_status = '{status}' ORDER BY completed_at DESC LIMIT 1",
-            f.ds.table("export_metadata"),
-            f.export
-        ))
-        .await;
-    serde_json::from_str(&text(&rows[0][0]).expect("files recorded")).expect("files JSON")
+    let latest = f.column("files", Some(status)).await.pop().flatten().expect("files recorded");
+    serde_json::from_str(&latest).expect("files JSON")
 }
 
 fn csv_text(bytes: &[u8], gzip: bool) -> String {

@@ -270,14 +270,8 @@ async fn null_cursor_rows_are_delivered_by_their_arrival_column() {
     assert_eq!(ok(&run(&f, "orders", settings, 3, false).await), RunStatus::Empty);
     assert_eq!(all_delivered(&f), [1, 2, 4], "each once; row 3 has no arrival time");
 
-    let marks =
-        f.ds.rows(&format!(
-            "SELECT null_arrival_hi FROM `{}` WHERE export_name = '{}' AND export_status = 'SUCCESS' ORDER BY completed_at",
-            f.ds.table("export_metadata"),
-            f.export
-        ))
-        .await;
-    let marks: Vec<String> = marks.iter().map(|r| text(&r[0]).expect("a mark on every SUCCESS")).collect();
+    let marks: Vec<String> =
+        f.column("null_arrival_hi", Some("SUCCESS")).await.into_iter().map(|m| m.expect("a mark on every SUCCESS")).collect();
     assert_eq!(marks.len(), 2);
     assert!(marks[0] < marks[1], "the mark moves forward: {marks:?}");
 }

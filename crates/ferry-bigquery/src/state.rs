@@ -98,9 +98,13 @@ impl MetadataStore {
         Ok(())
     }
 
+    /// Every row `sql` returns.
+    async fn rows(&self, sql: &str, params: &[QueryParam]) -> Result<Vec<Vec<Cell>>, Failure> {
+        self.bq.query(sql, params, 1000).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))
+    }
+
     async fn records(&self, sql: &str, params: &[QueryParam]) -> Result<Vec<RunRecord>, Failure> {
-        let rows = self.bq.query(sql, params, 1000).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
-        Ok(rows.iter().map(|r| parse_record(r)).collect())
+        Ok(self.rows(sql, params).await?.iter().map(|r| parse_record(r)).collect())
     }
 }
 
@@ -173,14 +177,7 @@ impl StateStore for MetadataStore {
              AND last_exported_value IS NOT NULL ORDER BY {RECORDED} DESC, completed_at DESC LIMIT 1",
             self.table
         );
-        let rows = self
-            .bq
-            .query(&sql, &[QueryParam::new("export", "STRING", export)], 10)
-            .await
-            .map_err(|e| self.fail(e))?
-            .collect()
-            .await
-            .map_err(|e| self.fail(e))?;
+        let rows = self.rows(&sql, &[QueryParam::new("export", "STRING", export)]).await?;
         Ok(rows.first().and_then(|r| Some((text(r.first()).unwrap_or_default(), text(r.get(1))?))))
     }
 
@@ -188,14 +185,7 @@ impl StateStore for MetadataStore {
         // Canonical TIMESTAMP text has a fixed width, so its largest value is the latest.
         let sql =
             format!("SELECT MAX(null_arrival_hi) FROM {} WHERE export_name = @export AND UPPER(export_status) = 'SUCCESS'", self.table);
-        let rows = self
-            .bq
-            .query(&sql, &[QueryParam::new("export", "STRING", export)], 10)
-            .await
-            .map_err(|e| self.fail(e))?
-            .collect()
-            .await
-            .map_err(|e| self.fail(e))?;
+        let rows = self.rows(&sql, &[QueryParam::new("export", "STRING", export)]).await?;
         Ok(rows.first().and_then(|r| text(r.first())))
     }
 
@@ -285,7 +275,7 @@ impl StateStore for MetadataStore {
         let mut inserted = false;
         loop {
             let out_of_time = std::time::Instant::now() >= deadline;
-            let all = self.bq.query(&claims, &who[..1], 1000).await.map_err(|e| self.fail(e))?.collect().await.map_err(|e| self.fail(e))?;
+            let all = self.rows(&claims, &who[..1]).await?;
             let is_live = |r: &Vec<Cell>| text(r.get(3)).as_deref() == Some("true");
             let expired = all.iter().any(|r| !is_live(r));
             // Our claim, live or not: with a TTL shorter than the round trip it may have
@@ -359,14 +349,7 @@ impl StateStore for MetadataStore {
              WHERE export_name = @export ORDER BY acquired_at, holder",
             self.leases
         );
-        let rows = self
-            .bq
-            .query(&sql, &[QueryParam::new("export", "STRING", export)], 1000)
-            .await
-            .map_err(|e| self.fail(e))?
-            .collect()
-            .await
-            .map_err(|e| self.fail(e))?;
+        let rows = self.rows(&sql, &[QueryParam::new("export", "STRING", export)]).await?;
         let leases: Vec<Lease> = rows
             .iter()
             .map(|r| Lease {

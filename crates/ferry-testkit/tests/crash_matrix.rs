@@ -225,7 +225,7 @@ async fn every_fault_at_every_call_converges_to_each_row_once() {
             }
         }
     }
-    assert!(cases.len() >= 128, "{} cases", cases.len());
+    assert_eq!(cases.len(), 130, "cases");
     let mut broken = Vec::new();
     for (label, handle) in cases {
         if let Err(why) = handle.await.expect("case") {

@@ -199,8 +199,8 @@ struct Parts<'a> {
     run_id: &'a str,
     /// The file being written, and its temporary name.
     current: Option<(Box<dyn crate::Upload>, String)>,
-    /// Files written and verified, with their temporary names.
-    sealed: Vec<(Box<dyn crate::Upload>, String)>,
+    /// Files written and verified, in the order of `files` (which has their names).
+    sealed: Vec<Box<dyn crate::Upload>>,
     files: Vec<FileRecord>,
     /// Bytes handed to the sink so far, for progress.
     sent: u64,
@@ -289,8 +289,8 @@ impl Parts<'_> {
         let mut temp = None;
         if let Some((mut upload, t)) = self.current.take() {
             upload.seal().await?;
-            temp = Some(t.clone());
-            self.sealed.push((upload, t));
+            temp = Some(t);
+            self.sealed.push(upload);
         }
         let name = self.next_name();
         self.files.push(FileRecord { name, bytes: totals.bytes, rows: totals.rows, sha256: totals.sha256, temp });
@@ -299,7 +299,7 @@ impl Parts<'_> {
 
     /// Removes every temporary file.
     async fn abort(&mut self) {
-        for (upload, _) in self.current.take().into_iter().chain(self.sealed.drain(..)) {
+        for upload in self.current.take().map(|(u, _)| u).into_iter().chain(self.sealed.drain(..)) {
             upload.abort().await;
         }
     }
@@ -311,8 +311,8 @@ impl Parts<'_> {
     /// publish from them.
     async fn publish(&mut self) -> Result<(), Stop> {
         let mut published: Vec<String> = Vec::new();
-        let mut uploads = std::mem::take(&mut self.sealed).into_iter().zip(self.files.iter().map(|f| f.name.clone()));
-        while let Some(((upload, temp), name)) = uploads.next() {
+        let mut uploads = std::mem::take(&mut self.sealed).into_iter().zip(&self.files);
+        while let Some((upload, file)) = uploads.next() {
             let failed = match upload.commit().await {
                 Ok(p) => {
                     published.push(p.name);
@@ -325,12 +325,12 @@ impl Parts<'_> {
             };
             let rest: Vec<_> = uploads.collect();
             if let (crate::PublishError::NotPublished(e), true) = (&failed, published.is_empty()) {
-                if let Some(sink) = self.sink {
-                    if let Err(r) = sink.remove(&temp).await {
+                if let (Some(sink), Some(temp)) = (self.sink, &file.temp) {
+                    if let Err(r) = sink.remove(temp).await {
                         tracing::warn!(export = self.export, file = %temp, error = %r, "could not remove a temporary file");
                     }
                 }
-                for ((u, _), _) in rest {
+                for (u, _) in rest {
                     u.abort().await;
                 }
                 return Err(Stop::record(Failure::with_class(e.class(), format!("{e}; nothing was published"))));
@@ -342,7 +342,7 @@ impl Parts<'_> {
             let e = failed.into_failure();
             return Err(Stop::quiet(Failure::with_class(
                 e.class(),
-                format!("publishing {name}: {e}; {done}the next run finishes publishing from the verified temporary files"),
+                format!("publishing {}: {e}; {done}the next run finishes publishing from the verified temporary files", file.name),
             )));
         }
         Ok(())
