@@ -8,7 +8,7 @@ use ferry_core::FileRecord;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::common::{ids, insert, orders, text, Fixture};
+use crate::common::{ids, insert, orders, Fixture};
 
 /// `(id, ts)` rows 1..=n, one second apart.
 fn rows(from: i64, n: i64) -> Vec<(i64, String)> {
