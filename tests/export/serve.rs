@@ -107,6 +107,11 @@ async fn statuses_for(f: &Fixture, message_id: &str) -> Vec<String> {
     job.collect().await.unwrap_or_default().iter().filter_map(|r| crate::common::text(&r[0])).collect()
 }
 
+/// How long a redelivered message may take to succeed: the Pub/Sub emulator's redelivery
+/// backoff plus a run's dozen metadata-table calls, each of which a loaded BigQuery emulator
+/// answers in seconds.
+const DELIVERY: u64 = 240;
+
 async fn wait_for_success(f: &Fixture, message_id: &str, secs: u64) -> Vec<String> {
     eventually(Duration::from_secs(secs), "a SUCCESS row for the message", || async {
         let s = statuses_for(f, message_id).await;
@@ -138,7 +143,7 @@ async fn a_message_published_with_ferry_publish_is_delivered_and_recorded() {
     assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
     let message_id = printed.split_whitespace().nth(2).expect("message id").to_owned();
 
-    assert_eq!(wait_for_success(&f, &message_id, 120).await, ["PENDING", "SUCCESS"]);
+    assert_eq!(wait_for_success(&f, &message_id, DELIVERY).await, ["PENDING", "SUCCESS"]);
     assert_eq!(ids(&f.delivered_rows()), [1, 2]);
     // Under load the emulator may redeliver before the first delivery answers; such a redelivery
     // is answered 503 (busy) or 200 (already delivered). The delivery itself is the 200 answer.
@@ -172,7 +177,7 @@ async fn a_retryable_failure_is_redelivered_by_the_emulator_and_delivered_once()
     topic.push_to(&format!("{}/", svc.url)).await;
     let message_id = topic.publish(json!({"config": name}).to_string().as_bytes(), json!({})).await;
 
-    assert_eq!(wait_for_success(&f, &message_id, 120).await, ["FAILED", "PENDING", "SUCCESS"]);
+    assert_eq!(wait_for_success(&f, &message_id, DELIVERY).await, ["FAILED", "PENDING", "SUCCESS"]);
     assert!(svc.entries().iter().any(|e| e["message"] == "push handled" && e["http_status"] == 503), "the first attempt asked for a retry");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(statuses_for(&f, &message_id).await, ["FAILED", "PENDING", "SUCCESS"], "no further delivery");
@@ -223,7 +228,7 @@ async fn a_redelivery_while_the_first_delivery_still_runs_is_retried_until_it_is
     topic.push_to(&format!("{}/", svc.url)).await;
     let message_id = topic.publish(json!({"config": name}).to_string().as_bytes(), json!({})).await;
 
-    assert_eq!(wait_for_success(&f, &message_id, 120).await, ["PENDING", "SUCCESS"]);
+    assert_eq!(wait_for_success(&f, &message_id, DELIVERY).await, ["PENDING", "SUCCESS"]);
     eventually(Duration::from_secs(30), "a redelivery answered after the delivery", || async {
         svc.entries().iter().any(|e| e["message"] == "message already delivered; nothing to do").then_some(())
     })
