@@ -21,6 +21,8 @@ impl Fixture {
         let dir = TestDir::create(prefix);
         let mut env = HashMap::new();
         env.insert("SFTP_PASSWORD".to_owned(), stack().file("FERRY_SFTP_PASSWORD_FILE"));
+        // The Slack and SMTP stand-ins listen on 127.0.0.1 without TLS.
+        env.insert("FERRY_ALLOW_PLAINTEXT_LOOPBACK".to_owned(), "1".to_owned());
         Self { ds, dir, export: unique("x"), env }
     }
 

@@ -569,3 +569,87 @@ fn ferry_check_refuses_repeating_names_and_prints_the_warning_when_allowed() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn errors_with(v: &Value, vars: &[(&str, &str)]) -> String {
+    let lookup = |k: &str| vars.iter().find(|(name, _)| *name == k).map(|(_, v)| (*v).to_owned()).or_else(|| env(k));
+    match RawConfig::from_json(&v.to_string()).and_then(|r| r.validate(&Registry, &lookup)) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn oversized_values_get_one_short_error_that_names_the_field() {
+    let three_mb = "x".repeat(3 << 20);
+    let cases = [
+        ("exports.0.destination_filename", json!(format!("{three_mb}.csv")), "exports[0].destination_filename: \"xxxxxxxx"),
+        ("sftp.path", json!(format!("/{three_mb}")), "sftp.path: \"/xxxxxxx"),
+        ("exports.0.columns", json!(vec!["id"; 10_001]), "exports[0].columns: expected at most 10000 items, found 10001"),
+        ("sftp.path", json!("/a".repeat(2100)), "is longer than 4096 bytes, the longest path a server accepts"),
+        ("sftp.path", json!(format!("/upload/{}", "d".repeat(256))), "the directory name \"dddd"),
+        ("sftp.host", json!("bad host;rm"), "sftp.host: expected a host name or IP address, found \"bad host;rm\""),
+    ];
+    for (path, value, want) in cases {
+        let e = errors_of(&with(path, value));
+        assert!(e.contains(want), "{want:?} in {e}");
+        assert!(e.len() < 600, "{path}: a short message, not the value: {} bytes", e.len());
+    }
+    let file = RawConfig::from_json(&format!("{{\"pad\": \"{}\"}}", "y".repeat(5 << 20))).unwrap_err().to_string();
+    assert!(file.contains("more than 4194304 bytes") && file.len() < 200, "{file}");
+}
+
+#[test]
+fn file_names_may_be_255_bytes_once_rendered_and_temporary_names_fit() {
+    let name = |n: usize| with("exports.0.destination_filename", json!(format!("{}.csv", "n".repeat(n - 4))));
+    let e = errors_of(&name(303));
+    assert!(e.contains("can render names of 303 bytes; servers accept at most 255 bytes per name"), "{e}");
+    assert_eq!(errors_of(&name(255)), "", "the temporary name is shortened, so a 255-byte name is fine");
+    assert_eq!(errors_of(&name(239)), "");
+    let e = errors_of(&with("exports.0.destination_filename", json!(format!("{}_{{datetime}}_{{part}}.csv", "n".repeat(230)))));
+    assert!(e.contains("can render names of 261 bytes"), "{{part}} counts ten digits: {e}");
+    let e = errors_of(&with("exports.0.destination_filename", json!(format!("{}_{{datetime}}.csv", "n".repeat(240)))));
+    assert!(e.contains("can render names of 260 bytes"), "placeholders count at their widest: {e}");
+}
+
+#[test]
+fn project_ids_are_checked_before_they_reach_sql_or_a_path() {
+    let e = errors_of(&with("bigquery", json!({"project": "p`; DROP TABLE x; --"})));
+    assert!(e.contains("bigquery.project: \"p`; DROP TABLE x; --\" is not a project id"), "{e}");
+    let e = errors_with(&base(), &[("GOOGLE_CLOUD_PROJECT", "Evil/../x")]);
+    assert!(e.contains("bigquery.project: \"Evil/../x\" (from GOOGLE_CLOUD_PROJECT) is not a project id"), "{e}");
+    assert_eq!(errors_with(&base(), &[("GOOGLE_CLOUD_PROJECT", "my-proj-7")]), "");
+    let e = errors_of(&with("metadata_table", json!("Bad_Proj.ops.meta")));
+    assert!(e.contains("metadata_table: \"Bad_Proj\" is not a valid project id"), "{e}");
+}
+
+#[test]
+fn credentials_travel_only_over_tls_unless_allowed_to_this_machine() {
+    let token = [("BQ_TOKEN", "ya29.secret-token")];
+    let bq = |endpoint: &str| with("bigquery", json!({"endpoint": endpoint, "auth": "token_env", "token_env": "BQ_TOKEN"}));
+    let e = errors_with(&bq("http://bigquery.example.com"), &token);
+    assert!(e.contains("bigquery.endpoint: an http:// URL would send the access token unencrypted: use https://"), "{e}");
+    let e = errors_with(&bq("http://127.0.0.1:9050"), &token);
+    assert!(e.contains("set FERRY_ALLOW_PLAINTEXT_LOOPBACK=1"), "{e}");
+    assert_eq!(errors_with(&bq("http://127.0.0.1:9050"), &[token[0], ("FERRY_ALLOW_PLAINTEXT_LOOPBACK", "1")]), "");
+    assert_eq!(errors_with(&bq("https://bigquery.example.com"), &token), "");
+    let emulator = with("bigquery", json!({"endpoint": "http://10.1.2.3:9050", "auth": "none"}));
+    assert_eq!(errors_of(&emulator), "", "no credentials, nothing to protect");
+
+    let slack = with("notifications", json!({"slack": {}}));
+    let e = errors_with(&slack, &[("SLACK_WEBHOOK_URL", "http://hooks.example.com/services/T/B/secret")]);
+    assert!(e.contains("notifications.slack.webhook_url_env: an http:// URL would send the webhook URL (a secret) unencrypted"), "{e}");
+    assert!(!e.contains("secret\""), "the URL is not quoted: {e}");
+    assert_eq!(errors_with(&slack, &[("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X")]), "");
+
+    let mail = |host: &str| {
+        with(
+            "notifications",
+            json!({"email": {"smtp_host": host, "tls": "none", "username": "u", "password_env": "MAIL_PW", "from": "f@example.com", "to": ["t@example.com"]}}),
+        )
+    };
+    let e = errors_with(&mail("smtp.example.com"), &[("MAIL_PW", "pw")]);
+    assert!(e.contains("notifications.email.tls: tls none would send the SMTP password unencrypted"), "{e}");
+    let e = errors_with(&mail("127.0.0.1"), &[("MAIL_PW", "pw")]);
+    assert!(e.contains("FERRY_ALLOW_PLAINTEXT_LOOPBACK=1"), "{e}");
+    assert_eq!(errors_with(&mail("127.0.0.1"), &[("MAIL_PW", "pw"), ("FERRY_ALLOW_PLAINTEXT_LOOPBACK", "1")]), "");
+}

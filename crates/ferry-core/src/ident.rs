@@ -9,10 +9,14 @@ pub fn is_column(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn is_project(s: &str) -> bool {
+/// Whether `s` is a Google Cloud project id: lowercase letters, digits and `-`, starting with a
+/// letter and not ending with `-`, at most 63 characters (Google issues 6 to 30; emulators
+/// accept shorter ones). Only such ids are put into SQL and request paths.
+pub fn is_project(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
 }
 
 fn is_dataset(s: &str) -> bool {

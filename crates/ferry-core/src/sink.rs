@@ -77,10 +77,22 @@ pub const TEMP_SUFFIX: &str = ".ferry-tmp";
 /// where `tag` is derived from the export's name, so a run can recognise its export's
 /// leftovers among other exports' files in a shared directory ([`is_temp_of`]), and `nonce`
 /// makes it unique.
+///
+/// The temporary name is at most [`TEMP_NAME_EXTRA`] bytes longer than `name`, and never
+/// longer than 255 bytes: of a longer `name` it keeps only the first bytes (a file system's
+/// name limit then still admits every final name up to 255 bytes).
 pub fn temp_name(export: &str, name: &str) -> String {
     let nonce = &uuid::Uuid::new_v4().simple().to_string()[..12];
-    format!(".{name}.{}-{nonce}{TEMP_SUFFIX}", export_tag(export))
+    let mut keep = name.len().min(crate::config::limits::MAX_NAME_BYTES - TEMP_NAME_EXTRA);
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!(".{}.{}-{nonce}{TEMP_SUFFIX}", &name[..keep], export_tag(export))
 }
+
+/// How many bytes [`temp_name`] adds to a name: a dot, a dot, 8 + 1 + 12 characters of tag and
+/// nonce, and [`TEMP_SUFFIX`].
+pub const TEMP_NAME_EXTRA: usize = 2 + 8 + 1 + 12 + TEMP_SUFFIX.len();
 
 /// Whether `file` is a temporary name [`temp_name`] made for `export`.
 pub fn is_temp_of(export: &str, file: &str) -> bool {
@@ -170,5 +182,12 @@ mod tests {
         assert!(!is_temp_of("orders", "orders_001.csv"));
         assert!(!is_temp_of("orders", ".orders_001.csv.1.ferry-tmp"), "an older form of temporary name is not claimed");
         assert_ne!(temp_name("orders", "a.csv"), temp_name("orders", "a.csv"), "unique");
+        assert_eq!(t.len(), ".orders_001.csv".len() + 1 + 21 + TEMP_SUFFIX.len());
+        assert_eq!(TEMP_NAME_EXTRA, 33);
+        for long in ["n".repeat(255), format!("{}.csv", "é".repeat(120))] {
+            let t = temp_name("orders", &long);
+            assert!(t.len() <= 255, "{} bytes", t.len());
+            assert!(is_temp_of("orders", &t), "{t}");
+        }
     }
 }

@@ -11,6 +11,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::config::limits::quote;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
@@ -63,7 +65,7 @@ impl FileTemplate {
             if open > 0 {
                 pieces.push(Piece::Text(rest[..open].to_owned()));
             }
-            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed '{{' in {s:?}"))? + open;
+            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed '{{' in {}", quote(s)))? + open;
             pieces.push(match &rest[open + 1..close] {
                 "date" => Piece::Date,
                 "datetime" => Piece::DateTime,
@@ -85,21 +87,21 @@ impl FileTemplate {
         for p in &pieces {
             if let Piece::Text(t) = p {
                 if t.contains('}') {
-                    return Err(format!("unmatched '}}' in {s:?}"));
+                    return Err(format!("unmatched '}}' in {}", quote(s)));
                 }
                 if t.contains('/') || t.contains('\\') {
-                    return Err(format!("{s:?} contains a path separator; the file must stay in sftp.path"));
+                    return Err(format!("{} contains a path separator; the file must stay in sftp.path", quote(s)));
                 }
                 if t.chars().any(|c| c.is_control()) {
-                    return Err(format!("{s:?} contains a control character"));
+                    return Err(format!("{} contains a control character", quote(s)));
                 }
             }
         }
         if s.starts_with('.') {
-            return Err(format!("{s:?} starts with '.': hidden names and '..' are not allowed"));
+            return Err(format!("{} starts with '.': hidden names and '..' are not allowed", quote(s)));
         }
         if s.contains("..") {
-            return Err(format!("{s:?} contains '..'"));
+            return Err(format!("{} contains '..'", quote(s)));
         }
         Ok(Self { pieces, source: s.to_owned() })
     }
@@ -132,6 +134,23 @@ impl FileTemplate {
             }
         }
         out
+    }
+
+    /// The longest name this template can render for export `export`, in bytes: `{part}` is
+    /// counted with ten digits (the most a file number can have).
+    pub fn longest(&self, export: &str) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.len(),
+                Piece::Date => 8,
+                Piece::DateTime => 15,
+                Piece::DateTimeMs => 19,
+                Piece::RunId => RUN_ID_DIGITS,
+                Piece::Name => export.len(),
+                Piece::Part => 10,
+            })
+            .sum()
     }
 
     /// The template as written.
@@ -180,6 +199,21 @@ mod tests {
         let second = FileTemplate::parse("X_{datetime_ms}.csv").unwrap();
         let later = at + chrono::TimeDelta::milliseconds(1);
         assert_ne!(second.render(&cx("n", at), 1), second.render(&cx("n", later), 1), "one millisecond apart");
+    }
+
+    #[test]
+    fn the_longest_name_counts_every_placeholder_at_its_widest() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 22, 5, 4, 3).unwrap();
+        let t = FileTemplate::parse("{name}_{date}_{datetime}_{datetime_ms}_{run_id}_{part}.csv").unwrap();
+        let widest = t.render(&cx("orders", at), u32::MAX);
+        assert_eq!(t.longest("orders"), widest.len(), "{widest}");
+        assert_eq!(FileTemplate::parse("X.csv").unwrap().longest("whatever"), 5);
+    }
+
+    #[test]
+    fn errors_quote_a_short_prefix() {
+        let e = FileTemplate::parse(&format!("{}/x", "a".repeat(1 << 20))).unwrap_err();
+        assert!(e.len() < 200 && e.contains("contains a path separator"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_core::config::{Check, Component, Destination, RawFile, SecretField, Shape};
+use ferry_core::config::{limits, Check, Component, Destination, RawFile, SecretField, Shape};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -86,6 +86,24 @@ pub fn validate_destination(value: &Value, cx: &Check<'_>) -> Option<Destination
     }
     if s.path.is_empty() || s.path.contains('\0') {
         cx.err("path", "expected the target directory on the server, e.g. \"/upload\"");
+    } else if s.path.len() > limits::MAX_PATH_BYTES {
+        cx.err(
+            "path",
+            format!("{} is longer than {} bytes, the longest path a server accepts", limits::quote(&s.path), limits::MAX_PATH_BYTES),
+        );
+    } else if let Some(part) = s.path.split('/').find(|p| p.len() > limits::MAX_NAME_BYTES) {
+        cx.err("path", format!("the directory name {} is longer than {} bytes", limits::quote(part), limits::MAX_NAME_BYTES));
+    }
+    if let Some(h) = host.as_deref().filter(|h| !cx.elsewhere() || !h.starts_with('<')) {
+        if h.len() > limits::MAX_HOST_BYTES || !h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_')) {
+            cx.err("host", format!("expected a host name or IP address, found {}", limits::quote(h)));
+        }
+    }
+    if let Some(u) = username.as_deref().filter(|u| u.len() > 256 || u.chars().any(char::is_control)) {
+        cx.err(
+            "username",
+            format!("expected a login name of at most 256 characters without control characters, found {}", limits::quote(u)),
+        );
     }
     if s.port == 0 {
         cx.err("port", "expected a port from 1 to 65535");
@@ -171,7 +189,7 @@ pub fn validate_destination(value: &Value, cx: &Check<'_>) -> Option<Destination
             if body.len() != 43 || !body.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/') {
                 cx.err(
                     "host_key_fingerprint",
-                    format!("expected SHA256: followed by 43 base64 characters (ssh-keygen -l -E sha256), found {fp:?}"),
+                    format!("expected SHA256: followed by 43 base64 characters (ssh-keygen -l -E sha256), found {}", limits::quote(fp)),
                 );
             }
             Some(HostKeyPolicy::Fingerprint(fp.clone()))

@@ -62,7 +62,7 @@ impl<'a> Check<'a> {
     /// Records a problem with `field` (empty: this part itself).
     pub fn err(&self, field: &str, message: impl Into<String>) {
         let path = self.path(field);
-        let message = message.into();
+        let message = super::limits::bound_message(message.into());
         let mut errors = self.errors.borrow_mut();
         if !errors.iter().any(|e| e.path == path && e.message == message) {
             errors.push(ConfigError { path, message });
@@ -72,7 +72,7 @@ impl<'a> Check<'a> {
     /// Records a warning about `field`: valid, but risky in a way the user said they accept.
     pub fn warn(&self, field: &str, message: impl Into<String>) {
         let path = self.path(field);
-        let message = message.into();
+        let message = super::limits::bound_message(message.into());
         let mut warnings = self.warnings.borrow_mut();
         if !warnings.iter().any(|e| e.path == path && e.message == message) {
             warnings.push(ConfigError { path, message });
@@ -138,6 +138,58 @@ impl<'a> Check<'a> {
     }
 }
 
+/// The environment variable that allows credentials to travel unencrypted, to a server on
+/// this machine only (`127.0.0.1`, `::1`, `localhost`): `1` allows it. For local emulators and
+/// stand-ins; without it, an `http://` URL or an SMTP server without TLS that would receive a
+/// token, password or webhook URL is a configuration error.
+pub const PLAINTEXT_LOOPBACK_ENV: &str = "FERRY_ALLOW_PLAINTEXT_LOOPBACK";
+
+impl Check<'_> {
+    /// Whether a credential may go unencrypted to `host`: only to this machine, and only with
+    /// [`PLAINTEXT_LOOPBACK_ENV`] set to `1`.
+    pub fn plaintext_allowed(&self, host: &str) -> bool {
+        is_loopback(host) && self.env(PLAINTEXT_LOOPBACK_ENV).as_deref() == Some("1")
+    }
+
+    /// Refuses `url` for `field` when it is not `https://`, unless it is `http://` to this
+    /// machine and [`PLAINTEXT_LOOPBACK_ENV`] allows it. `what` says what the URL would carry.
+    pub fn require_tls_url(&self, field: &str, url: &str, what: &str) {
+        let Some(rest) = url.strip_prefix("http://") else {
+            if !url.starts_with("https://") {
+                self.err(field, format!("expected an https:// URL, found {}", super::limits::quote(scheme_only(url))));
+            }
+            return;
+        };
+        let host = url_host(rest);
+        if !self.plaintext_allowed(host) {
+            let local =
+                if is_loopback(host) { format!("; for a stand-in on this machine set {PLAINTEXT_LOOPBACK_ENV}=1") } else { String::new() };
+            self.err(field, format!("an http:// URL would send {what} unencrypted: use https://{local}"));
+        }
+    }
+}
+
+/// The scheme of a URL, for messages that must not quote the rest (it may be a secret).
+fn scheme_only(url: &str) -> &str {
+    url.split_once("://").map_or("(no scheme)", |(scheme, _)| scheme)
+}
+
+/// The host of the part of a URL after `scheme://`: `[::1]` → `::1`, `h:8080/x` → `h`.
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or_default();
+    }
+    authority.split(':').next().unwrap_or_default()
+}
+
+/// Whether `host` is this machine: `localhost`, `127.x.y.z` or `::1`.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Where a secret may come from: a file, else an environment variable.
 pub struct SecretField<'a> {
     /// The field naming the variable (`password_env`).
@@ -167,5 +219,40 @@ pub(crate) fn translate(aliases: &HashMap<String, String>, full: &str) -> String
     match best {
         Some((from, to)) => format!("{to}{}", &full[from.len()..]),
         None => full.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_of_urls() {
+        assert_eq!(url_host("127.0.0.1:9050/bigquery"), "127.0.0.1");
+        assert_eq!(url_host("[::1]:80/x"), "::1");
+        assert_eq!(url_host("user:pw@localhost:1/x"), "localhost");
+        assert_eq!(url_host("hooks.example?x=1"), "hooks.example");
+        assert!(is_loopback("localhost") && is_loopback("127.9.9.9") && is_loopback("::1") && is_loopback("[::1]"));
+        assert!(!is_loopback("127.0.0.1.example.com") && !is_loopback("10.0.0.1") && !is_loopback("localhost.example"));
+    }
+
+    #[test]
+    fn credentials_need_tls_except_to_this_machine_when_allowed() {
+        let allow = |k: &str| (k == PLAINTEXT_LOOPBACK_ENV).then(|| "1".to_owned());
+        let deny = |_: &str| None;
+        let errors = |env: &dyn Fn(&str) -> Option<String>, url: &str| {
+            let cx = Check::root(env, super::super::Deployment::Here, HashMap::new());
+            cx.require_tls_url("url", url, "the token");
+            cx.take_errors().into_iter().map(|e| e.message).collect::<Vec<_>>()
+        };
+        assert!(errors(&deny, "https://bigquery.googleapis.com").is_empty());
+        assert!(errors(&allow, "http://127.0.0.1:9050").is_empty());
+        assert!(errors(&allow, "http://localhost/x").is_empty());
+        let e = errors(&deny, "http://127.0.0.1:9050");
+        assert!(e[0].contains("unencrypted") && e[0].contains("FERRY_ALLOW_PLAINTEXT_LOOPBACK=1"), "{e:?}");
+        let e = errors(&allow, "http://hooks.example.com/services/T/B/secret");
+        assert!(e[0].contains("use https://") && !e[0].contains(PLAINTEXT_LOOPBACK_ENV) && !e[0].contains("secret"), "{e:?}");
+        let e = errors(&allow, "ftp://x/secret");
+        assert!(e[0].contains("\"ftp\"") && !e[0].contains("secret"), "{e:?}");
     }
 }

@@ -19,6 +19,7 @@ pub mod check;
 pub mod component;
 pub mod file;
 pub mod legacy;
+pub mod limits;
 pub mod notify;
 pub mod schedule;
 
@@ -75,7 +76,7 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 fn one(path: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
-    ConfigErrors(vec![ConfigError { path: path.into(), message: message.into() }])
+    ConfigErrors(vec![ConfigError { path: path.into(), message: limits::bound_message(message.into()) }])
 }
 
 /// Where the configuration is checked.
@@ -243,10 +244,19 @@ impl RawConfig {
     /// Parses the JSON text, rewriting the seed form into components. Errors name the field
     /// path as the user wrote it.
     pub fn from_json(text: &str) -> Result<Self, ConfigErrors> {
+        if text.len() > limits::MAX_CONFIG_BYTES {
+            return Err(one("", format!("the file holds more than {} bytes, the most a configuration may have", limits::MAX_CONFIG_BYTES)));
+        }
         if !text.trim_start().starts_with('{') {
             return Err(one("", "expected a JSON object with `exports`, `sftp` and `metadata_table`"));
         }
         let value: Value = serde_json::from_str(text).map_err(|e| one("", e.to_string()))?;
+        let too_big = limits::check_document(&value);
+        if !too_big.is_empty() {
+            return Err(ConfigErrors(
+                too_big.into_iter().map(|(path, message)| ConfigError { path, message: limits::bound_message(message) }).collect(),
+            ));
+        }
         let legacy::Normalized { value, aliases, errors } = legacy::normalize(value);
         let mut raw: RawConfig = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
@@ -326,10 +336,27 @@ impl RawConfig {
         if project.is_none() {
             cx.err("project", "no project: set bigquery.project, GOOGLE_CLOUD_PROJECT, or write metadata_table as project.dataset.table");
         }
+        let project = match project {
+            Some(p) if !crate::ident::is_project(&p) && !(cx.elsewhere() && p.starts_with('<')) => {
+                let from = if b.project.is_some() { "" } else { " (from GOOGLE_CLOUD_PROJECT)" };
+                cx.err(
+                    "project",
+                    format!(
+                        "{}{from} is not a project id: expected lowercase letters, digits and '-', starting with a letter",
+                        limits::quote(&p)
+                    ),
+                );
+                None
+            }
+            other => other,
+        };
         let endpoint =
             b.endpoint.clone().or_else(|| cx.env("FERRY_BIGQUERY_ENDPOINT")).unwrap_or_else(|| "https://bigquery.googleapis.com".into());
+        let endpoint_field = if b.endpoint.is_some() { "endpoint".to_owned() } else { "endpoint (FERRY_BIGQUERY_ENDPOINT)".to_owned() };
         if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-            cx.err("endpoint", format!("expected an http(s) URL, found {endpoint:?}"));
+            cx.err(&endpoint_field, format!("expected an http(s) URL, found {}", limits::quote(&endpoint)));
+        } else if b.auth != BigQueryAuthKind::None {
+            cx.require_tls_url(&endpoint_field, &endpoint, "the access token");
         }
         let auth = match b.auth {
             BigQueryAuthKind::MetadataServer => BigQueryAuth::MetadataServer,
@@ -411,7 +438,19 @@ fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, n
     let destination =
         component(x.destination.as_ref(), "destination", &components.destination_types(), cx, |t, v, c| components.destination(t, v, c));
     if let Some(Destination { shape: Shape::File(file), .. }) = &destination {
-        file.check_repeating_names(x.incremental, &cx.at("destination").at("file"));
+        let at = cx.at("destination").at("file");
+        file.check_repeating_names(x.incremental, &at);
+        let longest = file.template.longest(&x.name);
+        if longest > limits::MAX_NAME_BYTES {
+            at.err(
+                "name",
+                format!(
+                    "{} can render names of {longest} bytes; servers accept at most {} bytes per name",
+                    limits::quote(file.template.as_str()),
+                    limits::MAX_NAME_BYTES
+                ),
+            );
+        }
     }
     Some(ExportSpec {
         name: x.name.clone(),
@@ -477,7 +516,20 @@ pub struct Config {
 impl Config {
     /// Reads and parses a file without validating its meaning.
     pub fn load_raw(path: &std::path::Path) -> Result<RawConfig, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| one("", format!("cannot read config file {}: {e}", path.display())))?;
+        use std::io::Read;
+        let cannot = |e: std::io::Error| one("", format!("cannot read config file {}: {e}", path.display()));
+        let mut bytes = Vec::new();
+        // One byte more than the limit is enough to tell that the file is too large.
+        std::fs::File::open(path).map_err(cannot)?.take(limits::MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(cannot)?;
+        if bytes.len() > limits::MAX_CONFIG_BYTES {
+            return Err(one(
+                "",
+                format!("{} holds more than {} bytes, the most a configuration may have", path.display(), limits::MAX_CONFIG_BYTES),
+            ));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            one("", format!("{} is not UTF-8 text (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to()))
+        })?;
         RawConfig::from_json(&text)
     }
 

@@ -111,14 +111,14 @@ fn is_email(s: &str) -> bool {
 pub(super) fn validate_notifications(n: &RawNotifications, cx: &Check<'_>) -> Notifications {
     let email = n.email.as_ref().map(|e| {
         if !is_email(&e.from) {
-            cx.err("email.from", format!("expected an email address, found {:?}", e.from));
+            cx.err("email.from", format!("expected an email address, found {}", super::limits::quote(&e.from)));
         }
         if e.to.is_empty() {
             cx.err("email.to", "expected at least one recipient");
         }
         for (i, to) in e.to.iter().enumerate() {
             if !is_email(to) {
-                cx.err(&format!("email.to[{i}]"), format!("expected an email address, found {to:?}"));
+                cx.err(&format!("email.to[{i}]"), format!("expected an email address, found {}", super::limits::quote(to)));
             }
         }
         if e.smtp_host.is_empty() {
@@ -135,6 +135,14 @@ pub(super) fn validate_notifications(n: &RawNotifications, cx: &Check<'_>) -> No
             .map_err(|(f, m)| cx.err(f, m))
             .ok()
         });
+        if e.tls == SmtpTls::None && e.username.is_some() && !cx.plaintext_allowed(&e.smtp_host) {
+            let local = if super::check::is_loopback(&e.smtp_host) {
+                format!("; for a test server on this machine set {}=1", super::check::PLAINTEXT_LOOPBACK_ENV)
+            } else {
+                String::new()
+            };
+            cx.err("email.tls", format!("tls none would send the SMTP password unencrypted: use starttls or implicit{local}"));
+        }
         if let Some(ca) = &e.ca_file {
             if cx.deployment() == Deployment::Here && !ca.exists() {
                 cx.err("email.ca_file", format!("file {} does not exist", ca.display()));
@@ -163,8 +171,9 @@ pub(super) fn validate_notifications(n: &RawNotifications, cx: &Check<'_>) -> No
             })
             .map_err(|(f, m)| cx.err(f, m))
             .ok()?;
-        if cx.deployment() == Deployment::Here && !(url.expose().starts_with("https://") || url.expose().starts_with("http://")) {
-            cx.err("slack.webhook_url_env", "the webhook URL must start with https://");
+        if cx.deployment() == Deployment::Here {
+            let field = if s.webhook_url_file.is_some() { "slack.webhook_url_file" } else { "slack.webhook_url_env" };
+            cx.require_tls_url(field, url.expose(), "the webhook URL (a secret)");
         }
         Some(SlackSpec { webhook_url: url, when: s.when })
     });
