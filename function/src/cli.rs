@@ -117,6 +117,10 @@ pub enum Command {
         /// Where the token signing keys are published.
         #[arg(long, env = "FERRY_PUSH_JWKS_URL", default_value = ferry::oidc::GOOGLE_JWKS_URL)]
         push_jwks_url: String,
+        /// Rejected messages are reported at once, then for this many seconds only counted:
+        /// one summary follows, so a burst of garbage sends two notifications, not one each.
+        #[arg(long, env = "FERRY_REJECT_REPORT_WINDOW_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        reject_report_window: u64,
     },
     /// Publish a trigger message to a topic: run exports by hand, the way Cloud Scheduler does.
     Publish {

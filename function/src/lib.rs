@@ -83,6 +83,23 @@ pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(P
 /// Reports a trigger message that was rejected (malformed, unknown config) through the failure
 /// notifications of `config`, as a failed run of a pseudo-export `(trigger message)`.
 pub async fn report_rejected(config: &Config, message_id: Option<&str>, reason: &str) {
+    let text = format!(
+        "trigger message {} was rejected and acknowledged (it will not be redelivered): {reason}. Nothing was exported; publish a corrected message to run.",
+        message_id.unwrap_or("without an id")
+    );
+    report_trigger_failure(config, "(trigger message)", &text).await;
+}
+
+/// Reports the summary of a burst of rejected trigger messages (`text`) like
+/// [`report_rejected`] reports one.
+pub async fn report_rejected_burst(config: &Config, text: &str) {
+    let text = format!("{text}. Nothing was exported for them; publish corrected messages to run.");
+    report_trigger_failure(config, "(trigger messages)", &text).await;
+}
+
+/// Sends `text` through the failure notifications of `config`, as a failed run of the
+/// pseudo-export `what`.
+async fn report_trigger_failure(config: &Config, what: &str, text: &str) {
     let notifiers = match ferry_notify::from_config(&config.notifications) {
         Ok(n) => n,
         Err(e) => {
@@ -91,11 +108,7 @@ pub async fn report_rejected(config: &Config, message_id: Option<&str>, reason: 
         }
     };
     let mut opts = RunOptions::new();
-    opts.exports = Some(vec!["(trigger message)".into()]);
-    let text = format!(
-        "trigger message {} was rejected and acknowledged (it will not be redelivered): {reason}. Nothing was exported; publish a corrected message to run.",
-        message_id.unwrap_or("without an id")
-    );
-    let mut report = RunReport::failed_before_start(config, &opts, ErrorClass::Permanent, &text);
+    opts.exports = Some(vec![what.into()]);
+    let mut report = RunReport::failed_before_start(config, &opts, ErrorClass::Permanent, text);
     ferry_core::run::notify(config, &notifiers, &mut report).await;
 }

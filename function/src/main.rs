@@ -55,7 +55,17 @@ async fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { port, listen, config_dir, lease, grace, push_audience, push_service_account, push_jwks_url } => {
+        Command::Serve {
+            port,
+            listen,
+            config_dir,
+            lease,
+            grace,
+            push_audience,
+            push_service_account,
+            push_jwks_url,
+            reject_report_window,
+        } => {
             let settings = ferry::serve::ServeSettings {
                 addr: std::net::SocketAddr::new(listen, port),
                 config_dir,
@@ -63,6 +73,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 lease_ttl: lease.ttl(),
                 grace: std::time::Duration::from_secs(grace),
                 oidc: push_audience.map(|aud| ferry::oidc::Verifier::new(aud, push_service_account, push_jwks_url)),
+                rejections: ferry::serve::Rejections::new(std::time::Duration::from_secs(reject_report_window)),
             };
             ferry::serve::serve(settings).await?;
             return Ok(ExitCode::SUCCESS);

@@ -6,20 +6,23 @@
 //!   for this message (a redelivery), or failed in a way retrying cannot fix (reported).
 //! - 503 when an export failed in a way that may pass on retry (a server briefly down, another
 //!   instance still delivering the same export): Pub/Sub redelivers with backoff.
-//! - 200 for a malformed message (not JSON, not base64, unknown config): redelivering it cannot
-//!   help; it is logged and reported through the failure notifications of the default config.
+//! - 200 for a malformed message (not JSON, not base64, not an object, unknown fields or config,
+//!   an empty export list, a body over [`MAX_BODY_BYTES`]): redelivering it cannot help. Each
+//!   is logged; the first of a burst is reported at once through the failure notifications of
+//!   the default config, the rest of the burst in one summary per window ([`Rejections`]).
 //! - 401 when push authentication is configured and the token does not verify.
 //!
 //! Response bodies carry statuses, plus for a rejected message what is wrong with it; never the
 //! text of an internal error: details go to the log and the
 //! notifications.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -46,6 +49,92 @@ pub struct ServeSettings {
     pub grace: Duration,
     /// Push authentication, when configured.
     pub oidc: Option<Verifier>,
+    /// How rejected messages are reported.
+    pub rejections: Rejections,
+}
+
+/// The largest push request body read. Trigger messages are a few hundred bytes; a larger body
+/// is acknowledged with 200 and reported as rejected (a 413 would make Pub/Sub redeliver it
+/// until it is dead-lettered).
+pub const MAX_BODY_BYTES: usize = 256 << 10;
+
+/// The reports of rejected messages: the first of a burst goes out at once; the ones that
+/// follow within `window` are only counted, and one summary with the count and the reasons
+/// goes out when the window ends (which opens the next window if there was anything to say).
+/// Every rejection is logged regardless.
+pub struct Rejections {
+    window: Duration,
+    /// Config file → what the open window has held back.
+    open: Mutex<HashMap<PathBuf, Held>>,
+}
+
+#[derive(Default)]
+struct Held {
+    count: u64,
+    /// Distinct reasons with their counts, in order of arrival (at most [`HELD_REASONS`]).
+    reasons: Vec<(String, u64)>,
+}
+
+/// How many distinct reasons a summary lists.
+const HELD_REASONS: usize = 5;
+
+impl Rejections {
+    pub fn new(window: Duration) -> Self {
+        Self { window, open: Mutex::default() }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Held>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a rejection reported through `config` goes out now (true) or is held for the
+    /// window's summary (false, counted).
+    fn admit(&self, config: &std::path::Path, reason: &str) -> bool {
+        let mut open = self.open();
+        match open.get_mut(config) {
+            None => {
+                open.insert(config.to_owned(), Held::default());
+                true
+            }
+            Some(held) => {
+                held.count += 1;
+                if let Some((_, n)) = held.reasons.iter_mut().find(|(r, _)| r == reason) {
+                    *n += 1;
+                } else if held.reasons.len() < HELD_REASONS {
+                    held.reasons.push((reason.to_owned(), 1));
+                }
+                false
+            }
+        }
+    }
+
+    /// Closes the window of `config`: what it held back, if anything (the window then stays
+    /// open for another round), else `None` (closed).
+    fn close(&self, config: &std::path::Path) -> Option<Held> {
+        let mut open = self.open();
+        match open.get_mut(config) {
+            Some(held) if held.count > 0 => Some(std::mem::take(held)),
+            _ => {
+                open.remove(config);
+                None
+            }
+        }
+    }
+}
+
+impl Held {
+    fn summary(&self, window: Duration) -> String {
+        let mut text = format!(
+            "{} more trigger message{} rejected in the last {} s (reported together so that a burst cannot flood this channel; each is in the service log)",
+            self.count,
+            if self.count == 1 { " was" } else { "s were" },
+            window.as_secs()
+        );
+        for (reason, n) in &self.reasons {
+            text.push_str(&format!("; {n}× {reason}"));
+        }
+        text
+    }
 }
 
 /// Serves until SIGTERM (or Ctrl-C), then lets requests in flight finish within the grace time.
@@ -84,13 +173,25 @@ pub fn router(settings: Arc<ServeSettings>) -> Router {
     Router::new().route("/", post(push)).route("/health", get(|| async { "ok" })).with_state(settings)
 }
 
-async fn push(State(s): State<Arc<ServeSettings>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn push(State(s): State<Arc<ServeSettings>>, headers: HeaderMap, body: Body) -> Response {
     if let Some(v) = &s.oidc {
         if let Err(reason) = v.verify(headers.get(axum::http::header::AUTHORIZATION)).await {
             tracing::warn!(reason = %reason, "push request refused: authentication failed");
             return (StatusCode::UNAUTHORIZED, Json(json!({"status": "unauthorized"}))).into_response();
         }
     }
+    let body = match read_body(body).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            let reason = format!("the request body is larger than {MAX_BODY_BYTES} bytes; trigger messages are small JSON objects");
+            return rejected(&s, Malformed { message_id: None, reason }).await;
+        }
+        Err(e) => {
+            // The body broke off: nothing was read, and Pub/Sub's redelivery is what is wanted.
+            tracing::warn!(error = %e, "push request body could not be read");
+            return (StatusCode::BAD_REQUEST, Json(json!({"status": "unreadable"}))).into_response();
+        }
+    };
     match trigger::parse(&headers, &body) {
         Err(m) => rejected(&s, m).await,
         Ok(p) => {
@@ -100,18 +201,61 @@ async fn push(State(s): State<Arc<ServeSettings>>, headers: HeaderMap, body: Byt
     }
 }
 
-/// Acknowledges a message ferry cannot act on, and reports it.
-async fn rejected(s: &ServeSettings, m: Malformed) -> Response {
+/// How much of a body over [`MAX_BODY_BYTES`] is read and dropped, so that the client, still
+/// sending, gets the answer (Pub/Sub's largest push is about 14 MB): beyond it the connection
+/// is closed.
+const MAX_DRAIN_BYTES: usize = 16 << 20;
+
+/// The body, or `None` when it is longer than [`MAX_BODY_BYTES`] (what follows is dropped).
+async fn read_body(body: Body) -> Result<Option<Vec<u8>>, axum::Error> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut drained = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if drained > 0 || bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            drained += chunk.len();
+            if drained > MAX_DRAIN_BYTES {
+                break;
+            }
+            continue;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((drained == 0).then_some(bytes))
+}
+
+/// Acknowledges a message ferry cannot act on, and reports it (or counts it into the summary
+/// of a burst, see [`Rejections`]).
+async fn rejected(s: &Arc<ServeSettings>, m: Malformed) -> Response {
     tracing::error!(message_id = m.message_id.as_deref().unwrap_or("-"), reason = %m.reason, "trigger message rejected; acknowledged so that it is not redelivered");
     let default = s.config_dir.join("default.json");
-    match crate::components::load(&default) {
-        Ok(config) => crate::report_rejected(&config, m.message_id.as_deref(), &m.reason).await,
-        Err(_) => tracing::warn!(path = %default.display(), "no valid default config: the rejection is reported in this log only"),
+    if s.rejections.admit(&default, &m.reason) {
+        match crate::components::load(&default) {
+            Ok(config) => crate::report_rejected(&config, m.message_id.as_deref(), &m.reason).await,
+            Err(_) => tracing::warn!(path = %default.display(), "no valid default config: the rejection is reported in this log only"),
+        }
+        tokio::spawn(summarise(s.clone(), default));
     }
     (StatusCode::OK, Json(json!({"status": "rejected", "reason": m.reason}))).into_response()
 }
 
-async fn run(s: &ServeSettings, p: Push) -> Response {
+/// At the end of each window: reports what it held back, until a window holds nothing.
+async fn summarise(s: Arc<ServeSettings>, config: PathBuf) {
+    loop {
+        tokio::time::sleep(s.rejections.window).await;
+        let Some(held) = s.rejections.close(&config) else { return };
+        let text = held.summary(s.rejections.window);
+        tracing::warn!(count = held.count, "rejected trigger messages summarised");
+        match crate::components::load(&config) {
+            Ok(c) => crate::report_rejected_burst(&c, &text).await,
+            Err(_) => tracing::warn!(path = %config.display(), "no valid default config: the summary is in this log only"),
+        }
+    }
+}
+
+async fn run(s: &Arc<ServeSettings>, p: Push) -> Response {
     let path = s.config_dir.join(format!("{}.json", p.trigger.config));
     if !path.exists() {
         let reason = format!("unknown config {:?}: there is no {}.json in the config directory", p.trigger.config, p.trigger.config);
@@ -157,4 +301,42 @@ async fn run(s: &ServeSettings, p: Push) -> Response {
     };
     tracing::info!(run_id = %report.run_id, status, http_status = code.as_u16(), "push handled");
     (code, Json(json!({"run_id": report.run_id, "status": status, "exports": exports}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_one_report_and_one_summary_per_window() {
+        let r = Rejections::new(Duration::from_secs(300));
+        let cfg = std::path::Path::new("default.json");
+        assert!(r.admit(cfg, "first"), "the first of a burst goes out at once");
+        for i in 0..39 {
+            assert!(!r.admit(cfg, if i % 2 == 0 { "not JSON" } else { "not base64" }));
+        }
+        assert!(r.admit(std::path::Path::new("other.json"), "x"), "windows are per config");
+        let held = r.close(cfg).expect("the window held 39");
+        assert_eq!(held.count, 39);
+        assert_eq!(held.reasons, [("not JSON".to_owned(), 20), ("not base64".to_owned(), 19)]);
+        let text = held.summary(Duration::from_secs(300));
+        assert!(text.starts_with("39 more trigger messages were rejected in the last 300 s"), "{text}");
+        assert!(text.contains("; 20× not JSON; 19× not base64"), "{text}");
+        assert!(!r.admit(cfg, "later"), "after a summary the next window is open: still counted");
+        assert_eq!(r.close(cfg).map(|h| h.count), Some(1));
+        assert!(r.close(cfg).is_none(), "an empty window closes");
+        assert!(r.admit(cfg, "again"), "and the next rejection goes out at once");
+    }
+
+    #[test]
+    fn a_summary_lists_at_most_five_reasons() {
+        let r = Rejections::new(Duration::from_secs(1));
+        let cfg = std::path::Path::new("default.json");
+        r.admit(cfg, "first");
+        for i in 0..20 {
+            r.admit(cfg, &format!("reason {i}"));
+        }
+        let held = r.close(cfg).unwrap();
+        assert_eq!((held.count, held.reasons.len()), (20, 5));
+    }
 }

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
+use ferry_testkit::oidc::TokenSigner;
 use ferry_testkit::pubsub::TestTopic;
 use ferry_testkit::{eventually, mails_to, stack, unique};
 use serde_json::{json, Value};
@@ -265,26 +266,37 @@ async fn the_cloudevent_form_is_served_by_the_same_handler() {
 }
 
 #[tokio::test]
-async fn malformed_messages_are_acknowledged_logged_and_reported() {
+async fn malformed_messages_are_acknowledged_logged_and_reported_once_per_burst() {
     let f = Fixture::new("serve").await;
     orders(&f, &[(1, "2026-10-01 00:00:00+00")]).await;
     let to = format!("{}@example.test", unique("ops"));
     let (dir, name) = config_dir(&f, Some(json!({"email": plain_email(&to)})));
-    let svc = Service::start(&dir, &[]).await;
+    let window = 4;
+    let svc = Service::start(&dir, &[("FERRY_REJECT_REPORT_WINDOW_SECONDS", window.to_string())]).await;
     let client = reqwest::Client::new();
 
     let raw = client.post(format!("{}/", svc.url)).body("not json at all").send().await.unwrap();
     assert_eq!(raw.status(), 200, "acknowledged, not redelivered forever");
+    let huge = json!({"message": {"data": "", "messageId": unique("big"), "padding": "x".repeat(300 << 10)}});
     let cases = [
         (json!({"message": {"data": "***", "messageId": unique("bad")}}), "message data is not base64"),
         (envelope_raw(&unique("bad"), "{not json"), "message data is not JSON"),
-        (envelope(&unique("bad"), &json!(42)), "message data: invalid type: integer `42`"),
+        (envelope(&unique("bad"), &json!(42)), "message data is a number; expected a JSON object"),
         (envelope(&unique("bad"), &json!({"config": "no_such_config"})), "unknown config \"no_such_config\""),
+        (json!({"message": {"data": 42, "messageId": unique("bad")}}), "message data is a number, not a base64 string"),
+        (envelope(&unique("bad"), &Value::Null), "message data is null"),
+        (envelope(&unique("bad"), &json!({"config": name, "exports": []})), "message data field exports: the list is empty"),
+        (envelope(&unique("bad"), &json!({"config": name, "colour": "red"})), "unknown field `colour`"),
+        (huge, "the request body is larger than 262144 bytes"),
     ];
     for (body, reason) in &cases {
         let (status, b) = svc.post(body, &[]).await;
         assert_eq!((status, b["status"].as_str()), (200, Some("rejected")), "{b}");
         assert!(b["reason"].as_str().unwrap_or_default().contains(reason), "{reason:?} in {b}");
+    }
+    for _ in 0..35 {
+        let raw = client.post(format!("{}/", svc.url)).body("not json at all").send().await.unwrap();
+        assert_eq!(raw.status(), 200);
     }
     let (status, b) = svc.post(&envelope(&unique("bad"), &json!({"config": name, "exports": ["no_such_export"]})), &[]).await;
     assert_eq!((status, b["status"].as_str()), (200, Some("failed")), "an unknown export is a permanent failure: {b}");
@@ -294,17 +306,28 @@ async fn malformed_messages_are_acknowledged_logged_and_reported() {
     let entries = svc.entries();
     let rejected: Vec<&Value> =
         entries.iter().filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with("trigger message rejected"))).collect();
-    assert_eq!(rejected.len(), 5, "{}", svc.log());
+    assert_eq!(rejected.len(), 1 + cases.len() + 35, "every rejection is logged: {}", svc.log());
     assert!(rejected.iter().all(|e| e["severity"] == "ERROR" && e["reason"].is_string()));
-
-    let mails = mails_to(&to);
-    assert_eq!(mails.len(), 6, "each rejected message and the failed run are reported");
-    let bodies: Vec<&str> = mails.iter().map(|m| m.body.as_str()).collect();
     for (_, reason) in &cases {
-        assert!(bodies.iter().any(|b| b.contains(reason)), "{reason:?} reported: {bodies:?}");
+        assert!(rejected.iter().any(|e| e["reason"].as_str().unwrap_or_default().contains(reason)), "{reason:?} logged");
     }
-    assert!(bodies.iter().any(|b| b.contains("the request body is not JSON")));
+
+    // 45 rejections: the first is mailed at once, the other 44 in one summary when the window
+    // ends; the unknown export is a failed run, mailed on its own.
+    let mails = eventually(Duration::from_secs(window + 30), "the burst's summary mail", || async {
+        let mails = mails_to(&to);
+        (mails.len() >= 3).then_some(mails)
+    })
+    .await;
+    let bodies: Vec<&str> = mails.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    assert!(bodies.iter().any(|b| b.contains("the request body is not JSON")), "{bodies:?}");
     assert!(bodies.iter().any(|b| b.contains("unknown export \"no_such_export\"")), "{bodies:?}");
+    let summary = bodies.iter().find(|b| b.contains("more trigger messages were rejected")).expect("a summary");
+    assert!(summary.contains(&format!("{} more trigger messages were rejected in the last {window} s", cases.len() + 35)), "{summary}");
+    assert!(summary.contains("1× message data is not base64"), "{summary}");
+    tokio::time::sleep(Duration::from_secs(window + 2)).await;
+    assert_eq!(mails_to(&to).len(), 3, "a window without rejections sends nothing");
 }
 
 #[tokio::test]
@@ -333,54 +356,6 @@ async fn sigterm_lets_the_run_in_flight_finish() {
     assert!(status.success(), "clean exit after draining: {status:?}\n{}", svc.log());
     assert_eq!(statuses_for(&f, &id).await, ["PENDING", "SUCCESS"]);
     assert!(svc.entries().iter().any(|e| e["message"] == "ferry serve stopped"));
-}
-
-/// Signs ID tokens like Google's, with a throwaway RSA key generated for the test.
-struct TokenSigner {
-    key: ring::signature::RsaKeyPair,
-    kid: String,
-}
-
-impl TokenSigner {
-    fn new(dir: &Path) -> Self {
-        let pem = dir.join(format!("{}.pem", unique("key")));
-        let path = pem.with_extension("der");
-        // `genpkey -outform DER` writes the PKCS#1 form; ring wants PKCS#8.
-        let ok = Command::new("openssl")
-            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
-            .arg(&pem)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl")
-            .success()
-            && Command::new("openssl")
-                .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
-                .arg(&pem)
-                .arg("-out")
-                .arg(&path)
-                .status()
-                .expect("openssl")
-                .success();
-        assert!(ok, "openssl made a key");
-        let key = ring::signature::RsaKeyPair::from_pkcs8(&std::fs::read(&path).unwrap()).expect("PKCS#8 RSA key");
-        Self { key, kid: unique("kid") }
-    }
-
-    fn jwks(&self) -> Value {
-        let c: ring::signature::RsaPublicKeyComponents<Vec<u8>> = self.key.public().into();
-        let b = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-        json!({"keys": [{"kid": self.kid, "kty": "RSA", "alg": "RS256", "use": "sig", "n": b(&c.n), "e": b(&c.e)}]})
-    }
-
-    fn token(&self, claims: &Value) -> String {
-        let b = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-        let signing_input = format!("{}.{}", b(&json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"})), b(claims));
-        let mut sig = vec![0; self.key.public().modulus_len()];
-        self.key
-            .sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut sig)
-            .expect("sign");
-        format!("{signing_input}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig))
-    }
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use serde_json::Value;
 pub mod conformance;
 pub mod faults;
 pub mod memory;
+pub mod oidc;
 pub mod pubsub;
 
 /// The local stack's settings.
