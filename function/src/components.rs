@@ -94,7 +94,18 @@ impl Wiring for Wired {
         // Secrets stay out of the key: one connection per server, user and directory.
         let key = format!("{}@{}:{}{}", settings.username, settings.host, settings.port, settings.directory);
         let mut sinks = self.sinks.lock().await;
-        if !sinks.contains_key(&key) {
+        // A connection is shared by the exports of a run; one that was lost since (or that
+        // failed in a way that may pass) is made again, so a drop during one export does not
+        // fail the exports after it.
+        let reuse = match sinks.get(&key) {
+            None => false,
+            Some(Ok(s)) => !s.is_closed(),
+            Some(Err((class, _))) => *class == ErrorClass::Permanent,
+        };
+        if !reuse {
+            if sinks.contains_key(&key) {
+                tracing::info!(server = %format!("{}:{}", settings.host, settings.port), "SFTP connection lost or not made; connecting again");
+            }
             let connected =
                 SftpSink::connect(settings.clone()).await.map(Arc::new).map_err(|e| (ferry_core::Classify::class(&e), e.to_string()));
             sinks.insert(key.clone(), connected);

@@ -152,3 +152,28 @@ async fn runs_within_one_second_never_share_a_file_name() {
     assert_eq!(f.dir.names().len(), 4, "four runs, four files: {:?}", f.dir.names());
     assert_eq!(ids(&f.delivered_rows()), [1, 2, 3, 4]);
 }
+
+#[tokio::test]
+async fn a_connection_lost_between_exports_of_one_run_is_made_again() {
+    let f = Fixture::new("fp").await;
+    orders(&f, &[(1, "2026-07-01 00:00:00+00"), (2, "2026-07-02 00:00:00+00")]).await;
+    let export = |name: String| {
+        json!({"name": name, "source_table": format!("{}.orders", f.ds.name), "destination_filename": "{name}_{datetime}.csv",
+               "timestamp_column": "updated_at", "incremental": true})
+    };
+    let mut doc = f.json(export(f.export.clone()), json!({}));
+    let second = format!("{}_b", f.export);
+    doc["exports"].as_array_mut().unwrap().push(export(second.clone()));
+    let config = f.load(&doc).expect("valid config");
+    // The first export's publish succeeds, then the server drops the connection.
+    let server = format!("{}:{}", stack().var("FERRY_SFTP_HOST"), stack().var("FERRY_SFTP_PORT"));
+    failpoint::arm("sftp:drop-after-publish", &server);
+    let r = f.run(&config, false).await;
+    assert!(r.succeeded(), "the second export connects again: {r:?}");
+    let names = f.dir.names();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with(&format!("{second}_"))), "{names:?}");
+    let mut delivered = ids(&f.delivered_rows());
+    delivered.sort_unstable();
+    assert_eq!(delivered, [1, 1, 2, 2], "each export delivered both rows once");
+}

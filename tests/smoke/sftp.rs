@@ -228,3 +228,22 @@ async fn wrong_host_key_is_refused_before_any_byte_is_written() {
 
     assert_eq!(dir.names(), ["empty_known_hosts"], "nothing was uploaded");
 }
+
+#[tokio::test]
+async fn authentication_and_the_subsystem_have_a_deadline() {
+    let dir = TestDir::create("smoke_sftp");
+    let settings = SftpSettings { timeout: Duration::from_secs(1), ..key_settings(&dir) };
+    let server = format!("{}:{}", settings.host, settings.port);
+    for (point, says) in
+        [("sftp:authenticate", "no answer to authentication within 1s"), ("sftp:subsystem", "the SFTP subsystem did not start within 1s")]
+    {
+        ferry_core::failpoint::arm_sleep(point, &server, Duration::from_secs(30));
+        let started = std::time::Instant::now();
+        let err = SftpSink::connect(settings.clone()).await.expect_err("a stalled step ends at the deadline");
+        assert!(err.to_string().contains(says), "{point}: {err}");
+        assert_eq!(ferry_core::Classify::class(&err), ErrorClass::Transient, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{point} waited for the stall, not the deadline");
+    }
+    let sink = SftpSink::connect(settings).await.expect("unarmed, it connects");
+    sink.close().await;
+}

@@ -13,7 +13,7 @@
 use crate::Failure;
 
 #[cfg(feature = "failpoints")]
-pub use armed::{arm, arm_sleep, hit, POINTS};
+pub use armed::{arm, arm_sleep, hit, CONNECT_POINTS, POINTS};
 
 #[cfg(feature = "failpoints")]
 mod armed {
@@ -37,8 +37,12 @@ mod armed {
     /// Every point a run passes, in order.
     pub const POINTS: &[&str] = &["upload:during", "upload:after", "lease:confirm", "publish:part", "publish:after"];
 
+    /// Points of a destination's connection (set-up, and a drop after a publish), armed by the
+    /// server (`host:port`) instead of an export.
+    pub const CONNECT_POINTS: &[&str] = &["sftp:authenticate", "sftp:subsystem", "sftp:drop-after-publish"];
+
     fn insert(point: &str, export: &str, action: Action) {
-        assert!(POINTS.contains(&point), "unknown failpoint {point}");
+        assert!(POINTS.contains(&point) || CONNECT_POINTS.contains(&point), "unknown failpoint {point}");
         ARMED.lock().expect("failpoints").get_or_insert_with(HashMap::new).insert((point.to_owned(), export.to_owned()), action);
     }
 
@@ -64,7 +68,7 @@ mod armed {
                 Some(Ok(ms)) => Action::Sleep(Duration::from_millis(ms)),
                 _ => Action::Fail,
             };
-            if POINTS.contains(&point) {
+            if POINTS.contains(&point) || CONNECT_POINTS.contains(&point) {
                 tracing::warn!(point, export, ?action, "failpoint armed from FERRY_FAILPOINTS");
                 insert(point, export, action);
             }

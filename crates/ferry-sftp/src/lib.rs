@@ -234,40 +234,19 @@ impl SftpSink {
             }
         };
 
-        let user = settings.username.clone();
-        let result = match &settings.auth {
-            Auth::Password(pw) => handle.authenticate_password(user, pw.expose()).await,
-            Auth::PrivateKey { path, passphrase } => {
-                let key = russh::keys::load_secret_key(path, passphrase.as_ref().map(|p| p.expose()))
-                    .map_err(|e| SftpError::Key { path: path.display().to_string(), reason: e.to_string() })?;
-                let hash = handle
-                    .best_supported_rsa_hash()
-                    .await
-                    .map_err(|e| SftpError::Connect { server: server.clone(), reason: e.to_string() })?
-                    .flatten();
-                handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash)).await
-            }
+        let deadline = settings.timeout;
+        let authenticating = authenticate(&mut handle, &settings, &server);
+        match tokio::time::timeout(deadline, authenticating).await {
+            Err(_) => return Err(SftpError::Connect { server, reason: format!("no answer to authentication within {deadline:?}") }),
+            Ok(result) => result?,
         }
-        .map_err(|e| SftpError::Connect { server: server.clone(), reason: e.to_string() })?;
-        if !result.success() {
-            let method = match settings.auth {
-                Auth::Password(_) => "password",
-                Auth::PrivateKey { .. } => "private key",
-            };
-            return Err(SftpError::Auth { server, user: settings.username.clone(), method });
-        }
-
-        let sftp = SftpSession::new(open_subsystem(&handle, &server).await?)
-            .await
-            .map_err(|e| SftpError::Connect { server: server.clone(), reason: format!("SFTP subsystem: {e}") })?;
-        sftp.set_timeout(settings.timeout.as_secs().max(1));
-        // A second SFTP channel, used raw, for the extension requests the high-level session
-        // does not expose (posix-rename@openssh.com).
-        let raw = RawSftpSession::new(open_subsystem(&handle, &server).await?);
-        raw.set_timeout(settings.timeout.as_secs().max(1));
-        let version =
-            raw.init().await.map_err(|e| SftpError::Connect { server: server.clone(), reason: format!("SFTP subsystem: {e}") })?;
-        let posix_rename = version.extensions.get("posix-rename@openssh.com").is_some_and(|v| v == "1");
+        let opening = open_sessions(&handle, &server);
+        let (sftp, raw, posix_rename) = match tokio::time::timeout(deadline, opening).await {
+            Err(_) => return Err(SftpError::Connect { server, reason: format!("the SFTP subsystem did not start within {deadline:?}") }),
+            Ok(result) => result?,
+        };
+        sftp.set_timeout(deadline.as_secs().max(1));
+        raw.set_timeout(deadline.as_secs().max(1));
 
         let remote = Remote {
             conn: Arc::new(Connection { handle, sftp, raw }),
@@ -276,6 +255,11 @@ impl SftpSink {
             posix_rename,
         };
         Ok(Self { settings, remote })
+    }
+
+    /// Whether the SSH connection is gone (closed by either side, or dropped).
+    pub fn is_closed(&self) -> bool {
+        self.remote.conn.handle.is_closed()
     }
 
     /// Whether the server offers `posix-rename@openssh.com`.
@@ -301,6 +285,50 @@ impl SftpSink {
         let _ = self.remote.conn.sftp.close().await;
         let _ = self.remote.conn.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
     }
+}
+
+/// Authenticates with the configured password or key.
+async fn authenticate(handle: &mut client::Handle<Verifier>, settings: &SftpSettings, server: &str) -> Result<(), SftpError> {
+    ferry_core::failpoint::hit("sftp:authenticate", server)
+        .await
+        .map_err(|f| SftpError::Connect { server: server.to_owned(), reason: f.to_string() })?;
+    let user = settings.username.clone();
+    let result = match &settings.auth {
+        Auth::Password(pw) => handle.authenticate_password(user, pw.expose()).await,
+        Auth::PrivateKey { path, passphrase } => {
+            let key = russh::keys::load_secret_key(path, passphrase.as_ref().map(|p| p.expose()))
+                .map_err(|e| SftpError::Key { path: path.display().to_string(), reason: e.to_string() })?;
+            let hash = handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|e| SftpError::Connect { server: server.to_owned(), reason: e.to_string() })?
+                .flatten();
+            handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash)).await
+        }
+    }
+    .map_err(|e| SftpError::Connect { server: server.to_owned(), reason: e.to_string() })?;
+    if !result.success() {
+        let method = match settings.auth {
+            Auth::Password(_) => "password",
+            Auth::PrivateKey { .. } => "private key",
+        };
+        return Err(SftpError::Auth { server: server.to_owned(), user: settings.username.clone(), method });
+    }
+    Ok(())
+}
+
+/// Opens the two SFTP channels: the session for files, and a raw one for the extension
+/// requests the session does not expose (posix-rename@openssh.com), which it reports.
+async fn open_sessions(handle: &client::Handle<Verifier>, server: &str) -> Result<(SftpSession, RawSftpSession, bool), SftpError> {
+    ferry_core::failpoint::hit("sftp:subsystem", server)
+        .await
+        .map_err(|f| SftpError::Connect { server: server.to_owned(), reason: f.to_string() })?;
+    let subsystem = |e: &dyn fmt::Display| SftpError::Connect { server: server.to_owned(), reason: format!("SFTP subsystem: {e}") };
+    let sftp = SftpSession::new(open_subsystem(handle, server).await?).await.map_err(|e| subsystem(&e))?;
+    let raw = RawSftpSession::new(open_subsystem(handle, server).await?);
+    let version = raw.init().await.map_err(|e| subsystem(&e))?;
+    let posix_rename = version.extensions.get("posix-rename@openssh.com").is_some_and(|v| v == "1");
+    Ok((sftp, raw, posix_rename))
 }
 
 async fn open_subsystem(handle: &client::Handle<Verifier>, server: &str) -> Result<russh::ChannelStream<client::Msg>, SftpError> {
@@ -414,6 +442,15 @@ impl Remote {
     /// Publishes the temporary file `temp` under `name` (bare names): see the module
     /// documentation for the steps, and what each failure leaves. Never removes `temp`.
     async fn publish(&self, temp: &str, name: &str, mode: PutMode) -> Result<(), PublishError> {
+        let published = self.publish_once(temp, name, mode).await;
+        if published.is_ok() && ferry_core::failpoint::hit("sftp:drop-after-publish", &self.server).await.is_err() {
+            // Tests: the connection drops right after a publish, as a server or network may.
+            let _ = self.conn.handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+        }
+        published
+    }
+
+    async fn publish_once(&self, temp: &str, name: &str, mode: PutMode) -> Result<(), PublishError> {
         let (from, to) = (self.path_of(temp), self.path_of(name));
         let what = format!("{from} -> {to}");
         match mode {
