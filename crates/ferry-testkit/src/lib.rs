@@ -1,8 +1,9 @@
 //! Test kit: reach the local stack (`dev/stack up`) and isolate each test.
 //!
 //! Addresses and credentials come from the `FERRY_*` variables that `dev/stack env` prints, or,
-//! when they are not set, from the `.stack/env` file that `dev/stack up` writes. A test that
-//! needs a service which is not there fails with a message saying so; nothing is skipped.
+//! when they are not set, from the file `dev/stack env` reads: `$FERRY_STACK_DIR/env`, else the
+//! checkout's `.stack/env`. A test that needs a service which is not there fails with a message
+//! saying so; nothing is skipped.
 //!
 //! Tests that need no server use the in-memory backends of [`memory`], which obey the same
 //! contracts (the [`conformance`] suites run against both) and fail on demand ([`faults`]).
@@ -37,9 +38,15 @@ pub fn stack() -> &'static Stack {
 
 impl Stack {
     fn load() -> Self {
-        let mut vars: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("FERRY_")).collect();
+        Self::from_vars(std::env::vars().filter(|(k, _)| k.starts_with("FERRY_")).collect())
+    }
+
+    /// The settings from `FERRY_*` variables, completed from the stack's env file when the
+    /// stack's own variables are not among them.
+    fn from_vars(mut vars: HashMap<String, String>) -> Self {
         if !vars.contains_key("FERRY_BQ_ENDPOINT") {
-            let file = workspace_root().join(".stack/env");
+            let dir = vars.get("FERRY_STACK_DIR").map_or_else(|| workspace_root().join(".stack"), PathBuf::from);
+            let file = dir.join("env");
             let text = std::fs::read_to_string(&file).unwrap_or_else(|_| {
                 panic!("the local stack is not up: no FERRY_* variables and no {}; run `dev/stack up`", file.display())
             });
@@ -270,5 +277,32 @@ where
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_settings_are_read_from_the_env_file_in_ferry_stack_dir() {
+        let dir = std::env::temp_dir().join(unique("ferry-stack-env"));
+        std::fs::create_dir_all(&dir).expect("state dir");
+        std::fs::write(
+            dir.join("env"),
+            "export FERRY_BQ_ENDPOINT='http://127.0.0.1:2/from-file'\nexport FERRY_SFTP_PASSWORD_USER='from-file'\n",
+        )
+        .expect("env file");
+        let state = ("FERRY_STACK_DIR".to_owned(), dir.display().to_string());
+
+        let s = Stack::from_vars(HashMap::from([state.clone()]));
+        assert_eq!(s.bq_endpoint(), "http://127.0.0.1:2/from-file");
+        assert_eq!(s.var("FERRY_SFTP_PASSWORD_USER"), "from-file");
+
+        // Exported stack variables win: the file is not read then.
+        let s = Stack::from_vars(HashMap::from([state, ("FERRY_BQ_ENDPOINT".to_owned(), "http://127.0.0.1:1".to_owned())]));
+        assert_eq!(s.bq_endpoint(), "http://127.0.0.1:1");
+        assert!(!s.vars.contains_key("FERRY_SFTP_PASSWORD_USER"), "{:?}", s.vars);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
