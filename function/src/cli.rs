@@ -136,7 +136,8 @@ pub enum Command {
         #[command(flatten)]
         what: Selection,
         /// Variable holding an access token (e.g. from `gcloud auth print-access-token`);
-        /// when it is unset or empty, the metadata server's. Ignored with PUBSUB_EMULATOR_HOST.
+        /// when it is unset or empty, Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS,
+        /// gcloud's application-default file, the metadata server). Ignored with PUBSUB_EMULATOR_HOST.
         #[arg(long, default_value = "GOOGLE_OAUTH_ACCESS_TOKEN")]
         token_env: String,
     },

@@ -17,6 +17,7 @@ use crate::components::Wired;
 /// The BigQuery client a config asks for.
 pub fn bigquery(config: &Config) -> Result<BigQuery, Failure> {
     let auth = match &config.bigquery.auth {
+        BigQueryAuth::ApplicationDefault => Auth::ApplicationDefault,
         BigQueryAuth::MetadataServer => Auth::MetadataServer,
         BigQueryAuth::Token(t) => Auth::Token(t.clone()),
         BigQueryAuth::None => Auth::None,

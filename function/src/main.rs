@@ -101,7 +101,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         .ok()
                         .filter(|t| !t.trim().is_empty())
                         .map(|t| ferry_pubsub::Auth::Token(ferry_core::Secret::new(t.trim())))
-                        .unwrap_or(ferry_pubsub::Auth::MetadataServer),
+                        .unwrap_or(ferry_pubsub::Auth::ApplicationDefault),
                 ),
             };
             let data = serde_json::to_vec(&trigger)?;

@@ -4,6 +4,7 @@
 mod common;
 
 mod config;
+mod credentials;
 mod failures;
 mod incremental;
 mod kills;

@@ -214,8 +214,10 @@ pub struct RawBigQuery {
     /// API endpoint; `FERRY_BIGQUERY_ENDPOINT`, else `https://bigquery.googleapis.com`.
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// `metadata_server` (default: Cloud Run's service account), `token_env`, or `none`
-    /// (emulators only).
+    /// `application_default` (default: Google's Application Default Credentials: the key file
+    /// in `GOOGLE_APPLICATION_CREDENTIALS`, else gcloud's application-default file, else the
+    /// metadata server), `metadata_server` (Cloud Run's service account only), `token_env`, or
+    /// `none` (emulators only).
     #[serde(default)]
     pub auth: BigQueryAuthKind,
     /// With `auth: token_env`: the variable holding an OAuth access token.
@@ -231,8 +233,10 @@ pub struct RawBigQuery {
 #[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum BigQueryAuthKind {
-    /// The metadata server's token for the attached service account.
+    /// Application Default Credentials, found the way Google's client libraries find them.
     #[default]
+    ApplicationDefault,
+    /// The metadata server's token for the attached service account.
     MetadataServer,
     /// An access token from an environment variable.
     TokenEnv,
@@ -359,6 +363,7 @@ impl RawConfig {
             cx.require_tls_url(&endpoint_field, &endpoint, "the access token");
         }
         let auth = match b.auth {
+            BigQueryAuthKind::ApplicationDefault => BigQueryAuth::ApplicationDefault,
             BigQueryAuthKind::MetadataServer => BigQueryAuth::MetadataServer,
             BigQueryAuthKind::None => BigQueryAuth::None,
             BigQueryAuthKind::TokenEnv => match b.token_env.as_deref() {
@@ -596,6 +601,8 @@ impl ExportSpec {
 /// BigQuery credentials.
 #[derive(Debug, Clone)]
 pub enum BigQueryAuth {
+    /// Application Default Credentials (see [`BigQueryAuthKind::ApplicationDefault`]).
+    ApplicationDefault,
     MetadataServer,
     Token(Secret),
     None,

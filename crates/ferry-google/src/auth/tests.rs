@@ -8,6 +8,8 @@ use ferry_core::{Classify, ErrorClass};
 
 use super::*;
 
+mod adc;
+
 /// What the stand-in answers to a token request.
 #[derive(Clone)]
 enum Answer {
