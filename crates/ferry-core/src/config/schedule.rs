@@ -91,7 +91,7 @@ pub(super) fn validate_schedules(schedules: &[RawSchedule], exports: &HashSet<St
             && !sc.name.starts_with('-')
             && !sc.name.ends_with('-');
         if !name_ok {
-            err(at("name"), format!("expected 1 to 40 lowercase letters, digits or '-' (not first or last), found {:?}", sc.name));
+            err(at("name"), format!("expected 1 to 40 lowercase letters, digits or '-' (not first or last), found {}", short(&sc.name)));
         } else if !seen.insert(sc.name.as_str()) {
             err(at("name"), format!("duplicate schedule name {:?}", sc.name));
         }
@@ -100,10 +100,7 @@ pub(super) fn validate_schedules(schedules: &[RawSchedule], exports: &HashSet<St
         }
         if let Some(tz) = &sc.time_zone {
             if parse_zone(tz).is_err() {
-                err(
-                    at("time_zone"),
-                    format!("expected an IANA time zone such as \"Europe/Berlin\" or \"Etc/UTC\", found {}", short(tz)),
-                );
+                err(at("time_zone"), format!("expected an IANA time zone such as \"Europe/Berlin\" or \"Etc/UTC\", found {}", short(tz)));
             }
         }
         if let Some(names) = &sc.exports {
@@ -176,12 +173,7 @@ const FIELDS: [Field; 5] = [
     Field { name: "minute", min: 0, max: 59, names: &[] },
     Field { name: "hour", min: 0, max: 23, names: &[] },
     Field { name: "day-of-month", min: 1, max: 31, names: &[] },
-    Field {
-        name: "month",
-        min: 1,
-        max: 12,
-        names: &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"],
-    },
+    Field { name: "month", min: 1, max: 12, names: &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"] },
     Field { name: "day-of-week", min: 0, max: 7, names: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"] },
 ];
 
@@ -205,10 +197,7 @@ pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
         let first_day = sets[2].trailing_zeros();
         let longest = (1..=12u32).filter(|m| sets[3] & (1 << m) != 0).map(days_in_month).max().unwrap_or(31);
         if first_day > longest {
-            return Err(format!(
-                "never runs: no month in {} has a day {first_day} (the longest has {longest} days)",
-                short(parts[3])
-            ));
+            return Err(format!("never runs: no month in {} has a day {first_day} (the longest has {longest} days)", short(parts[3])));
         }
     }
     text.parse::<croner::Cron>().map_err(|e| format!("{} is not a cron expression croner accepts: {e}", short(text)))
@@ -247,10 +236,7 @@ impl Field {
             } else {
                 let v = self.value(range)?;
                 if step.is_some() {
-                    return Err(format!(
-                        "{name} {}: a step follows * or a range (*/10, 0-30/10), not a single value",
-                        short(item)
-                    ));
+                    return Err(format!("{name} {}: a step follows * or a range (*/10, 0-30/10), not a single value", short(item)));
                 }
                 (v, v)
             };
@@ -364,7 +350,11 @@ mod tests {
     fn a_cron_error_quotes_at_most_a_short_prefix() {
         let huge = format!("{} * * * *", "9".repeat(1 << 20));
         let got = cron_err(&huge);
-        assert!(got.starts_with("minute 9999") && got.ends_with("is out of range 0-59") && got.len() < 100, "{}", &got[..200.min(got.len())]);
+        assert!(
+            got.starts_with("minute 9999") && got.ends_with("is out of range 0-59") && got.len() < 100,
+            "{}",
+            &got[..200.min(got.len())]
+        );
         let words = "every night ".repeat(100_000);
         let got = cron_err(&words);
         assert!(got.contains("found \"every night every night every night ever\"... (1200000 bytes)") && got.len() < 200, "{got}");
@@ -374,7 +364,13 @@ mod tests {
 
     #[test]
     fn zones_come_from_the_iana_database() {
-        let sc = |tz: Option<&str>| RawSchedule { name: "a".into(), cron: "0 2 * * *".into(), time_zone: tz.map(Into::into), exports: None, full: false };
+        let sc = |tz: Option<&str>| RawSchedule {
+            name: "a".into(),
+            cron: "0 2 * * *".into(),
+            time_zone: tz.map(Into::into),
+            exports: None,
+            full: false,
+        };
         assert_eq!(sc(None).zone(), Ok(Tz::Etc__UTC));
         assert_eq!(sc(Some("Europe/Berlin")).zone(), Ok(Tz::Europe__Berlin));
         assert_eq!(sc(Some("America/Argentina/Buenos_Aires")).zone(), Ok(Tz::America__Argentina__Buenos_Aires));
@@ -389,21 +385,33 @@ mod tests {
     fn runs(cron: &str, zone: &str, after: &str) -> Vec<String> {
         let sc = RawSchedule { name: "a".into(), cron: cron.into(), time_zone: Some(zone.into()), exports: None, full: false };
         let after: DateTime<Utc> = after.parse().unwrap();
-        sc.next_runs(after, 3).unwrap().iter().map(|t| format!("{} = {}", t.format("%F %R %Z"), t.with_timezone(&Utc).format("%F %R"))).collect()
+        sc.next_runs(after, 3)
+            .unwrap()
+            .iter()
+            .map(|t| format!("{} = {}", t.format("%F %R %Z"), t.with_timezone(&Utc).format("%F %R")))
+            .collect()
     }
 
     #[test]
     fn next_runs_are_computed_in_the_schedules_zone() {
         assert_eq!(
             runs("0 2 * * *", "Europe/Berlin", "2026-07-01T00:30:00Z"),
-            ["2026-07-02 02:00 CEST = 2026-07-02 00:00", "2026-07-03 02:00 CEST = 2026-07-03 00:00", "2026-07-04 02:00 CEST = 2026-07-04 00:00"]
+            [
+                "2026-07-02 02:00 CEST = 2026-07-02 00:00",
+                "2026-07-03 02:00 CEST = 2026-07-03 00:00",
+                "2026-07-04 02:00 CEST = 2026-07-04 00:00"
+            ]
         );
         // Strictly after: a run at `after` itself is not listed.
         assert_eq!(runs("0 * * * *", "Etc/UTC", "2026-07-01T10:00:00Z")[0], "2026-07-01 11:00 UTC = 2026-07-01 11:00");
         // Day-of-month OR day-of-week, as Cloud Scheduler documents: the 1st, and Saturdays.
         assert_eq!(
             runs("0 12 1 * SAT", "Etc/UTC", "2026-07-31T13:00:00Z"),
-            ["2026-08-01 12:00 UTC = 2026-08-01 12:00", "2026-08-08 12:00 UTC = 2026-08-08 12:00", "2026-08-15 12:00 UTC = 2026-08-15 12:00"]
+            [
+                "2026-08-01 12:00 UTC = 2026-08-01 12:00",
+                "2026-08-08 12:00 UTC = 2026-08-08 12:00",
+                "2026-08-15 12:00 UTC = 2026-08-15 12:00"
+            ]
         );
         assert_eq!(runs("0 0 29 2 *", "Etc/UTC", "2026-01-01T00:00:00Z")[0], "2028-02-29 00:00 UTC = 2028-02-29 00:00");
         assert_eq!(runs("0 0 * * 7", "Etc/UTC", "2026-07-01T00:00:00Z")[0], "2026-07-05 00:00 UTC = 2026-07-05 00:00", "7 is Sunday");
@@ -414,16 +422,28 @@ mod tests {
     fn daylight_saving_time_a_skipped_time_runs_after_the_gap_and_a_repeated_time_runs_once() {
         assert_eq!(
             runs("30 1 * * *", "Europe/London", "2026-03-28T12:00:00Z"),
-            ["2026-03-29 02:00 BST = 2026-03-29 01:00", "2026-03-30 01:30 BST = 2026-03-30 00:30", "2026-03-31 01:30 BST = 2026-03-31 00:30"]
+            [
+                "2026-03-29 02:00 BST = 2026-03-29 01:00",
+                "2026-03-30 01:30 BST = 2026-03-30 00:30",
+                "2026-03-31 01:30 BST = 2026-03-31 00:30"
+            ]
         );
         assert_eq!(
             runs("30 1 * * *", "Europe/London", "2026-10-24T12:00:00Z"),
-            ["2026-10-25 01:30 BST = 2026-10-25 00:30", "2026-10-26 01:30 GMT = 2026-10-26 01:30", "2026-10-27 01:30 GMT = 2026-10-27 01:30"]
+            [
+                "2026-10-25 01:30 BST = 2026-10-25 00:30",
+                "2026-10-26 01:30 GMT = 2026-10-26 01:30",
+                "2026-10-27 01:30 GMT = 2026-10-27 01:30"
+            ]
         );
         // An hourly job runs in both copies of the repeated hour.
         assert_eq!(
             runs("30 * * * *", "Europe/London", "2026-10-25T00:00:00Z"),
-            ["2026-10-25 01:30 BST = 2026-10-25 00:30", "2026-10-25 01:30 GMT = 2026-10-25 01:30", "2026-10-25 02:30 GMT = 2026-10-25 02:30"]
+            [
+                "2026-10-25 01:30 BST = 2026-10-25 00:30",
+                "2026-10-25 01:30 GMT = 2026-10-25 01:30",
+                "2026-10-25 02:30 GMT = 2026-10-25 02:30"
+            ]
         );
     }
 }
