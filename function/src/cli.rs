@@ -89,6 +89,10 @@ pub enum Command {
         /// `sftp` section and export fields become each export's `source` and `destination`).
         #[arg(long)]
         explain: bool,
+        /// For tests: the time the printed next runs of each schedule follow (RFC 3339, e.g.
+        /// `2026-03-28T12:00:00Z`); now when absent.
+        #[arg(long, hide = true, env = "FERRY_CHECK_NOW", value_name = "RFC3339")]
+        now: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Print the JSON Schema of the configuration file.
     Schema,

@@ -113,7 +113,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", ferry::components::json_schema());
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Check { no_secrets, explain } => {
+        Command::Check { no_secrets, explain, now } => {
             let deployment = if no_secrets { Deployment::Elsewhere } else { Deployment::Here };
             let checked = Config::load_raw(&cli.config)
                 .and_then(|raw| ferry::components::validate(&raw, &|k| std::env::var(k).ok(), deployment).map(|c| (raw, c)));
@@ -132,7 +132,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{}: ok", cli.config.display());
             }
-            print::check(&raw, &config);
+            print::check(&raw, &config, now.unwrap_or_else(chrono::Utc::now));
             for w in &config.warnings {
                 eprintln!("{}: warning: {w}", cli.config.display());
             }

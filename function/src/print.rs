@@ -4,8 +4,12 @@ use ferry_core::config::{Config, RawConfig};
 use ferry_core::run::{Progress, RunReport, Skip};
 use ferry_core::{Lease, RunRecord, RunStatus};
 
-/// `ferry check`: what a valid config holds.
-pub fn check(raw: &RawConfig, config: &Config) {
+/// How many run times `ferry check` prints for each schedule.
+const NEXT_RUNS: usize = 3;
+
+/// `ferry check`: what a valid config holds, with each schedule's next run times after `now`
+/// in its zone and in UTC.
+pub fn check(raw: &RawConfig, config: &Config, now: chrono::DateTime<chrono::Utc>) {
     for x in &config.exports {
         println!(
             "  {:<24} {}{} -> {}{}",
@@ -32,6 +36,18 @@ pub fn check(raw: &RawConfig, config: &Config) {
             sc.time_zone.as_deref().unwrap_or("Etc/UTC"),
             if sc.full { ", full" } else { "" }
         );
+        match sc.next_runs(now, NEXT_RUNS) {
+            Ok(runs) => {
+                for t in runs {
+                    println!(
+                        "    next {} = {}",
+                        t.format("%Y-%m-%d %H:%M %Z (%:z)"),
+                        t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M UTC")
+                    );
+                }
+            }
+            Err(e) => println!("    next: {e}"),
+        }
     }
 }
 

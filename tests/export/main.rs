@@ -10,6 +10,7 @@ mod incremental;
 mod kills;
 mod leases;
 mod notify;
+mod schedules;
 mod serve;
 mod split;
 mod types;
