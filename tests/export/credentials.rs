@@ -44,7 +44,13 @@ fn bigquery_and_publish_find_credentials_as_googles_clients_do() {
         r#"Google credentials file {key_str} (named by GOOGLE_APPLICATION_CREDENTIALS): type: "external_account" is not supported"#
     );
     let metadata = closed_port();
-    let vars = [("SFTP_PASSWORD", "pw"), ("GOOGLE_APPLICATION_CREDENTIALS", key_str), ("GCE_METADATA_HOST", metadata.as_str())];
+    let vars = [
+        ("SFTP_PASSWORD", "pw"),
+        ("GOOGLE_APPLICATION_CREDENTIALS", key_str),
+        ("GCE_METADATA_HOST", metadata.as_str()),
+        // The endpoint is plain HTTP on this machine.
+        ("FERRY_ALLOW_PLAINTEXT_LOOPBACK", "1"),
+    ];
 
     let run = |auth: Option<&str>| {
         let path = dir.join(format!("{}.json", auth.unwrap_or("default")));
