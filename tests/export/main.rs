@@ -11,6 +11,7 @@ mod kills;
 mod leases;
 mod notify;
 mod schedules;
+mod secrets;
 mod serve;
 mod split;
 mod types;
