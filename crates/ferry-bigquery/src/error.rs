@@ -21,6 +21,27 @@ pub enum BigQueryError {
     /// Getting an access token failed.
     #[error("BigQuery credentials: {0}")]
     Credentials(GoogleError),
+    /// A query job was not complete when the query deadline passed; it was asked to cancel.
+    #[error("BigQuery jobs.query: job {job} was not complete after {} s (the query deadline); it was cancelled", .waited.as_secs())]
+    QueryTimeout { job: String, waited: std::time::Duration },
+    /// The rows read from a job's pages are not as many as the job reported (`totalRows`):
+    /// a page was skipped or read twice, so the export cannot be trusted.
+    #[error("BigQuery jobs.getQueryResults: job {job} has {expected} rows (totalRows), but {read} were read")]
+    RowCount { job: String, expected: u64, read: u64 },
+    /// The last error of a call that was retried and still failed; `context` says how often
+    /// and why it stopped.
+    #[error("{last}{context}")]
+    GaveUp { last: Box<BigQueryError>, context: String },
+}
+
+impl BigQueryError {
+    /// The error itself, or the last error of a call that was retried.
+    pub fn last(&self) -> &BigQueryError {
+        match self {
+            BigQueryError::GaveUp { last, .. } => last.last(),
+            other => other,
+        }
+    }
 }
 
 impl From<GoogleError> for BigQueryError {
@@ -50,6 +71,9 @@ impl Classify for BigQueryError {
             BigQueryError::Transport { .. } => ErrorClass::Transient,
             BigQueryError::Decode { .. } => ErrorClass::Permanent,
             BigQueryError::Credentials(e) => e.class(),
+            // A slow or unlucky job: the next run may well succeed.
+            BigQueryError::QueryTimeout { .. } | BigQueryError::RowCount { .. } => ErrorClass::Transient,
+            BigQueryError::GaveUp { last, .. } => last.class(),
         }
     }
 }
