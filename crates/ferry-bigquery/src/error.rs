@@ -111,5 +111,19 @@ mod tests {
         );
         let rejected = BigQueryError::Job { op: "tabledata.insertAll", what: "rows rejected", reason: None, message: "{}".into() };
         assert_eq!(rejected.to_string(), "BigQuery tabledata.insertAll: rows rejected: {}");
+        let late = BigQueryError::QueryTimeout { job: "j1".into(), waited: std::time::Duration::from_millis(1_800_400) };
+        assert_eq!(late.to_string(), "BigQuery jobs.query: job j1 was not complete after 1800 s (the query deadline); it was cancelled");
+        assert_eq!(late.class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn a_retried_error_keeps_the_class_and_text_of_the_last_one() {
+        let last = api(400, "Syntax error");
+        let wrapped = BigQueryError::GaveUp { last: Box::new(api(400, "Syntax error")), context: " (gave up after 2 attempts)".into() };
+        assert_eq!(wrapped.class(), ErrorClass::Permanent);
+        assert_eq!(wrapped.to_string(), format!("{last} (gave up after 2 attempts)"));
+        assert!(matches!(wrapped.last(), BigQueryError::Api { api: ApiError { status: 400, .. }, .. }));
+        let wrapped = BigQueryError::GaveUp { last: Box::new(api(503, "later")), context: String::new() };
+        assert_eq!(wrapped.class(), ErrorClass::Transient);
     }
 }
