@@ -300,6 +300,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_waits_are_actually_taken_and_grow() {
+        // Over 100 runs of 7 retries, each wait averages half its ceiling: 50, 100, 200, 400,
+        // 500, 500, 500 ms.
+        let mut sums = [Duration::ZERO; 7];
+        for _ in 0..100 {
+            let (r, times) = drive(policy(), &[E(ErrorClass::Transient); 7]).await;
+            assert!(r.is_ok());
+            for (sum, gap) in sums.iter_mut().zip(gaps(&times)) {
+                *sum += gap;
+            }
+        }
+        let means: Vec<u64> = sums.iter().map(|s| s.as_millis() as u64 / 100).collect();
+        for (mean, expected) in means.iter().zip([50, 100, 200, 400, 500, 500, 500]) {
+            assert!((expected * 7 / 10..=expected * 13 / 10).contains(mean), "mean waits {means:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn attempts_are_bounded_and_the_last_error_is_returned_with_their_number() {
         let p = RetryPolicy { max_attempts: 4, ..policy() };
         let (r, times) = drive(p, &[E(ErrorClass::Transient); 10]).await;
