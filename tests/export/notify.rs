@@ -197,13 +197,14 @@ async fn a_wrong_smtp_password_is_a_clear_error_and_the_export_commits() {
 }
 
 #[tokio::test]
-async fn a_slack_500_is_retried_then_reported_and_the_export_commits() {
+async fn a_slack_500_is_reported_without_posting_twice_and_the_export_commits() {
     let hook = unique("hook500");
     let url = format!("{}/status/500/hooks/{hook}", stack().var("FERRY_SLACK_ENDPOINT"));
     let (_f, errors) = broken_channel(None, Some(url)).await;
     let e = &errors[0];
-    assert!(e.contains("slack webhook: HTTP 500") && e.contains("gave up after 3 attempts"), "{e}");
-    assert_eq!(slack_posts(&hook).len(), 3, "three attempts with backoff");
+    assert!(e.contains("slack webhook: HTTP 500") && !e.contains("gave up"), "{e}");
+    // A webhook post has no request id: after a 5xx the message may be in the channel already.
+    assert_eq!(slack_posts(&hook).len(), 1, "one attempt");
 }
 
 /// Through the CLI: the export fails on a wrong SFTP password that is a sentinel; neither it nor

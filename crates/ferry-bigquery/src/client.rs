@@ -1,8 +1,12 @@
+use std::future::Future;
 use std::time::Duration;
 
+use ferry_core::retry::{GaveUp, RetryPolicy, Verdict};
+use ferry_core::{Classify, ErrorClass};
 use ferry_google::{percent_encode, ApiError, Auth, TokenSource};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use crate::BigQueryError;
 
@@ -66,7 +70,20 @@ pub enum Cell {
 /// One page of rows.
 pub type Page = Vec<Vec<Cell>>;
 
+/// How long a query may take before it is cancelled, by default: 30 minutes.
+pub const DEFAULT_QUERY_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// How long BigQuery holds one `jobs.query` or `jobs.getQueryResults` call open while the job
+/// runs (`timeoutMs`).
+const SERVER_WAIT: Duration = Duration::from_secs(10);
+
 /// A BigQuery REST client for one project.
+///
+/// Every call is retried under one [`RetryPolicy`] when it failed on the way (no answer, a
+/// dropped connection) or BigQuery asks for a retry (408, 429, 5xx, `rateLimitExceeded`,
+/// `backendError`); calls that are not idempotent by nature are made so first: `jobs.query`
+/// carries a `requestId` made once per query, `tabledata.insertAll` an `insertId` per row, and
+/// pages are fetched by their `pageToken`, so a retried page is the same page.
 #[derive(Clone)]
 pub struct BigQuery {
     http: reqwest::Client,
@@ -76,6 +93,8 @@ pub struct BigQuery {
     base: String,
     project: String,
     tokens: TokenSource,
+    retry: RetryPolicy,
+    query_deadline: Duration,
 }
 
 impl std::fmt::Debug for BigQuery {
@@ -100,7 +119,33 @@ impl BigQuery {
             base: format!("{api}/projects/{}", percent_encode(project)),
             api,
             project: project.into(),
+            retry: RetryPolicy::default(),
+            query_deadline: DEFAULT_QUERY_DEADLINE,
         })
+    }
+
+    /// The same client with another retry policy (the default is [`RetryPolicy::default`]).
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The same client with another query deadline: a query whose job is not complete this
+    /// long after it was started is cancelled and fails with [`BigQueryError::QueryTimeout`].
+    /// The default is [`DEFAULT_QUERY_DEADLINE`].
+    pub fn with_query_deadline(mut self, deadline: Duration) -> Self {
+        self.query_deadline = deadline;
+        self
+    }
+
+    /// Runs one HTTP call under the retry policy: again after a transport error or an answer
+    /// that asks for a retry; never after an answer about the job itself.
+    async fn retried<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, BigQueryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, BigQueryError>>,
+    {
+        self.retry.run_with(op, call, http_verdict).await.map_err(gave_up)
     }
 
     /// The billing project queries run in.
@@ -136,8 +181,9 @@ impl BigQuery {
         Ok(bytes)
     }
 
-    async fn call(&self, op: &'static str, method: reqwest::Method, url: String, body: Option<&Value>) -> Result<Value, BigQueryError> {
-        let bytes = self.call_bytes(op, method, url, body).await?;
+    /// One attempt; the answer as JSON, a job error reported with HTTP 200 as an error.
+    async fn call_once(&self, op: &'static str, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Value, BigQueryError> {
+        let bytes = self.call_bytes(op, method, url.to_owned(), body).await?;
         let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         // Some servers report a failed job with HTTP 200 and an `errors` list.
         if let Some(e) = value["status"]["errorResult"].as_object().or_else(|| value["errors"][0].as_object()) {
@@ -146,6 +192,12 @@ impl BigQuery {
         Ok(value)
     }
 
+    /// [`Self::call_once`] under the retry policy.
+    async fn call(&self, op: &'static str, method: reqwest::Method, url: String, body: Option<&Value>) -> Result<Value, BigQueryError> {
+        self.retried(op, || self.call_once(op, method.clone(), &url, body)).await
+    }
+
+    /// One `jobs.query` or `jobs.getQueryResults` call, under the retry policy.
     async fn call_results(
         &self,
         op: &'static str,
@@ -153,7 +205,17 @@ impl BigQuery {
         url: String,
         body: Option<&Value>,
     ) -> Result<Results, BigQueryError> {
-        let bytes = self.call_bytes(op, method, url, body).await?;
+        self.retried(op, || self.call_results_once(op, method.clone(), &url, body)).await
+    }
+
+    async fn call_results_once(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Results, BigQueryError> {
+        let bytes = self.call_bytes(op, method, url.to_owned(), body).await?;
         let r: Results = serde_json::from_slice(&bytes).map_err(|e| BigQueryError::Decode { op, reason: e.to_string() })?;
         if let Some(e) = r.status.as_ref().and_then(|s| s.error_result.as_ref()).or(r.errors.first()) {
             return Err(job_error(op, e.reason.as_deref(), e.message.as_deref()));
@@ -161,8 +223,17 @@ impl BigQuery {
         Ok(r)
     }
 
-    /// Starts a query with named parameters and waits until it is complete.
+    /// Starts a query with named parameters and waits until it is complete, at most the query
+    /// deadline.
+    ///
+    /// A call that got no answer is sent again with the same `requestId`, so BigQuery runs the
+    /// statement once. A job that ran and failed for a reason worth a retry (a concurrent
+    /// update, `backendError`) changed nothing; it is run again as a new query.
     pub async fn query(&self, sql: &str, params: &[QueryParam], page_size: u32) -> Result<QueryJob, BigQueryError> {
+        self.retry.run_with("jobs.query", || self.query_once(sql, params, page_size), rerun_verdict).await.map_err(gave_up)
+    }
+
+    async fn query_once(&self, sql: &str, params: &[QueryParam], page_size: u32) -> Result<QueryJob, BigQueryError> {
         let params: Vec<Value> = params
             .iter()
             .map(|p| {
@@ -173,20 +244,52 @@ impl BigQuery {
                 })
             })
             .collect();
+        let request_id = uuid::Uuid::new_v4().to_string();
         let body = json!({
             "query": sql,
             "useLegacySql": false,
             "parameterMode": "NAMED",
             "queryParameters": params,
             "maxResults": page_size,
-            "timeoutMs": 10000,
+            "timeoutMs": SERVER_WAIT.as_millis() as u64,
             "formatOptions": {"useInt64Timestamp": true},
+            // Made once per query and sent again on a retry: BigQuery answers a repeated
+            // request id with the job the first request started.
+            "requestId": request_id,
         });
-        let mut resp = self.call_results("jobs.query", reqwest::Method::POST, format!("{}/queries", self.base), Some(&body)).await?;
+        let started = Instant::now();
+        let url = format!("{}/queries", self.base);
+        let mut attempt = 0;
+        let mut resp = self
+            .retried("jobs.query", || {
+                attempt += 1;
+                let again = attempt > 1;
+                let (url, body, request_id) = (&url, &body, &request_id);
+                async move {
+                    match self.call_results_once("jobs.query", reqwest::Method::POST, url, Some(body)).await {
+                        // The emulator makes the request id the job id and answers a repeated
+                        // one "409 Already Exists: Job …": the first attempt started the job.
+                        Err(BigQueryError::Api { api: ApiError { status: 409, .. }, .. }) if again => Ok(Results::started(request_id)),
+                        other => other,
+                    }
+                }
+            })
+            .await?;
         let job_id = resp.job_reference.as_ref().map(|j| j.job_id.clone()).unwrap_or_default();
         let location = resp.job_reference.as_ref().and_then(|j| j.location.clone());
+        let mut polls = 0;
         while resp.job_complete == Some(false) {
-            resp = self.results_raw(&job_id, location.as_deref(), None, 0).await?;
+            let left = self.query_deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                self.cancel(&job_id, location.as_deref()).await;
+                return Err(BigQueryError::QueryTimeout { job: job_id, waited: started.elapsed() });
+            }
+            polls += 1;
+            if polls > 1 {
+                tokio::time::sleep(self.retry.delay(polls - 1).min(left)).await;
+            }
+            let wait = SERVER_WAIT.min(self.query_deadline.saturating_sub(started.elapsed()));
+            resp = self.results_raw(&job_id, location.as_deref(), None, page_size, wait).await?;
         }
         Ok(QueryJob {
             client: self.clone(),
@@ -194,10 +297,23 @@ impl BigQuery {
             location,
             schema: resp.schema.map(|s| s.fields).unwrap_or_default(),
             dml_affected: resp.num_dml_affected_rows.as_deref().and_then(|s| s.parse().ok()),
+            total_rows: if resp.num_dml_affected_rows.is_some() { None } else { resp.total_rows.as_deref().and_then(|s| s.parse().ok()) },
+            read: 0,
             first: Some(resp.rows.into_iter().map(|r| r.f.into_iter().map(|c| c.0).collect()).collect()),
             next_token: resp.page_token,
             page_size,
         })
+    }
+
+    /// Asks BigQuery to cancel a job, once; a failure is only logged (the job ends anyway).
+    async fn cancel(&self, job_id: &str, location: Option<&str>) {
+        let mut url = format!("{}/jobs/{}/cancel", self.base, percent_encode(job_id));
+        if let Some(loc) = location {
+            url.push_str(&format!("?location={}", percent_encode(loc)));
+        }
+        if let Err(e) = self.call_once("jobs.cancel", reqwest::Method::POST, &url, None).await {
+            tracing::warn!(job = job_id, error = %e, "could not cancel a query job past its deadline");
+        }
     }
 
     async fn results_raw(
@@ -206,11 +322,13 @@ impl BigQuery {
         location: Option<&str>,
         page_token: Option<&str>,
         page_size: u32,
+        wait: Duration,
     ) -> Result<Results, BigQueryError> {
         let mut url = format!(
-            "{}/queries/{}?formatOptions.useInt64Timestamp=true&timeoutMs=10000&maxResults={}",
+            "{}/queries/{}?formatOptions.useInt64Timestamp=true&timeoutMs={}&maxResults={}",
             self.base,
             percent_encode(job_id),
+            wait.as_millis(),
             page_size
         );
         if let Some(loc) = location {
@@ -227,9 +345,19 @@ impl BigQuery {
         Ok(self.query(sql, params, 1).await?.dml_affected)
     }
 
-    /// Streams rows into a table with `tabledata.insertAll`.
+    /// Streams rows into a table with `tabledata.insertAll`. Each row gets an `insertId` made
+    /// for this call (`<uuid>-<index>`), so a retried request does not insert a row twice.
     pub async fn insert_rows(&self, table: &TableRef, rows: &[Value]) -> Result<(), BigQueryError> {
-        let body = json!({"rows": rows.iter().map(|r| json!({"json": r})).collect::<Vec<_>>()});
+        let batch = uuid::Uuid::new_v4();
+        let rows: Vec<(String, Value)> = rows.iter().enumerate().map(|(i, r)| (format!("{batch}-{i}"), r.clone())).collect();
+        self.insert_rows_with_ids(table, &rows).await
+    }
+
+    /// Streams `(insertId, row)` pairs into a table with `tabledata.insertAll`. BigQuery drops
+    /// a row whose `insertId` it saw in the last minute or so, which makes a retry safe; a
+    /// caller that sends the same rows again later (another run) supplies the same ids.
+    pub async fn insert_rows_with_ids(&self, table: &TableRef, rows: &[(String, Value)]) -> Result<(), BigQueryError> {
+        let body = json!({"rows": rows.iter().map(|(id, r)| json!({"insertId": id, "json": r})).collect::<Vec<_>>()});
         let url = format!("{}/insertAll", self.table_url(table));
         let resp = self.call("tabledata.insertAll", reqwest::Method::POST, url, Some(&body)).await?;
         if let Some(errs) = resp["insertErrors"].as_array().filter(|e| !e.is_empty()) {
@@ -246,10 +374,15 @@ impl BigQuery {
     /// Creates a dataset in the client's project; an existing one is fine.
     pub async fn create_dataset(&self, dataset: &str) -> Result<(), BigQueryError> {
         let body = json!({"datasetReference": {"projectId": self.project, "datasetId": dataset}});
-        match self.call("datasets.insert", reqwest::Method::POST, format!("{}/datasets", self.base), Some(&body)).await {
-            Err(BigQueryError::Api { api: ApiError { status: 409, .. }, .. }) => Ok(()),
-            other => other.map(|_| ()),
-        }
+        let url = format!("{}/datasets", self.base);
+        // A retry after a lost answer finds the dataset the first attempt made: 409 is success.
+        self.retried("datasets.insert", || async {
+            match self.call_once("datasets.insert", reqwest::Method::POST, &url, Some(&body)).await {
+                Err(BigQueryError::Api { api: ApiError { status: 409, .. }, .. }) => Ok(()),
+                other => other.map(|_| ()),
+            }
+        })
+        .await
     }
 
     fn table_url(&self, t: &TableRef) -> String {
@@ -264,27 +397,31 @@ impl BigQuery {
 
     /// Deletes a dataset and its tables.
     pub async fn delete_dataset(&self, dataset: &str) -> Result<(), BigQueryError> {
-        match self
-            .call(
-                "datasets.delete",
-                reqwest::Method::DELETE,
-                format!("{}/datasets/{}?deleteContents=true", self.base, percent_encode(dataset)),
-                None,
-            )
-            .await
-        {
-            Err(BigQueryError::Api { api: ApiError { status: 404, .. }, .. }) => Ok(()),
-            other => other.map(|_| ()),
-        }
+        let url = format!("{}/datasets/{}?deleteContents=true", self.base, percent_encode(dataset));
+        // A retry after a lost answer finds the dataset gone: 404 is success.
+        self.retried("datasets.delete", || async {
+            match self.call_once("datasets.delete", reqwest::Method::DELETE, &url, None).await {
+                Err(BigQueryError::Api { api: ApiError { status: 404, .. }, .. }) => Ok(()),
+                other => other.map(|_| ()),
+            }
+        })
+        .await
     }
 
     /// The schema of a table, or `None` when it does not exist.
     pub async fn table_schema(&self, table: &TableRef) -> Result<Option<Vec<Field>>, BigQueryError> {
         let url = self.table_url(table);
-        match self.call("tables.get", reqwest::Method::GET, url, None).await {
-            Err(BigQueryError::Api { api: ApiError { status: 404, .. }, .. }) => Ok(None),
-            Err(e) => Err(e),
-            Ok(v) => Ok(Some(
+        let found = self
+            .retried("tables.get", || async {
+                match self.call_once("tables.get", reqwest::Method::GET, &url, None).await {
+                    Err(BigQueryError::Api { api: ApiError { status: 404, .. }, .. }) => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        match found {
+            None => Ok(None),
+            Some(v) => Ok(Some(
                 serde_json::from_value(v["schema"]["fields"].clone())
                     .map_err(|e| BigQueryError::Decode { op: "tables.get", reason: e.to_string() })?,
             )),
@@ -302,23 +439,48 @@ pub struct QueryJob {
     pub schema: Vec<Field>,
     /// Rows changed by a DML statement.
     pub dml_affected: Option<u64>,
+    /// `totalRows` of the result (not for DML statements).
+    total_rows: Option<u64>,
+    /// Rows handed out so far.
+    read: u64,
     first: Option<Page>,
     next_token: Option<String>,
     page_size: u32,
 }
 
 impl QueryJob {
+    /// The job's id (for messages).
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
     /// The next page of rows, `None` after the last. Only one page is held at a time.
+    ///
+    /// Pages are fetched by their `pageToken`; a page whose call failed is fetched again with
+    /// the same token. With the last page, the rows read are compared with the job's
+    /// `totalRows`: a difference is [`BigQueryError::RowCount`].
     pub async fn next_page(&mut self) -> Result<Option<Page>, BigQueryError> {
         if let Some(rows) = self.first.take() {
             if !rows.is_empty() || self.next_token.is_none() {
-                return Ok(Some(rows));
+                return self.hand_out(rows).map(Some);
             }
         }
         let Some(token) = self.next_token.take() else { return Ok(None) };
-        let resp = self.client.results_raw(&self.job_id, self.location.as_deref(), Some(&token), self.page_size).await?;
+        let resp = self.client.results_raw(&self.job_id, self.location.as_deref(), Some(&token), self.page_size, SERVER_WAIT).await?;
         self.next_token = resp.page_token;
-        Ok(Some(resp.rows.into_iter().map(|r| r.f.into_iter().map(|c| c.0).collect()).collect()))
+        self.hand_out(resp.rows.into_iter().map(|r| r.f.into_iter().map(|c| c.0).collect()).collect()).map(Some)
+    }
+
+    /// Counts a page, and checks the count after the last one.
+    fn hand_out(&mut self, rows: Page) -> Result<Page, BigQueryError> {
+        self.read += rows.len() as u64;
+        if self.next_token.is_some() {
+            return Ok(rows);
+        }
+        match self.total_rows {
+            Some(expected) if expected != self.read => Err(BigQueryError::RowCount { job: self.job_id.clone(), expected, read: self.read }),
+            _ => Ok(rows),
+        }
     }
 
     /// Reads every remaining row (tests and small results only).
@@ -329,6 +491,35 @@ impl QueryJob {
         }
         Ok(all)
     }
+}
+
+/// Whether an HTTP call is tried again: after no answer, or an answer that asks for it.
+fn http_verdict(e: &BigQueryError) -> Verdict {
+    match e {
+        BigQueryError::Transport { .. } => Verdict::Retry,
+        BigQueryError::Api { api, .. } if api.is_transient() => Verdict::Retry,
+        BigQueryError::Credentials(g) => g.class().into(),
+        _ => Verdict::Stop,
+    }
+}
+
+/// Whether a whole query is run again as a new job: only when BigQuery said that this job
+/// failed for a passing reason (a concurrent update, `backendError` in the job's status). A
+/// call that was already retried and still failed, a deadline, a bad statement: no.
+fn rerun_verdict(e: &BigQueryError) -> Verdict {
+    match e {
+        BigQueryError::Job { .. } | BigQueryError::Api { .. } if e.class() == ErrorClass::Transient => Verdict::Retry,
+        _ => Verdict::Stop,
+    }
+}
+
+/// The last error, with the number of attempts when there was more than one.
+fn gave_up(g: GaveUp<BigQueryError>) -> BigQueryError {
+    if g.attempts <= 1 {
+        return g.error;
+    }
+    let context = g.context();
+    BigQueryError::GaveUp { last: Box::new(g.error), context }
 }
 
 fn job_error(op: &'static str, reason: Option<&str>, message: Option<&str>) -> BigQueryError {
@@ -349,10 +540,28 @@ struct Results {
     #[serde(default)]
     rows: Vec<Row>,
     page_token: Option<String>,
+    total_rows: Option<String>,
     num_dml_affected_rows: Option<String>,
     #[serde(default)]
     errors: Vec<ErrorProto>,
     status: Option<JobStatus>,
+}
+
+impl Results {
+    /// A job known only by its id, not yet seen complete.
+    fn started(job_id: &str) -> Self {
+        Self {
+            job_reference: Some(JobRef { job_id: job_id.to_owned(), location: None }),
+            job_complete: Some(false),
+            schema: None,
+            rows: Vec::new(),
+            page_token: None,
+            total_rows: None,
+            num_dml_affected_rows: None,
+            errors: Vec::new(),
+            status: None,
+        }
+    }
 }
 
 #[derive(Deserialize)]

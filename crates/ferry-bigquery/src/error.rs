@@ -21,6 +21,27 @@ pub enum BigQueryError {
     /// Getting an access token failed.
     #[error("BigQuery credentials: {0}")]
     Credentials(GoogleError),
+    /// A query job was not complete when the query deadline passed; it was asked to cancel.
+    #[error("BigQuery jobs.query: job {job} was not complete after {} s (the query deadline); it was cancelled", .waited.as_secs())]
+    QueryTimeout { job: String, waited: std::time::Duration },
+    /// The rows read from a job's pages are not as many as the job reported (`totalRows`):
+    /// a page was skipped or read twice, so the export cannot be trusted.
+    #[error("BigQuery jobs.getQueryResults: job {job} has {expected} rows (totalRows), but {read} were read")]
+    RowCount { job: String, expected: u64, read: u64 },
+    /// The last error of a call that was retried and still failed; `context` says how often
+    /// and why it stopped.
+    #[error("{last}{context}")]
+    GaveUp { last: Box<BigQueryError>, context: String },
+}
+
+impl BigQueryError {
+    /// The error itself, or the last error of a call that was retried.
+    pub fn last(&self) -> &BigQueryError {
+        match self {
+            BigQueryError::GaveUp { last, .. } => last.last(),
+            other => other,
+        }
+    }
 }
 
 impl From<GoogleError> for BigQueryError {
@@ -50,6 +71,9 @@ impl Classify for BigQueryError {
             BigQueryError::Transport { .. } => ErrorClass::Transient,
             BigQueryError::Decode { .. } => ErrorClass::Permanent,
             BigQueryError::Credentials(e) => e.class(),
+            // A slow or unlucky job: the next run may well succeed.
+            BigQueryError::QueryTimeout { .. } | BigQueryError::RowCount { .. } => ErrorClass::Transient,
+            BigQueryError::GaveUp { last, .. } => last.class(),
         }
     }
 }
@@ -87,5 +111,19 @@ mod tests {
         );
         let rejected = BigQueryError::Job { op: "tabledata.insertAll", what: "rows rejected", reason: None, message: "{}".into() };
         assert_eq!(rejected.to_string(), "BigQuery tabledata.insertAll: rows rejected: {}");
+        let late = BigQueryError::QueryTimeout { job: "j1".into(), waited: std::time::Duration::from_millis(1_800_400) };
+        assert_eq!(late.to_string(), "BigQuery jobs.query: job j1 was not complete after 1800 s (the query deadline); it was cancelled");
+        assert_eq!(late.class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn a_retried_error_keeps_the_class_and_text_of_the_last_one() {
+        let last = api(400, "Syntax error");
+        let wrapped = BigQueryError::GaveUp { last: Box::new(api(400, "Syntax error")), context: " (gave up after 2 attempts)".into() };
+        assert_eq!(wrapped.class(), ErrorClass::Permanent);
+        assert_eq!(wrapped.to_string(), format!("{last} (gave up after 2 attempts)"));
+        assert!(matches!(wrapped.last(), BigQueryError::Api { api: ApiError { status: 400, .. }, .. }));
+        let wrapped = BigQueryError::GaveUp { last: Box::new(api(503, "later")), context: String::new() };
+        assert_eq!(wrapped.class(), ErrorClass::Transient);
     }
 }

@@ -130,11 +130,10 @@ impl Source for BigQuerySource {
         } else {
             self.settings.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ")
         };
-        let mut sql = format!("SELECT {cols} FROM {}{}", self.source_sql(), where_clause(export, window));
-        if let Some(cursor) = &export.cursor {
-            sql.push_str(&format!(" ORDER BY {}", quote_column(cursor)));
-        }
-        sql
+        // No ORDER BY: the window's bounds were fixed at plan time and the watermark becomes
+        // its `hi`, not the last row read, so the order of rows does not matter; sorting the
+        // whole window would make BigQuery gather it in one place first.
+        format!("SELECT {cols} FROM {}{}", self.source_sql(), where_clause(export, window))
     }
 
     fn describe(&self, _export: &ExportSpec) -> String {

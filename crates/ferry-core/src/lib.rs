@@ -10,6 +10,7 @@ pub mod encode;
 pub mod error;
 pub mod failpoint;
 pub mod ident;
+pub mod retry;
 pub mod roles;
 pub mod rows;
 pub mod run;
@@ -20,6 +21,7 @@ pub mod template;
 pub mod text;
 
 pub use error::{BoxError, Classify, ErrorClass, Failure};
+pub use retry::{GaveUp, RetryPolicy, Verdict};
 pub use roles::{
     BatchReader, Bounds, Claim, FileRecord, HolderProcess, Lease, Notifier, NullRows, RunRecord, RunStatus, Source, StateStore, Window,
 };

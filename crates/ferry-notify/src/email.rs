@@ -6,14 +6,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_core::config::{EmailSpec, SmtpTls};
 use ferry_core::run::RunReport;
-use ferry_core::{ErrorClass, Failure, Notifier};
+use ferry_core::{ErrorClass, Failure, Notifier, RetryPolicy};
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::{error_chain, message, wants, Backoff, NotifyError};
+use crate::{error_chain, message, wants, NotifyError};
 
 /// Sends the run summary by email.
 pub struct EmailNotifier {
@@ -21,12 +21,12 @@ pub struct EmailNotifier {
     from: Mailbox,
     to: Vec<Mailbox>,
     transport: AsyncSmtpTransport<Tokio1Executor>,
-    backoff: Backoff,
+    retry: RetryPolicy,
 }
 
 impl EmailNotifier {
     /// Prepares the transport; reads and parses `ca_file`. Connects only when sending.
-    pub fn new(spec: &EmailSpec, backoff: Backoff) -> Result<Self, NotifyError> {
+    pub fn new(spec: &EmailSpec, retry: RetryPolicy) -> Result<Self, NotifyError> {
         let from = spec
             .from
             .parse::<Mailbox>()
@@ -50,7 +50,7 @@ impl EmailNotifier {
         if let (Some(user), Some(password)) = (&spec.username, &spec.password) {
             builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
-        Ok(Self { spec: spec.clone(), from, to, transport: builder.build(), backoff })
+        Ok(Self { spec: spec.clone(), from, to, transport: builder.build(), retry })
     }
 
     fn server(&self) -> String {
@@ -132,7 +132,7 @@ impl Notifier for EmailNotifier {
             return Ok(());
         }
         let message = self.build(report)?;
-        let sent = self.backoff.run(|| async { self.transport.send(message.clone()).await.map_err(|e| self.explain(&e)) }).await;
+        let sent = self.retry.run("email", || async { self.transport.send(message.clone()).await.map_err(|e| self.explain(&e)) }).await;
         match sent {
             Ok(_) => {
                 tracing::info!(run_id = %report.run_id, server = %self.server(), recipients = self.to.len(), "email sent");

@@ -2,8 +2,8 @@
 //! ([`SlackNotifier`]).
 //!
 //! Both send one message per run that summarises every export and spells out each failure
-//! ([`message`]). Both retry transient failures a bounded number of times with backoff
-//! ([`retry`]). Their errors name the server and what to fix, and never contain a secret: the
+//! ([`message`]). Both retry a bounded number of times with backoff ([`retry_policy`]); Slack
+//! only when posting again cannot post twice. Their errors name the server and what to fix, and never contain a secret: the
 //! SMTP password and the webhook URL are only ever handed to the transport.
 
 mod email;
@@ -13,10 +13,10 @@ mod slack;
 
 use ferry_core::config::{Notifications, When};
 use ferry_core::run::RunReport;
-use ferry_core::{Classify, ErrorClass, Notifier};
+use ferry_core::{Classify, ErrorClass, Notifier, Verdict};
 
 pub use email::EmailNotifier;
-pub use retry::Backoff;
+pub use retry::policy as retry_policy;
 pub use slack::SlackNotifier;
 
 /// What went wrong while setting up or sending a notification.
@@ -28,9 +28,10 @@ pub enum NotifyError {
     /// The SMTP server refused or could not be reached.
     #[error("email via {server}: {reason}")]
     Smtp { server: String, reason: String, class: ErrorClass },
-    /// The Slack webhook refused or could not be reached.
+    /// The Slack webhook refused or could not be reached. `resend` says whether posting again
+    /// is safe: only when the message provably did not arrive, or Slack asked for it (429).
     #[error("slack webhook: {reason}")]
-    Slack { reason: String, class: ErrorClass },
+    Slack { reason: String, class: ErrorClass, resend: Verdict },
 }
 
 impl Classify for NotifyError {
@@ -72,10 +73,10 @@ pub fn wants(when: When, report: &RunReport) -> bool {
 pub fn from_config(notifications: &Notifications) -> Result<Vec<Box<dyn Notifier>>, NotifyError> {
     let mut out: Vec<Box<dyn Notifier>> = Vec::new();
     if let Some(e) = &notifications.email {
-        out.push(Box::new(EmailNotifier::new(e, Backoff::default())?));
+        out.push(Box::new(EmailNotifier::new(e, retry_policy())?));
     }
     if let Some(s) = &notifications.slack {
-        out.push(Box::new(SlackNotifier::new(s, Backoff::default())?));
+        out.push(Box::new(SlackNotifier::new(s, retry_policy())?));
     }
     Ok(out)
 }

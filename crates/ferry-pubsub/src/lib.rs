@@ -3,11 +3,16 @@
 //!
 //! REST rather than the gRPC client crates: publishing one small message needs one HTTPS call,
 //! and the gRPC stack (tonic, prost) would add minutes to every build of the binary.
+//!
+//! A publish is not idempotent: a message sent twice is two messages, and two runs of the
+//! export. So it is sent again only when it provably was not taken: the connection could not
+//! be made, or Pub/Sub answered 429 (`RESOURCE_EXHAUSTED`). A timeout or a 5xx is reported, not
+//! retried; the person or scheduler that published decides.
 
 use std::time::Duration;
 
 use base64::Engine;
-use ferry_core::{Classify, ErrorClass};
+use ferry_core::{Classify, ErrorClass, RetryPolicy, Verdict};
 /// How requests are authorised; shared with the other Google clients.
 pub use ferry_google::Auth;
 use ferry_google::{percent_encode, ApiError, GoogleError, TokenSource};
@@ -21,8 +26,9 @@ pub const PUBSUB_ENDPOINT: &str = "https://pubsub.googleapis.com";
 pub enum PubSubError {
     #[error("topic {0:?} is not a topic name: expected projects/PROJECT/topics/TOPIC, or TOPIC with a project")]
     Topic(String),
+    /// No answer; `connected` is false when the connection could not even be made.
     #[error("Pub/Sub at {endpoint}: {reason}")]
-    Transport { endpoint: String, reason: String },
+    Transport { endpoint: String, reason: String, connected: bool },
     #[error("Pub/Sub refused to publish to {topic}: {api}")]
     Api { topic: String, api: ApiError },
     #[error("Pub/Sub published to {topic}, but the answer has no message id")]
@@ -60,11 +66,22 @@ pub fn topic_name(topic: &str, project: Option<&str>) -> Result<String, PubSubEr
     }
 }
 
+/// Whether a failed publish may be sent again without publishing twice.
+fn resend(e: &PubSubError) -> Verdict {
+    match e {
+        PubSubError::Transport { connected: false, .. } => Verdict::Retry,
+        PubSubError::Api { api, .. } if api.status == 429 => Verdict::Retry,
+        PubSubError::Credentials(g) => g.class().into(),
+        _ => Verdict::Stop,
+    }
+}
+
 /// Publishes messages to topics.
 pub struct Publisher {
     http: reqwest::Client,
     endpoint: String,
     tokens: TokenSource,
+    retry: RetryPolicy,
 }
 
 impl Publisher {
@@ -72,18 +89,51 @@ impl Publisher {
     /// server of [`Auth::MetadataServer`] is moved by `GCE_METADATA_HOST`.
     pub fn new(endpoint: &str, auth: Auth) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client");
-        Self { tokens: TokenSource::new(http.clone(), auth), http, endpoint: endpoint.trim_end_matches('/').to_owned() }
+        Self {
+            tokens: TokenSource::new(http.clone(), auth),
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The same publisher with another retry policy (the default is [`RetryPolicy::default`]).
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
     }
 
     /// Publishes `data` with `attributes` to `topic` (`projects/P/topics/T`); returns the
-    /// message id.
+    /// message id. Sent again only when that cannot publish twice (see the crate docs).
     pub async fn publish(&self, topic: &str, data: &[u8], attributes: &[(&str, &str)]) -> Result<String, PubSubError> {
+        self.retry.run_with("pubsub publish", || self.publish_once(topic, data, attributes), resend).await.map_err(|g| {
+            if g.attempts <= 1 {
+                return g.error;
+            }
+            let context = g.context();
+            match g.error {
+                PubSubError::Transport { endpoint, reason, connected } => {
+                    PubSubError::Transport { endpoint, reason: format!("{reason}{context}"), connected }
+                }
+                PubSubError::Api { topic, api } => {
+                    PubSubError::Api { topic, api: ApiError { message: format!("{}{context}", api.message), ..api } }
+                }
+                other => other,
+            }
+        })
+    }
+
+    async fn publish_once(&self, topic: &str, data: &[u8], attributes: &[(&str, &str)]) -> Result<String, PubSubError> {
         let attrs: serde_json::Map<String, Value> = attributes.iter().map(|(k, v)| ((*k).to_owned(), Value::from(*v))).collect();
         let body = json!({"messages": [{"data": base64::engine::general_purpose::STANDARD.encode(data), "attributes": attrs}]});
         let path: Vec<String> = topic.split('/').map(percent_encode).collect();
         let req = self.http.post(format!("{}/v1/{}:publish", self.endpoint, path.join("/"))).json(&body);
         let req = self.tokens.authorize(req).await?;
-        let transport = |e: reqwest::Error| PubSubError::Transport { endpoint: self.endpoint.clone(), reason: e.without_url().to_string() };
+        let transport = |e: reqwest::Error| PubSubError::Transport {
+            endpoint: self.endpoint.clone(),
+            connected: !e.is_connect(),
+            reason: e.without_url().to_string(),
+        };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(transport)?;
@@ -128,6 +178,12 @@ mod tests {
                 let authorization = headers.get("authorization").map(|v| v.to_str().expect("header").to_owned());
                 let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 log.lock().expect("lock").push(Seen { path: uri.path().to_owned(), authorization, body });
+                if uri.path().contains("/topics/busy:") && log.lock().expect("lock").len() == 1 {
+                    return (StatusCode::TOO_MANY_REQUESTS, r#"{"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}}"#);
+                }
+                if uri.path().contains("/topics/down:") {
+                    return (StatusCode::SERVICE_UNAVAILABLE, r#"{"error": {"code": 503, "message": "try later", "status": "UNAVAILABLE"}}"#);
+                }
                 if uri.path().contains("/topics/denied:") {
                     let denied = r#"{"error": {"code": 403, "message": "User not authorized to perform this action.", "status": "PERMISSION_DENIED"}}"#;
                     return (StatusCode::FORBIDDEN, denied);
@@ -165,5 +221,33 @@ mod tests {
         );
         assert_eq!(err.class(), ErrorClass::Permanent);
         assert_eq!(seen.lock().expect("lock")[0].authorization, None);
+    }
+
+    fn fast(publisher: Publisher) -> Publisher {
+        publisher.with_retry(RetryPolicy::fast(3, Duration::from_secs(10)))
+    }
+
+    #[tokio::test]
+    async fn a_429_is_published_again_a_503_is_not() {
+        let (endpoint, seen) = stand_in().await;
+        let id = fast(Publisher::new(&endpoint, Auth::None)).publish("projects/p/topics/busy", b"x", &[]).await.expect("second attempt");
+        assert_eq!(id, "42");
+        assert_eq!(seen.lock().expect("lock").len(), 2);
+
+        let (endpoint, seen) = stand_in().await;
+        let err = fast(Publisher::new(&endpoint, Auth::None)).publish("projects/p/topics/down", b"x", &[]).await.expect_err("503");
+        assert_eq!(seen.lock().expect("lock").len(), 1, "the message may have been taken: not published twice");
+        assert_eq!(err.class(), ErrorClass::Transient);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_tried_again_up_to_the_bound() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+        let err = fast(Publisher::new(&format!("http://127.0.0.1:{port}"), Auth::None))
+            .publish("projects/p/topics/t", b"x", &[])
+            .await
+            .expect_err("nobody listens");
+        assert!(matches!(err, PubSubError::Transport { connected: false, .. }), "{err:?}");
+        assert!(err.to_string().ends_with("(gave up after 3 attempts: no attempts left)"), "{err}");
     }
 }
