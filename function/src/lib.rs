@@ -22,7 +22,10 @@ pub fn bigquery(config: &Config) -> Result<BigQuery, Failure> {
         BigQueryAuth::Token(t) => Auth::Token(t.clone()),
         BigQueryAuth::None => Auth::None,
     };
-    BigQuery::new(&config.bigquery.endpoint, &config.bigquery.project, auth).map_err(Failure::new)
+    let b = &config.bigquery;
+    BigQuery::with_request_timeout(&b.endpoint, &b.project, auth, b.timeout)
+        .map(|c| c.with_query_deadline(b.query_deadline))
+        .map_err(Failure::new)
 }
 
 /// The metadata store on `bq`, with its table created if missing.

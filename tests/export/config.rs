@@ -653,3 +653,21 @@ fn credentials_travel_only_over_tls_unless_allowed_to_this_machine() {
     assert!(e.contains("FERRY_ALLOW_PLAINTEXT_LOOPBACK=1"), "{e}");
     assert_eq!(errors_with(&mail("127.0.0.1"), &[("MAIL_PW", "pw"), ("FERRY_ALLOW_PLAINTEXT_LOOPBACK", "1")]), "");
 }
+
+#[test]
+fn deadlines_are_configurable_within_bounds() {
+    let e = errors_of(&with("bigquery", json!({"timeout_secs": 0, "query_deadline_secs": 5})));
+    assert!(e.contains("bigquery.timeout_secs: expected 1 to 3600 seconds, found 0"), "{e}");
+    assert!(e.contains("bigquery.query_deadline_secs: expected 10 to 86400 seconds, found 5"), "{e}");
+    let n = json!({"email": {"smtp_host": "smtp.example.com", "from": "f@example.com", "to": ["t@example.com"], "timeout_secs": 601},
+                   "slack": {"timeout_secs": 0}});
+    let e = errors_with(&with("notifications", n), &[("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X")]);
+    assert!(e.contains("notifications.email.timeout_secs: expected 1 to 600 seconds, found 601"), "{e}");
+    assert!(e.contains("notifications.slack.timeout_secs: expected 1 to 600 seconds, found 0"), "{e}");
+
+    let raw = RawConfig::from_json(&with("bigquery", json!({"timeout_secs": 42, "query_deadline_secs": 600})).to_string()).unwrap();
+    let config = raw.validate(&Registry, &env).unwrap();
+    assert_eq!((config.bigquery.timeout.as_secs(), config.bigquery.query_deadline.as_secs()), (42, 600));
+    let config = RawConfig::from_json(&base().to_string()).unwrap().validate(&Registry, &env).unwrap();
+    assert_eq!((config.bigquery.timeout.as_secs(), config.bigquery.query_deadline.as_secs()), (300, 1800), "the defaults");
+}

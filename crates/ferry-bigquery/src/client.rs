@@ -70,7 +70,10 @@ pub enum Cell {
 /// One page of rows.
 pub type Page = Vec<Vec<Cell>>;
 
-/// How long a query may take before it is cancelled, by default: 30 minutes.
+/// How long one request may take, unless [`BigQuery::with_request_timeout`] says.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a query may take to complete, unless [`BigQuery::with_query_deadline`] says.
 pub const DEFAULT_QUERY_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// How long BigQuery holds one `jobs.query` or `jobs.getQueryResults` call open while the job
@@ -107,9 +110,15 @@ impl BigQuery {
     /// `endpoint` is `https://bigquery.googleapis.com` in production or the emulator's address.
     /// The metadata server of [`Auth::MetadataServer`] is moved by `GCE_METADATA_HOST`.
     pub fn new(endpoint: &str, project: &str, auth: Auth) -> Result<Self, BigQueryError> {
+        Self::with_request_timeout(endpoint, project, auth, DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// Like [`BigQuery::new`], with a deadline for each request other than
+    /// [`DEFAULT_REQUEST_TIMEOUT`] (connecting is bounded by 10 s either way).
+    pub fn with_request_timeout(endpoint: &str, project: &str, auth: Auth, timeout: Duration) -> Result<Self, BigQueryError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(300))
+            .timeout(timeout)
             .build()
             .map_err(|e| BigQueryError::Transport { op: "client", endpoint: endpoint.into(), reason: e.to_string() })?;
         let api = format!("{}/bigquery/v2", endpoint.trim_end_matches('/'));

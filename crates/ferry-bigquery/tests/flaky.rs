@@ -350,3 +350,24 @@ async fn a_query_that_never_completes_stops_at_the_deadline_and_is_cancelled() {
         Some(("POST", "/bigquery/v2/projects/p/jobs/job_slow/cancel"))
     );
 }
+
+#[tokio::test]
+async fn a_request_without_an_answer_ends_at_the_request_timeout() {
+    // A server that takes every connection and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let bq = BigQuery::with_request_timeout(&endpoint, "p", Auth::None, Duration::from_secs(1))
+        .expect("client")
+        .with_retry(RetryPolicy::fast(2, Duration::from_secs(60)));
+    let started = std::time::Instant::now();
+    let err = bq.query("SELECT 1", &[], 10).await.expect_err("no answer");
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert!(err.to_string().contains("gave up after 2 attempts"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "each attempt ended at the 1 s timeout, not the server's leisure");
+}

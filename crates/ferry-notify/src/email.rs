@@ -1,8 +1,6 @@
 //! Email over SMTP with lettre: STARTTLS (required, not opportunistic), implicit TLS, or plain
 //! for local relays.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use ferry_core::config::{EmailSpec, SmtpTls};
 use ferry_core::run::RunReport;
@@ -46,7 +44,7 @@ impl EmailNotifier {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(spec.host.as_str())
             .port(spec.port)
             .tls(tls)
-            .timeout(Some(Duration::from_secs(30)));
+            .timeout(Some(spec.timeout));
         if let (Some(user), Some(password)) = (&spec.username, &spec.password) {
             builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }

@@ -26,7 +26,7 @@ impl SlackNotifier {
     /// and reqwest errors are stripped of it before they are reported.
     pub fn new(spec: &SlackSpec, retry: RetryPolicy) -> Result<Self, NotifyError> {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
+            .timeout(spec.timeout)
             .build()
             .map_err(|e| NotifyError::Setup { field: "notifications.slack", reason: e.without_url().to_string() })?;
         Ok(Self { spec: spec.clone(), client, retry })
@@ -120,7 +120,7 @@ mod tests {
     }
 
     fn notifier(url: &str) -> SlackNotifier {
-        let spec = SlackSpec { webhook_url: Secret::new(url), when: When::Always };
+        let spec = SlackSpec { webhook_url: Secret::new(url), when: When::Always, timeout: Duration::from_secs(15) };
         SlackNotifier::new(&spec, RetryPolicy::fast(3, Duration::from_secs(10))).expect("notifier")
     }
 

@@ -223,6 +223,14 @@ pub struct RawBigQuery {
     /// With `auth: token_env`: the variable holding an OAuth access token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Seconds one request to BigQuery may take (a result page included); 300 by default, 1 to
+    /// 3600. Connecting is bounded by 10 s.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Seconds a query may take to complete before it is cancelled and the run fails; 1800 by
+    /// default, 10 to 86400.
+    #[serde(default)]
+    pub query_deadline_secs: Option<u64>,
     /// Rows per result page; 10000 by default. ferry holds about two pages at a time (one being
     /// written, the next being fetched), so this bounds its memory: about 40 MiB at the default.
     #[serde(default)]
@@ -385,7 +393,22 @@ impl RawConfig {
         if !(1..=100_000).contains(&page_size) {
             cx.err("page_size", format!("expected 1 to 100000 rows, found {page_size}"));
         }
-        Some(BigQuerySpec { project: project?, endpoint, auth, page_size })
+        let timeout = b.timeout_secs.unwrap_or(300);
+        if !(1..=3600).contains(&timeout) {
+            cx.err("timeout_secs", format!("expected 1 to 3600 seconds, found {timeout}"));
+        }
+        let query_deadline = b.query_deadline_secs.unwrap_or(1800);
+        if !(10..=86_400).contains(&query_deadline) {
+            cx.err("query_deadline_secs", format!("expected 10 to 86400 seconds, found {query_deadline}"));
+        }
+        Some(BigQuerySpec {
+            project: project?,
+            endpoint,
+            auth,
+            page_size,
+            timeout: std::time::Duration::from_secs(timeout),
+            query_deadline: std::time::Duration::from_secs(query_deadline),
+        })
     }
 }
 
@@ -615,4 +638,8 @@ pub struct BigQuerySpec {
     pub endpoint: String,
     pub auth: BigQueryAuth,
     pub page_size: u32,
+    /// How long one request may take.
+    pub timeout: std::time::Duration,
+    /// How long a query may take to complete.
+    pub query_deadline: std::time::Duration,
 }

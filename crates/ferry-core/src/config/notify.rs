@@ -77,11 +77,19 @@ pub struct RawEmail {
     /// `success`, `failure` or `always` (default).
     #[serde(default)]
     pub when: When,
+    /// Seconds connecting, TLS, login and sending one mail may take; 30 by default (1 to 600).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 fn port587() -> u16 {
     587
 }
+
+/// The email deadline when the config names none.
+pub const DEFAULT_EMAIL_TIMEOUT_SECS: u64 = 30;
+/// The Slack deadline when the config names none.
+pub const DEFAULT_SLACK_TIMEOUT_SECS: u64 = 15;
 
 /// Slack settings.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -96,6 +104,9 @@ pub struct RawSlack {
     /// `success`, `failure` or `always` (default).
     #[serde(default)]
     pub when: When,
+    /// Seconds one post may take, connecting included; 15 by default (1 to 600).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 fn is_email(s: &str) -> bool {
@@ -105,6 +116,15 @@ fn is_email(s: &str) -> bool {
     };
     let mut parts = addr.split('@');
     matches!((parts.next(), parts.next(), parts.next()), (Some(l), Some(d), None) if !l.is_empty() && d.contains('.') && !d.starts_with('.') && !addr.contains(char::is_whitespace))
+}
+
+/// A deadline in seconds from `field` (1 to 600), else `default`.
+fn timeout(cx: &Check<'_>, field: &str, secs: Option<u64>, default: u64) -> std::time::Duration {
+    let secs = secs.unwrap_or(default);
+    if !(1..=600).contains(&secs) {
+        cx.err(field, format!("expected 1 to 600 seconds, found {secs}"));
+    }
+    std::time::Duration::from_secs(secs)
 }
 
 /// Checks the channels; `cx` stands at `notifications`.
@@ -158,6 +178,7 @@ pub(super) fn validate_notifications(n: &RawNotifications, cx: &Check<'_>) -> No
             from: e.from.clone(),
             to: e.to.clone(),
             when: e.when,
+            timeout: timeout(cx, "email.timeout_secs", e.timeout_secs, DEFAULT_EMAIL_TIMEOUT_SECS),
         }
     });
     let slack = n.slack.as_ref().and_then(|s| {
@@ -175,7 +196,11 @@ pub(super) fn validate_notifications(n: &RawNotifications, cx: &Check<'_>) -> No
             let field = if s.webhook_url_file.is_some() { "slack.webhook_url_file" } else { "slack.webhook_url_env" };
             cx.require_tls_url(field, url.expose(), "the webhook URL (a secret)");
         }
-        Some(SlackSpec { webhook_url: url, when: s.when })
+        Some(SlackSpec {
+            webhook_url: url,
+            when: s.when,
+            timeout: timeout(cx, "slack.timeout_secs", s.timeout_secs, DEFAULT_SLACK_TIMEOUT_SECS),
+        })
     });
     Notifications { email, slack }
 }
@@ -199,6 +224,8 @@ pub struct EmailSpec {
     pub from: String,
     pub to: Vec<String>,
     pub when: When,
+    /// How long connecting, TLS, login and sending one mail may take.
+    pub timeout: std::time::Duration,
 }
 
 /// Validated Slack settings.
@@ -206,4 +233,6 @@ pub struct EmailSpec {
 pub struct SlackSpec {
     pub webhook_url: Secret,
     pub when: When,
+    /// How long one post may take.
+    pub timeout: std::time::Duration,
 }

@@ -58,7 +58,14 @@ pub fn memory_config(name: &str, shape: Shape) -> Config {
             date_zone: ferry_core::config::Tz::UTC,
         }],
         metadata_table: TableName::parse("memory.export_metadata").expect("a table name"),
-        bigquery: BigQuerySpec { project: "memory".into(), endpoint: "http://127.0.0.1:9".into(), auth: BigQueryAuth::None, page_size: 1 },
+        bigquery: BigQuerySpec {
+            project: "memory".into(),
+            endpoint: "http://127.0.0.1:9".into(),
+            auth: BigQueryAuth::None,
+            page_size: 1,
+            timeout: std::time::Duration::from_secs(1),
+            query_deadline: std::time::Duration::from_secs(10),
+        },
         notifications: Notifications::default(),
         warnings: Vec::new(),
     }
