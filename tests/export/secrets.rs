@@ -55,15 +55,15 @@ async fn no_debug_output_of_a_config_or_client_shows_a_credential() {
         }
     });
     let env = |k: &str| {
-        Some(match k {
+        let value = match k {
             "PARTNER_PW" => SFTP_PASSWORD,
             "BQ_TOKEN" => BQ_TOKEN,
             "MAIL_PW" => SMTP_PASSWORD,
             "SLACK_WEBHOOK_URL" => SLACK_URL,
             "KEY_PASS" => PASSPHRASE,
             _ => return None,
-        })
-        .map(str::to_owned)
+        };
+        Some(value.to_owned())
     };
     let raw = RawConfig::from_json(&doc.to_string()).expect("parses");
     assert_shows_none("RawConfig", &raw, &sentinels);

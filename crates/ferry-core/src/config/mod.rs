@@ -349,7 +349,8 @@ impl RawConfig {
             cx.err("project", "no project: set bigquery.project, GOOGLE_CLOUD_PROJECT, or write metadata_table as project.dataset.table");
         }
         let project = match project {
-            Some(p) if !crate::ident::is_project(&p) && !(cx.elsewhere() && p.starts_with('<')) => {
+            // Before deployment the project may be a `<GOOGLE_CLOUD_PROJECT>` placeholder.
+            Some(p) if !(crate::ident::is_project(&p) || cx.elsewhere() && p.starts_with('<')) => {
                 let from = if b.project.is_some() { "" } else { " (from GOOGLE_CLOUD_PROJECT)" };
                 cx.err(
                     "project",
