@@ -74,6 +74,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 grace: std::time::Duration::from_secs(grace),
                 oidc: push_audience.map(|aud| ferry::oidc::Verifier::new(aud, push_service_account, push_jwks_url)),
                 rejections: ferry::serve::Rejections::new(std::time::Duration::from_secs(reject_report_window)),
+                runs: ferry::serve::Detached::default(),
             };
             ferry::serve::serve(settings).await?;
             return Ok(ExitCode::SUCCESS);

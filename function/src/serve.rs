@@ -51,6 +51,49 @@ pub struct ServeSettings {
     pub oidc: Option<Verifier>,
     /// How rejected messages are reported.
     pub rejections: Rejections,
+    /// The runs in flight, each detached from the request that started it.
+    pub runs: Detached,
+}
+
+/// Runs in flight. A run is a task of its own, not part of its request's future: when the
+/// client goes away (a push that outlived its deadline), hyper drops the request, and the run
+/// goes on to its end, recorded as usual; the redelivery then finds it done (or still running:
+/// `BUSY`, 503). At shutdown the service waits for them like for requests, within the grace time.
+pub struct Detached {
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// More runs than one instance can hold at once.
+const MAX_DETACHED: u32 = 1 << 20;
+
+impl Default for Detached {
+    fn default() -> Self {
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(MAX_DETACHED as usize)) }
+    }
+}
+
+impl Detached {
+    /// Runs `work` as a task of its own; its result, if the caller is still there to take it.
+    async fn run<T: Send + 'static>(&self, work: impl std::future::Future<Output = T> + Send + 'static) -> Result<T, tokio::task::JoinError> {
+        let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        tokio::spawn(
+            async move {
+                let _in_flight = permit;
+                work.await
+            }
+            .in_current_span(),
+        )
+        .await
+    }
+
+    /// Waits until no run is in flight.
+    async fn drained(&self) {
+        let in_flight = MAX_DETACHED as usize - self.permits.available_permits();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "waiting for runs whose requests have ended");
+        }
+        let _all = self.permits.acquire_many(MAX_DETACHED).await;
+    }
 }
 
 /// The largest push request body read. Trigger messages are a few hundred bytes; a larger body
@@ -143,7 +186,9 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(settings.addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.addr))?;
     let grace = settings.grace;
     tracing::info!(addr = %listener.local_addr()?, config_dir = %settings.config_dir.display(), oidc = settings.oidc.is_some(), "ferry serve listening");
-    let app = router(Arc::new(settings));
+    let settings = Arc::new(settings);
+    let settings_for_drain = settings.clone();
+    let app = router(settings);
     let shutdown = async move {
         wait_for_signal().await;
         tracing::info!(grace_seconds = grace.as_secs(), "shutdown requested: no new requests; finishing those in flight");
@@ -156,6 +201,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         });
     };
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    settings_for_drain.runs.drained().await;
     tracing::info!("ferry serve stopped");
     Ok(())
 }
@@ -280,7 +326,13 @@ async fn run(s: &Arc<ServeSettings>, p: Push) -> Response {
     opts.message_id = Some(p.message_id.clone());
     opts.lease_wait = s.lease_wait;
     opts.lease_ttl = s.lease_ttl;
-    let report = crate::run(&config, &opts, None).await;
+    let report = match s.runs.run(async move { crate::run(&config, &opts, None).await }).await {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::error!(error = %e, "the run ended abnormally; the message will be redelivered");
+            return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"status": "retry"}))).into_response();
+        }
+    };
     let retry = report.outcomes.iter().any(|o| o.status == RunStatus::Failed && o.error_class == Some(ErrorClass::Transient));
     let exports: Vec<_> = report
         .outcomes

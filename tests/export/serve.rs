@@ -331,6 +331,31 @@ async fn malformed_messages_are_acknowledged_logged_and_reported_once_per_burst(
 }
 
 #[tokio::test]
+async fn a_run_goes_on_when_its_push_request_is_abandoned() {
+    let f = Fixture::new("serve").await;
+    orders(&f, &[(1, "2026-10-01 00:00:00+00")]).await;
+    let (dir, name) = config_dir(&f, None);
+    let svc = Service::start(&dir, &[("FERRY_FAILPOINTS", format!("upload:during@{}=sleep:4000", f.export))]).await;
+    let id = unique("gone");
+    let body = envelope(&id, &json!({"config": name}));
+    let url = format!("{}/", svc.url);
+    let request = tokio::spawn(async move { reqwest::Client::new().post(url).json(&body).send().await.map(|r| r.status().as_u16()) });
+    eventually(Duration::from_secs(120), "the run to reach the destination", || async {
+        svc.entries().iter().any(|e| e["message"] == "failpoint armed from FERRY_FAILPOINTS").then_some(())
+    })
+    .await;
+    // The client goes away, as Pub/Sub does when a push outlives its deadline.
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    let statuses = wait_for_success(&f, &id, DELIVERY).await;
+    assert_eq!(statuses, ["PENDING", "SUCCESS"], "the run finished without its request: {}", svc.log());
+    assert_eq!(f.dir.names().len(), 1, "{:?}", f.dir.names());
+    // The redelivery finds the message delivered, and no lease left behind.
+    let (status, b) = svc.post(&envelope(&id, &json!({"config": name})), &[]).await;
+    assert_eq!((status, b["exports"][0]["status"].as_str()), (200, Some("ALREADY_DELIVERED")), "{b}");
+}
+
+#[tokio::test]
 async fn sigterm_lets_the_run_in_flight_finish() {
     let f = Fixture::new("serve").await;
     orders(&f, &[(1, "2026-10-01 00:00:00+00")]).await;
