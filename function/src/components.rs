@@ -62,6 +62,9 @@ pub struct Wired {
     sinks: Mutex<HashMap<String, Connected>>,
 }
 
+/// How long a shared SFTP connection may take to answer before the next export makes a new one.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A connection, or why connecting failed (the same failure for every export using it).
 type Connected = Result<Arc<SftpSink>, (ErrorClass, String)>;
 
@@ -99,7 +102,7 @@ impl Wiring for Wired {
         // fail the exports after it.
         let reuse = match sinks.get(&key) {
             None => false,
-            Some(Ok(s)) => !s.is_closed(),
+            Some(Ok(s)) => s.responds(PROBE_TIMEOUT).await,
             Some(Err((class, _))) => *class == ErrorClass::Permanent,
         };
         if !reuse {

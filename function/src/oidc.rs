@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderValue;
 use base64::Engine;
+use ferry_core::config::limits::{bound_message, quote};
 use serde::Deserialize;
 
 /// Google's signing keys for ID tokens.
@@ -200,10 +201,10 @@ impl Verifier {
         }
         if last != last_fetch || last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
             // A fetch finished while this token waited, or one did recently: it had no such key.
-            return Err(format!("no signing key {kid:?} (the keys fetched last do not have it, or that fetch failed)"));
+            return Err(format!("no signing key {} (the keys fetched last do not have it, or that fetch failed)", quote(kid)));
         }
         cache.fetch_locked().await?;
-        cache.read().keys.get(kid).cloned().ok_or_else(|| format!("no signing key {kid:?}"))
+        cache.read().keys.get(kid).cloned().ok_or_else(|| format!("no signing key {}", quote(kid)))
     }
 
     /// Verifies the `Authorization: Bearer` header; the error says why a token was refused.
@@ -214,21 +215,21 @@ impl Verifier {
         let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err("token is not a JWT".into());
         };
-        let header: Header = serde_json::from_slice(&b64(h)?).map_err(|e| format!("token header: {e}"))?;
+        let header: Header = serde_json::from_slice(&b64(h)?).map_err(|e| bound_message(format!("token header: {e}")))?;
         if header.alg != "RS256" {
-            return Err(format!("token algorithm {} is not RS256", header.alg));
+            return Err(format!("token algorithm {} is not RS256", quote(&header.alg)));
         }
         let (n, e) = self.key(header.kid.as_deref().unwrap_or_default()).await?;
         ring::signature::RsaPublicKeyComponents { n, e }
             .verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, format!("{h}.{p}").as_bytes(), &b64(s)?)
             .map_err(|_| "token signature does not verify")?;
-        let claims: Claims = serde_json::from_slice(&b64(p)?).map_err(|e| format!("token claims: {e}"))?;
+        let claims: Claims = serde_json::from_slice(&b64(p)?).map_err(|e| bound_message(format!("token claims: {e}")))?;
         let now = chrono::Utc::now().timestamp();
         if !ISSUERS.contains(&claims.iss.as_str()) {
-            return Err(format!("token issuer {:?} is not Google", claims.iss));
+            return Err(format!("token issuer {} is not Google", quote(&claims.iss)));
         }
         if claims.aud != self.audience {
-            return Err(format!("token audience {:?} is not {:?}", claims.aud, self.audience));
+            return Err(format!("token audience {} is not {:?}", quote(&claims.aud), self.audience));
         }
         if claims.exp + LEEWAY < now {
             return Err("token expired".into());
@@ -238,7 +239,7 @@ impl Verifier {
         }
         if let Some(sa) = &self.service_account {
             if claims.email.as_deref() != Some(sa.as_str()) || claims.email_verified != Some(true) {
-                return Err(format!("token email {:?} is not the push service account", claims.email.unwrap_or_default()));
+                return Err(format!("token email {} is not the push service account", quote(&claims.email.unwrap_or_default())));
             }
         }
         Ok(())

@@ -74,7 +74,10 @@ impl Default for Detached {
 
 impl Detached {
     /// Runs `work` as a task of its own; its result, if the caller is still there to take it.
-    async fn run<T: Send + 'static>(&self, work: impl std::future::Future<Output = T> + Send + 'static) -> Result<T, tokio::task::JoinError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
         let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
         tokio::spawn(
             async move {

@@ -657,7 +657,12 @@ fn credentials_travel_only_over_tls_unless_allowed_to_this_machine() {
 #[test]
 fn deadlines_are_configurable_within_bounds() {
     let e = errors_of(&with("bigquery", json!({"timeout_secs": 0, "query_deadline_secs": 5})));
-    assert!(e.contains("bigquery.timeout_secs: expected 1 to 3600 seconds, found 0"), "{e}");
+    assert!(
+        e.contains(
+            "bigquery.timeout_secs: expected 30 to 3600 seconds (BigQuery holds a call open up to 10 s while a query runs), found 0"
+        ),
+        "{e}"
+    );
     assert!(e.contains("bigquery.query_deadline_secs: expected 10 to 86400 seconds, found 5"), "{e}");
     let n = json!({"email": {"smtp_host": "smtp.example.com", "from": "f@example.com", "to": ["t@example.com"], "timeout_secs": 601},
                    "slack": {"timeout_secs": 0}});

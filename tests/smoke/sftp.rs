@@ -245,5 +245,10 @@ async fn authentication_and_the_subsystem_have_a_deadline() {
         assert!(started.elapsed() < Duration::from_secs(20), "{point} waited for the stall, not the deadline");
     }
     let sink = SftpSink::connect(settings).await.expect("unarmed, it connects");
+    assert!(sink.responds(Duration::from_secs(5)).await, "a live connection answers");
     sink.close().await;
+    ferry_testkit::eventually(Duration::from_secs(10), "the closed connection to stop answering", || async {
+        (!sink.responds(Duration::from_secs(1)).await).then_some(())
+    })
+    .await;
 }

@@ -262,6 +262,21 @@ impl SftpSink {
         self.remote.conn.handle.is_closed()
     }
 
+    /// Whether the server still answers: the connection is open and a `stat` of the target
+    /// directory is answered (with any status) within `within`. A connection a firewall dropped
+    /// without a word looks open until keepalives notice; this notices at once.
+    pub async fn responds(&self, within: Duration) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let stat = self.remote.conn.sftp.metadata(self.settings.directory.clone());
+        match tokio::time::timeout(within, stat).await {
+            Err(_) => false,
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => effect(&e) == Effect::None,
+        }
+    }
+
     /// Whether the server offers `posix-rename@openssh.com`.
     pub fn offers_posix_rename(&self) -> bool {
         self.remote.posix_rename

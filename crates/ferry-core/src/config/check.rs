@@ -174,10 +174,14 @@ fn scheme_only(url: &str) -> &str {
     url.split_once("://").map_or("(no scheme)", |(scheme, _)| scheme)
 }
 
-/// The host of the part of a URL after `scheme://`: `[::1]` → `::1`, `h:8080/x` → `h`.
+/// The host of the part of a URL after `scheme://`: `[::1]` → `::1`, `h:8080/x` → `h`. An
+/// authority with user information (`@`), or a backslash that URL parsers read as a path
+/// separator, has no host here: it is never taken for this machine.
 fn url_host(rest: &str) -> &str {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if authority.contains(['@', '\\']) || authority.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return "";
+    }
     if let Some(v6) = authority.strip_prefix('[') {
         return v6.split(']').next().unwrap_or_default();
     }
@@ -230,7 +234,9 @@ mod tests {
     fn hosts_of_urls() {
         assert_eq!(url_host("127.0.0.1:9050/bigquery"), "127.0.0.1");
         assert_eq!(url_host("[::1]:80/x"), "::1");
-        assert_eq!(url_host("user:pw@localhost:1/x"), "localhost");
+        assert_eq!(url_host("user:pw@localhost:1/x"), "", "user information: not taken for this machine");
+        assert_eq!(url_host("evil.example\\@127.0.0.1/x"), "", "a backslash is a path separator to URL parsers");
+        assert_eq!(url_host("evil.example\\.127.0.0.1/x"), "");
         assert_eq!(url_host("hooks.example?x=1"), "hooks.example");
         assert!(is_loopback("localhost") && is_loopback("127.9.9.9") && is_loopback("::1") && is_loopback("[::1]"));
         assert!(!is_loopback("127.0.0.1.example.com") && !is_loopback("10.0.0.1") && !is_loopback("localhost.example"));

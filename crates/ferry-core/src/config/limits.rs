@@ -107,7 +107,12 @@ fn walk(value: &Value, path: &mut String, key: Option<&str>, depth: usize, probl
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(k);
+                // A long field name is no field ferry knows: its path shows a short prefix.
+                if k.chars().count() > QUOTED_CHARS {
+                    path.push_str(&quote(k));
+                } else {
+                    path.push_str(k);
+                }
                 walk(item, path, Some(k), depth + 1, problems);
                 path.truncate(len);
             }
@@ -156,6 +161,20 @@ mod tests {
         assert!(problems[1].1.ends_with(&format!("is longer than {MAX_STRING_BYTES} bytes")));
         assert!(problems[2].1.ends_with(&format!("is longer than {MAX_QUERY_BYTES} bytes")));
         assert!(problems.iter().all(|(_, m)| m.len() < 200));
+    }
+
+    #[test]
+    fn paths_stay_short_under_long_field_names() {
+        let long = |c: char| c.to_string().repeat(16_000);
+        let mut doc = json!({"a": "x".repeat(MAX_STRING_BYTES + 1), "b": "y".repeat(MAX_STRING_BYTES + 1)});
+        for c in ['k', 'l', 'm', 'n'] {
+            doc = json!({ long(c): doc });
+        }
+        let problems = check_document(&doc);
+        assert_eq!(problems.len(), 2);
+        for (path, message) in &problems {
+            assert!(path.len() < 500 && message.len() < 200, "{} and {} bytes", path.len(), message.len());
+        }
     }
 
     #[test]

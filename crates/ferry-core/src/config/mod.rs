@@ -223,7 +223,7 @@ pub struct RawBigQuery {
     /// With `auth: token_env`: the variable holding an OAuth access token.
     #[serde(default)]
     pub token_env: Option<String>,
-    /// Seconds one request to BigQuery may take (a result page included); 300 by default, 1 to
+    /// Seconds one request to BigQuery may take (a result page included); 300 by default, 30 to
     /// 3600. Connecting is bounded by 10 s.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
@@ -395,8 +395,12 @@ impl RawConfig {
             cx.err("page_size", format!("expected 1 to 100000 rows, found {page_size}"));
         }
         let timeout = b.timeout_secs.unwrap_or(300);
-        if !(1..=3600).contains(&timeout) {
-            cx.err("timeout_secs", format!("expected 1 to 3600 seconds, found {timeout}"));
+        // At least 30 s: BigQuery holds a call open up to 10 s while a query runs.
+        if !(30..=3600).contains(&timeout) {
+            cx.err(
+                "timeout_secs",
+                format!("expected 30 to 3600 seconds (BigQuery holds a call open up to 10 s while a query runs), found {timeout}"),
+            );
         }
         let query_deadline = b.query_deadline_secs.unwrap_or(1800);
         if !(10..=86_400).contains(&query_deadline) {
