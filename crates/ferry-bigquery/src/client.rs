@@ -226,7 +226,10 @@ impl BigQuery {
     ) -> Result<Results, BigQueryError> {
         let bytes = self.call_bytes(op, method, url.to_owned(), body).await?;
         let r: Results = serde_json::from_slice(&bytes).map_err(|e| BigQueryError::Decode { op, reason: e.to_string() })?;
-        if let Some(e) = r.status.as_ref().and_then(|s| s.error_result.as_ref()).or(r.errors.first()) {
+        // `errors` of a job still running are warnings or passing trouble, not its end (a
+        // statement failed then and re-run would run twice): only a complete job's count.
+        let errors = if r.job_complete == Some(false) { None } else { r.errors.first() };
+        if let Some(e) = r.status.as_ref().and_then(|s| s.error_result.as_ref()).or(errors) {
             return Err(job_error(op, e.reason.as_deref(), e.message.as_deref()));
         }
         Ok(r)

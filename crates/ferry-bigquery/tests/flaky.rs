@@ -371,3 +371,30 @@ async fn a_request_without_an_answer_ends_at_the_request_timeout() {
     assert!(err.to_string().contains("gave up after 2 attempts"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30), "each attempt ended at the 1 s timeout, not the server's leisure");
 }
+
+#[tokio::test]
+async fn errors_of_a_job_still_running_do_not_end_it_or_run_it_again() {
+    let proxy = Proxy::start(
+        None,
+        Arc::new(|req: &Seen, _| {
+            let job = json!({"projectId": "p", "jobId": "job_warned"});
+            let schema = json!({"fields": [{"name": "n", "type": "INTEGER"}]});
+            if req.method == "POST" {
+                // BigQuery: errors of a running job "do not necessarily mean that the job has
+                // completed or was unsuccessful".
+                let warning = json!([{"reason": "backendError", "message": "a slot was lost; retrying internally"}]);
+                return Act::Answer(200, json!({"jobReference": job, "jobComplete": false, "errors": warning}).to_string());
+            }
+            Act::Answer(
+                200,
+                json!({"jobReference": job, "jobComplete": true, "schema": schema, "totalRows": "1", "rows": [{"f": [{"v": "7"}]}]})
+                    .to_string(),
+            )
+        }),
+    )
+    .await;
+    let rows = proxy.client("p").query("INSERT INTO t VALUES (7)", &[], 10).await.expect("the job completes").collect().await.unwrap();
+    assert_eq!(rows, [vec![Cell::Text("7".into())]]);
+    let posts = proxy.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts, 1, "the statement was sent once, not run again");
+}
