@@ -66,7 +66,7 @@ pub(crate) fn check_document(value: &Value) -> Vec<(String, String)> {
 }
 
 fn walk(value: &Value, path: &mut String, key: Option<&str>, depth: usize, problems: &mut Vec<(String, String)>) {
-    // One report per problem kind is enough to act on; a hostile file gets no long list.
+    // Twenty problems are enough to act on; a hostile file gets no long list.
     if problems.len() >= 20 {
         return;
     }
