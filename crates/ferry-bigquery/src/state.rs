@@ -5,7 +5,8 @@
 //! error_message) plus ferry's (run_id, cursor_type, window_lo, bytes, sha256, message_id,
 //! `files`: a JSON array with the name, bytes, rows and sha256 of each file, `null_cursor_rows`:
 //! rows whose cursor was NULL when the run planned, `null_arrival_hi`: the upper bound of the
-//! window of NULL-cursor rows by their arrival column, and `recorded_at`: the server's
+//! window of NULL-cursor rows by their arrival column, `execution`: the Cloud Run Job execution
+//! a DISPATCHED row started or a run ran in, and `recorded_at`: the server's
 //! `CURRENT_TIMESTAMP()` when the row was inserted). A table created by the seed deployment, or
 //! by an earlier ferry, is extended with ferry's columns.
 //!
@@ -48,6 +49,7 @@ const FERRY_COLUMNS: &[(&str, &str)] = &[
     ("recorded_at", "TIMESTAMP"),
     ("null_cursor_rows", "INT64"),
     ("null_arrival_hi", "STRING"),
+    ("execution", "STRING"),
 ];
 
 /// Columns of the leases table added after it was first shipped.
@@ -58,7 +60,7 @@ const LEASE_COLUMNS: &[(&str, &str)] = &[("host", "STRING"), ("pid", "INT64")];
 const RECORDED: &str = "COALESCE(recorded_at, completed_at)";
 
 const SELECT: &str = "run_id, export_name, source_table, export_status, last_exported_value, cursor_type, window_lo, \
-     rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id, files, null_cursor_rows, null_arrival_hi";
+     rows_exported, bytes, sha256, file_name, started_at, completed_at, error_message, message_id, files, null_cursor_rows, null_arrival_hi, execution";
 
 /// Records runs in a BigQuery table.
 #[derive(Debug, Clone)]
@@ -143,6 +145,7 @@ fn parse_record(r: &[Cell]) -> RunRecord {
         files: g(15).and_then(|j| serde_json::from_str(&j).ok()).unwrap_or_default(),
         null_cursor_rows: g(16).and_then(|v| v.parse().ok()),
         null_arrival_hi: g(17),
+        execution: g(18),
     }
 }
 
@@ -203,10 +206,10 @@ impl StateStore for MetadataStore {
         let sql = format!(
             "INSERT INTO {} (export_name, source_table, last_export_timestamp, last_exported_value, rows_exported, file_name, \
              export_status, started_at, completed_at, error_message, run_id, cursor_type, window_lo, bytes, sha256, message_id, files, \
-             null_cursor_rows, null_arrival_hi, recorded_at) \
+             null_cursor_rows, null_arrival_hi, execution, recorded_at) \
              VALUES (@export_name, @source_table, @last_export_timestamp, @last_exported_value, @rows_exported, @file_name, \
              @export_status, @started_at, @completed_at, @error_message, @run_id, @cursor_type, @window_lo, @bytes, @sha256, @message_id, @files, \
-             @null_cursor_rows, @null_arrival_hi, CURRENT_TIMESTAMP())",
+             @null_cursor_rows, @null_arrival_hi, @execution, CURRENT_TIMESTAMP())",
             self.table
         );
         let params = [
@@ -229,6 +232,7 @@ impl StateStore for MetadataStore {
             p("files", "STRING", (!r.files.is_empty()).then(|| serde_json::to_string(&r.files).expect("files to JSON"))),
             p("null_cursor_rows", "INT64", r.null_cursor_rows.map(|n| n.to_string())),
             p("null_arrival_hi", "STRING", r.null_arrival_hi.clone()),
+            p("execution", "STRING", r.execution.clone()),
         ];
         self.bq.execute(&sql, &params).await.map_err(|e| self.fail(e))?;
         Ok(())

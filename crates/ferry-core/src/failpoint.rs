@@ -35,7 +35,8 @@ mod armed {
     static FROM_ENV: Once = Once::new();
 
     /// Every point a run passes, in order.
-    pub const POINTS: &[&str] = &["upload:during", "upload:after", "lease:confirm", "publish:part", "publish:after"];
+    pub const POINTS: &[&str] =
+        &["upload:during", "upload:after", "lease:confirm", "publish:part", "publish:after", "dispatch:start", "dispatch:record"];
 
     /// Points of a destination's connection (set-up, and a drop after a publish), armed by the
     /// server (`host:port`) instead of an export.

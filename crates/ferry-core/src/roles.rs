@@ -123,6 +123,10 @@ pub enum RunStatus {
     Empty,
     /// Failed; the watermark did not move.
     Failed,
+    /// Handed to a Cloud Run Job execution (named in [`RunRecord::execution`]), which runs the
+    /// export and records its own outcome. Moves nothing; a redelivery of the same message
+    /// finds it and starts no second execution.
+    Dispatched,
 }
 
 impl RunStatus {
@@ -133,6 +137,7 @@ impl RunStatus {
             Self::Success => "SUCCESS",
             Self::Empty => "EMPTY",
             Self::Failed => "FAILED",
+            Self::Dispatched => "DISPATCHED",
         }
     }
 
@@ -143,6 +148,7 @@ impl RunStatus {
             "SUCCESS" => Self::Success,
             "EMPTY" => Self::Empty,
             "FAILED" => Self::Failed,
+            "DISPATCHED" => Self::Dispatched,
             _ => return None,
         })
     }
@@ -179,6 +185,10 @@ pub struct RunRecord {
     /// With `null_cursor: {"arrival_column"}`: the upper bound of the arrival window this run
     /// read (canonical TIMESTAMP text); the next run's lower bound once SUCCESS.
     pub null_arrival_hi: Option<String>,
+    /// The Cloud Run Job execution: in a DISPATCHED record the full name of the execution it
+    /// started (`projects/P/locations/L/jobs/J/executions/E`); in the records of a run inside an
+    /// execution, its id (`CLOUD_RUN_EXECUTION`). `None` otherwise.
+    pub execution: Option<String>,
 }
 
 /// One file of a run, as delivered (or, in a PENDING record, as verified before publishing).
@@ -314,4 +324,20 @@ pub trait Notifier: Send + Sync {
     async fn notify(&self, report: &crate::run::RunReport) -> Result<(), Failure>;
     /// The channel's name for logs (`email`, `slack`).
     fn name(&self) -> &'static str;
+}
+
+/// Starts runs elsewhere: a Cloud Run Job execution that runs `ferry` with given arguments.
+///
+/// Contract:
+/// - `Ok(name)` only once the execution exists and will run (its tasks retried as the job says);
+///   `name` is its full resource name, unique per call.
+/// - An `Err` whose request provably never arrived, or that the API refused (4xx, 5xx with an
+///   error body), started nothing. Any other `Err` (a timeout, a lost answer) may have started
+///   one: callers rely on the runs being safe to duplicate (leases and message ids), never on
+///   an `Err` meaning "nothing runs".
+/// - A call is never sent twice by the dispatcher itself: starting a job is not idempotent.
+#[async_trait]
+pub trait Dispatcher: Send + Sync {
+    /// Starts one execution of `ferry <args>`; its name.
+    async fn start(&self, args: &[String]) -> Result<String, Failure>;
 }

@@ -33,6 +33,7 @@
 //! | `table.write`      | load id                | the rows are added to the load              |
 //! | `table.commit`     | load id                | the load's rows become visible at once      |
 //! | `table.committed`  | load id                | none                                        |
+//! | `dispatch.start`   | export                 | an execution is started                     |
 //!
 //! After an injected error a backend is left as its contract says a real error leaves it: an
 //! upload whose write or seal fails has removed its temporary file; a failed commit or publish
@@ -72,6 +73,7 @@ pub const POINTS: &[&str] = &[
     "table.write",
     "table.commit",
     "table.committed",
+    "dispatch.start",
 ];
 
 /// What happens at an armed point.

@@ -30,11 +30,29 @@ impl TestTopic {
 
     /// Creates a push subscription delivering to `endpoint`; returns its full name.
     pub async fn push_to(&self, endpoint: &str) -> String {
+        self.push_to_with(endpoint, json!({})).await
+    }
+
+    /// [`TestTopic::push_to`] with more subscription fields (`extra`, e.g. a
+    /// `deadLetterPolicy`).
+    pub async fn push_to_with(&self, endpoint: &str, extra: Value) -> String {
         let sub = self.name.replace("/topics/", "/subscriptions/") + "-push";
-        let body = json!({"topic": self.name, "pushConfig": {"pushEndpoint": endpoint}, "ackDeadlineSeconds": 10});
+        let mut body = json!({"topic": self.name, "pushConfig": {"pushEndpoint": endpoint}, "ackDeadlineSeconds": 10});
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            body[k] = v;
+        }
         let resp = self.http.put(format!("{}/{sub}", self.base)).json(&body).send().await.expect("create subscription");
         assert!(resp.status().is_success(), "creating subscription {sub}: {} {}", resp.status(), resp.text().await.unwrap_or_default());
         sub
+    }
+
+    /// Creates a pull subscription of the topic (to see what reaches a dead-letter topic).
+    pub async fn pull_subscription(&self) -> PullSubscription {
+        let name = self.name.replace("/topics/", "/subscriptions/") + "-pull";
+        let resp =
+            self.http.put(format!("{}/{name}", self.base)).json(&json!({"topic": self.name})).send().await.expect("create subscription");
+        assert!(resp.status().is_success(), "creating subscription {name}: {}", resp.status());
+        PullSubscription { http: self.http.clone(), base: self.base.clone(), name }
     }
 
     /// Publishes one message; returns its message id.
@@ -44,6 +62,36 @@ impl TestTopic {
         assert!(resp.status().is_success(), "publishing to {}: {}", self.name, resp.status());
         let v: Value = resp.json().await.expect("publish response");
         v["messageIds"][0].as_str().expect("message id").to_owned()
+    }
+}
+
+/// A pull subscription in the emulator.
+pub struct PullSubscription {
+    http: reqwest::Client,
+    base: String,
+    /// Full name `projects/P/subscriptions/S`.
+    pub name: String,
+}
+
+impl PullSubscription {
+    /// The messages waiting (at most 100), acknowledged; their decoded `data`.
+    pub async fn pull(&self) -> Vec<Vec<u8>> {
+        let url = format!("{}/{}:pull", self.base, self.name);
+        let resp = self.http.post(url).json(&json!({"maxMessages": 100, "returnImmediately": true})).send().await.expect("pull");
+        assert!(resp.status().is_success(), "pulling {}: {}", self.name, resp.status());
+        let v: Value = resp.json().await.expect("pull response");
+        let received = v["receivedMessages"].as_array().cloned().unwrap_or_default();
+        let ack: Vec<&str> = received.iter().filter_map(|m| m["ackId"].as_str()).collect();
+        if !ack.is_empty() {
+            let url = format!("{}/{}:acknowledge", self.base, self.name);
+            self.http.post(url).json(&json!({"ackIds": ack})).send().await.expect("acknowledge");
+        }
+        received
+            .iter()
+            .map(|m| {
+                base64::engine::general_purpose::STANDARD.decode(m["message"]["data"].as_str().unwrap_or_default()).unwrap_or_default()
+            })
+            .collect()
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod check;
 pub mod component;
 pub mod file;
+pub mod job;
 pub mod legacy;
 pub mod limits;
 pub mod notify;
@@ -33,6 +34,7 @@ pub use check::{Check, SecretField};
 pub use chrono_tz::Tz;
 pub use component::{Component, Components, Destination, Shape};
 pub use file::{Compression, FileSettings, Format, OnExisting, RawFile, Split, MIN_FILE_BYTES};
+pub use job::{CloudRunJob, Execution, RawCloudRunJob};
 pub use notify::{EmailSpec, Notifications, RawNotifications, SlackSpec, SmtpTls, When};
 pub use schedule::RawSchedule;
 
@@ -113,6 +115,10 @@ pub struct RawConfig {
     /// job per entry; a run ignores it.
     #[serde(default)]
     pub schedules: Vec<RawSchedule>,
+    /// The Cloud Run Job that `ferry serve` starts for exports with `execution: job`; needed
+    /// only by them (its `job` may come from `FERRY_CLOUD_RUN_JOB`).
+    #[serde(default)]
+    pub cloud_run_job: Option<RawCloudRunJob>,
     /// Normalised field path → the path the user wrote (seed form).
     #[serde(skip)]
     #[schemars(skip)]
@@ -175,6 +181,13 @@ pub struct RawExport {
     /// that TIMESTAMP column (its own watermark, also held back by `settle`) holds its value.
     #[serde(default)]
     pub null_cursor: Option<NullCursor>,
+    /// Where `ferry serve` runs this export: `inline` (default), inside the push request, which
+    /// must then end within the subscription's acknowledgement deadline (at most 600 s); or
+    /// `job`, in a Cloud Run Job execution (`cloud_run_job`) that the service starts and records
+    /// as DISPATCHED before it answers the push: for exports that may run longer. `ferry run`
+    /// ignores it.
+    #[serde(default)]
+    pub execution: Execution,
 }
 
 /// What an incremental run does about rows whose cursor is NULL.
@@ -326,6 +339,8 @@ impl RawConfig {
         }
         let notifications =
             self.notifications.as_ref().map(|n| notify::validate_notifications(n, &cx.at("notifications"))).unwrap_or_default();
+        let needs_job = self.exports.iter().any(|x| x.execution == Execution::Job);
+        let cloud_run_job = job::validate(self.cloud_run_job.as_ref(), needs_job, &cx);
 
         let errors = cx.take_errors();
         if !errors.is_empty() {
@@ -334,7 +349,7 @@ impl RawConfig {
         let (Some(metadata_table), Some(bigquery)) = (metadata_table, bigquery) else {
             unreachable!("every missing piece recorded an error");
         };
-        Ok(Config { exports, metadata_table, bigquery, notifications, warnings: cx.take_warnings() })
+        Ok(Config { exports, metadata_table, bigquery, notifications, cloud_run_job, warnings: cx.take_warnings() })
     }
 
     fn validate_bigquery(&self, cx: &Check<'_>, metadata_table: Option<&TableName>) -> Option<BigQuerySpec> {
@@ -498,6 +513,7 @@ fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, n
         partial_days: x.partial_days,
         null_cursor: x.null_cursor.clone().unwrap_or_default(),
         date_zone: chrono_tz::Tz::UTC,
+        execution: x.execution,
     })
 }
 
@@ -542,6 +558,9 @@ pub struct Config {
     pub metadata_table: TableName,
     pub bigquery: BigQuerySpec,
     pub notifications: Notifications,
+    /// The Cloud Run Job for exports with `execution: job`; `None` when no export has it and
+    /// the file has no `cloud_run_job` section.
+    pub cloud_run_job: Option<CloudRunJob>,
     /// Valid but risky settings the user allowed (`allow_repeating_names`), with their paths.
     pub warnings: Vec<ConfigError>,
 }
@@ -574,6 +593,9 @@ impl Config {
             v.extend(x.destination.component.secrets.iter());
         }
         if let BigQueryAuth::Token(t) = &self.bigquery.auth {
+            v.push(t);
+        }
+        if let Some(CloudRunJob { auth: BigQueryAuth::Token(t), .. }) = &self.cloud_run_job {
             v.push(t);
         }
         if let Some(e) = &self.notifications.email {
@@ -614,6 +636,8 @@ pub struct ExportSpec {
     /// The time zone of the schedules that run this export (UTC without one): a run's default
     /// date (`{date}` in a query) is today there.
     pub date_zone: chrono_tz::Tz,
+    /// Where `ferry serve` runs it.
+    pub execution: Execution,
 }
 
 impl ExportSpec {

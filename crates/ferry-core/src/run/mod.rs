@@ -25,6 +25,7 @@
 //! atomically, SUCCESS moves the watermark; reconcile asks the table whether a PENDING run's
 //! load committed.
 
+pub mod dispatch;
 mod file;
 mod plan;
 mod reconcile;
@@ -64,6 +65,9 @@ pub struct RunOptions {
     pub message_id: Option<String>,
     /// Run id; a fresh one when `None`.
     pub run_id: Option<String>,
+    /// The Cloud Run Job execution this run is part of (`CLOUD_RUN_EXECUTION`), recorded with
+    /// each run.
+    pub execution: Option<String>,
     /// How long an export's lease lasts without renewal; renewed every third of it while the
     /// export runs. A run that dies holds up the next one for at most this long.
     pub lease_ttl: Duration,
@@ -81,6 +85,7 @@ impl RunOptions {
             run_date: None,
             message_id: None,
             run_id: None,
+            execution: None,
             lease_ttl: Duration::from_secs(600),
             lease_wait: Duration::ZERO,
         }
@@ -187,7 +192,14 @@ impl Runner<'_> {
         let mut outcome = ExportOutcome::new(export.name.clone(), export.source.describe.clone());
         let mut lease = None;
         let result = if opts.dry_run {
-            let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref(), lease: None };
+            let ctx = RunCtx {
+                run_id,
+                started_at,
+                started: t0,
+                message_id: opts.message_id.as_deref(),
+                execution: opts.execution.as_deref(),
+                lease: None,
+            };
             self.deliver(export, opts, &ctx, &mut outcome).await
         } else {
             match self
@@ -197,7 +209,14 @@ impl Runner<'_> {
             {
                 Ok(Claim::Acquired) => {
                     let held = lease.insert(Lease::new(self.state, &export.name, run_id, opts.lease_ttl));
-                    let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref(), lease: Some(held) };
+                    let ctx = RunCtx {
+                        run_id,
+                        started_at,
+                        started: t0,
+                        message_id: opts.message_id.as_deref(),
+                        execution: opts.execution.as_deref(),
+                        lease: Some(held),
+                    };
                     // The lease is renewed alongside the delivery, which is never dropped
                     // mid-call: a lost lease is noticed where stopping is safe (see `Lease`).
                     tokio::select! {
@@ -221,7 +240,14 @@ impl Runner<'_> {
                 Err(e) => Err(Stop::quiet(e)),
             }
         };
-        let ctx = RunCtx { run_id, started_at, started: t0, message_id: opts.message_id.as_deref(), lease: None };
+        let ctx = RunCtx {
+            run_id,
+            started_at,
+            started: t0,
+            message_id: opts.message_id.as_deref(),
+            execution: opts.execution.as_deref(),
+            lease: None,
+        };
         outcome.seconds = t0.elapsed().as_secs_f64();
         match result {
             Ok(()) => {
@@ -273,6 +299,7 @@ impl Runner<'_> {
                 crate::roles::NullRows::Arrived { hi, .. } => Some(crate::text::format_timestamp(*hi)),
                 _ => None,
             },
+            execution: ctx.execution.map(str::to_owned),
         }
     }
 
@@ -335,6 +362,7 @@ pub(super) struct RunCtx<'a> {
     /// When the export started, lease included.
     started: Instant,
     message_id: Option<&'a str>,
+    execution: Option<&'a str>,
     /// The export's lease; `None` in a dry run.
     lease: Option<&'a Lease<'a>>,
 }

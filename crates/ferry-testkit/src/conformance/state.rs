@@ -53,6 +53,7 @@ fn record(export: &str, run: &str, status: RunStatus, value: Option<&str>, at: i
         message_id: None,
         null_cursor_rows: None,
         null_arrival_hi: None,
+        execution: None,
     }
 }
 
@@ -113,9 +114,14 @@ pub async fn a_record_reads_back_as_appended(b: impl StateBackend) {
     full.message_id = Some("msg-1".to_owned());
     full.null_cursor_rows = Some(3_000_000_000);
     full.null_arrival_hi = Some("2026-10-01T08:25:00.000000Z".to_owned());
-    append(s, &[&minimal, &full]).await;
+    full.execution = Some("ferry-run-x7k2p".to_owned());
+    let mut dispatched = record(E, "r3", RunStatus::Dispatched, None, 3);
+    dispatched.cursor_type = None;
+    dispatched.message_id = Some("msg-2".to_owned());
+    dispatched.execution = Some("projects/p/locations/europe-west1/jobs/ferry-run/executions/ferry-run-x7k2p".to_owned());
+    append(s, &[&minimal, &full, &dispatched]).await;
 
-    assert_eq!(s.history(Some(E), 10).await.expect("history"), [full, minimal]);
+    assert_eq!(s.history(Some(E), 10).await.expect("history"), [dispatched, full, minimal]);
 }
 
 /// The arrival mark of NULL-cursor rows is the largest `null_arrival_hi` of the export's
@@ -139,7 +145,7 @@ pub async fn the_null_arrival_mark_is_the_largest_success_bound(b: impl StateBac
 }
 
 /// The watermark is the `(cursor_type, last_exported_value)` of the latest SUCCESS record of
-/// the export; EMPTY, FAILED and PENDING records and other exports do not move it.
+/// the export; EMPTY, FAILED, PENDING and DISPATCHED records and other exports do not move it.
 pub async fn the_watermark_is_the_latest_success(b: impl StateBackend) {
     let s = b.store();
     let watermark = || async { s.watermark(E).await.expect("watermark") };
@@ -154,6 +160,8 @@ pub async fn the_watermark_is_the_latest_success(b: impl StateBackend) {
     assert_eq!(watermark().await, wm("v1"), "FAILED does not move it");
     append(s, &[&record(E, "r4", RunStatus::Pending, Some("v4"), 4)]).await;
     assert_eq!(watermark().await, wm("v1"), "PENDING does not move it");
+    append(s, &[&record(E, "r4d", RunStatus::Dispatched, Some("v4d"), 4)]).await;
+    assert_eq!(watermark().await, wm("v1"), "DISPATCHED does not move it");
     append(s, &[&record(OTHER, "r5", RunStatus::Success, Some("v5"), 5)]).await;
     assert_eq!(watermark().await, wm("v1"), "another export's SUCCESS does not move it");
     let mut r6 = record(E, "r6", RunStatus::Success, Some("42"), 6);
@@ -184,6 +192,8 @@ pub async fn pending_lists_the_runs_not_settled(b: impl StateBackend) {
     assert_eq!(pending().await, [], "a FAILED settles its run");
     append(s, &[&record(E, "r3", RunStatus::Pending, Some("v3"), 5), &record(E, "r3", RunStatus::Empty, None, 6)]).await;
     assert_eq!(pending().await, [], "an EMPTY settles its run");
+    append(s, &[&record(E, "r3d", RunStatus::Dispatched, None, 6)]).await;
+    assert_eq!(pending().await, [], "a DISPATCHED record is not pending");
 
     append(s, &[&record(E, "r4", RunStatus::Pending, Some("v4"), 7), &record(OTHER, "r4", RunStatus::Success, Some("v4"), 8)]).await;
     assert_eq!(ids(&pending().await), [("r4", "PENDING")], "a record of the same run for another export settles nothing here");
@@ -196,6 +206,7 @@ pub async fn pending_lists_the_runs_not_settled(b: impl StateBackend) {
 pub async fn by_message_finds_the_records_of_one_message(b: impl StateBackend) {
     let s = b.store();
     let m1 = [
+        with_message(record(E, "d1", RunStatus::Dispatched, None, 0), "m1"),
         with_message(record(E, "r1", RunStatus::Pending, Some("v1"), 1), "m1"),
         with_message(record(E, "r1", RunStatus::Success, Some("v1"), 2), "m1"),
     ];

@@ -5,6 +5,7 @@
 //! lose a reply or hang at any call; and a [`Source`](ferry_core::Source) and a
 //! [`Wiring`](ferry_core::run::Wiring) to run the whole skeleton on them.
 
+mod dispatch;
 mod sink;
 mod source;
 mod state;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use ferry_core::{Classify, ErrorClass};
 
+pub use dispatch::MemoryDispatcher;
 pub use sink::MemorySink;
 pub use source::MemorySource;
 pub use state::MemoryStateStore;

@@ -283,6 +283,7 @@ mod tests {
             message_id: None,
             null_cursor_rows: None,
             null_arrival_hi: None,
+            execution: None,
         }
     }
 

@@ -56,6 +56,7 @@ pub fn memory_config(name: &str, shape: Shape) -> Config {
             partial_days: false,
             null_cursor: ferry_core::config::NullCursor::Report,
             date_zone: ferry_core::config::Tz::UTC,
+            execution: ferry_core::config::Execution::Inline,
         }],
         metadata_table: TableName::parse("memory.export_metadata").expect("a table name"),
         bigquery: BigQuerySpec {
@@ -67,6 +68,7 @@ pub fn memory_config(name: &str, shape: Shape) -> Config {
             query_deadline: std::time::Duration::from_secs(10),
         },
         notifications: Notifications::default(),
+        cloud_run_job: None,
         warnings: Vec::new(),
     }
 }
