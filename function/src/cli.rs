@@ -69,6 +69,11 @@ pub enum Command {
         what: Selection,
         #[command(flatten)]
         lease: LeaseSettings,
+        /// The trigger message this run delivers (set by `ferry serve` when it hands an export
+        /// to a Cloud Run Job): recorded with the run, and a message already delivered is not
+        /// delivered again.
+        #[arg(long, value_parser = message_id)]
+        message_id: Option<String>,
     },
     /// Show what a run would do: window, SQL, file names.
     Plan {
@@ -179,4 +184,12 @@ pub enum LeaseAction {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// A Pub/Sub message id as `--message-id` takes it: 1 to 100 printable ASCII characters.
+fn message_id(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 100 || !s.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("expected 1 to 100 printable ASCII characters, as Pub/Sub message ids are".into());
+    }
+    Ok(s.to_owned())
 }

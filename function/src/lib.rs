@@ -8,7 +8,9 @@ pub mod serve;
 pub mod trigger;
 
 use ferry_bigquery::{Auth, BigQuery, MetadataStore};
+use ferry_core::config::Execution;
 use ferry_core::config::{BigQueryAuth, Config};
+use ferry_core::run::dispatch::Dispatched;
 use ferry_core::run::{ExportPlan, Progress, RunOptions, RunReport, Runner, Wiring};
 use ferry_core::{ErrorClass, Failure, StateStore};
 
@@ -82,6 +84,65 @@ pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(P
         report.notify_errors.insert(0, e);
     }
     report
+}
+
+/// Splits what a push asks for: the exports with `execution: job` (handed to Cloud Run Job
+/// executions) and the options of the run the service does itself (`None` when nothing is
+/// left). A dry run is always done inline: it records nothing, so there is nothing to hand over.
+pub fn split_jobs(config: &Config, opts: &RunOptions) -> (Vec<String>, Option<RunOptions>) {
+    if opts.dry_run {
+        return (Vec::new(), Some(opts.clone()));
+    }
+    let names: Vec<String> = match &opts.exports {
+        Some(names) => names.clone(),
+        None => config.exports.iter().filter(|e| e.enabled).map(|e| e.name.clone()).collect(),
+    };
+    let is_job = |n: &String| config.exports.iter().any(|e| &e.name == n && e.execution == Execution::Job);
+    let (jobs, rest): (Vec<String>, Vec<String>) = names.into_iter().partition(is_job);
+    if jobs.is_empty() {
+        return (jobs, Some(opts.clone()));
+    }
+    let inline = (!rest.is_empty()).then(|| RunOptions { exports: Some(rest), ..opts.clone() });
+    (jobs, inline)
+}
+
+/// Hands each export of `jobs` to a Cloud Run Job execution for the message in `opts`
+/// (see [`ferry_core::run::dispatch`]); `config_path` is the config file as the job's
+/// container finds it. A failure is reported through the failure notifications, redacted, and
+/// returned as its redacted text.
+pub async fn dispatch(config: &Config, opts: &RunOptions, config_path: &str, jobs: &[String]) -> Vec<(String, Result<Dispatched, String>)> {
+    let setup = async {
+        let Some(job) = &config.cloud_run_job else {
+            return Err(Failure::with_class(ErrorClass::Permanent, "no cloud_run_job is configured"));
+        };
+        let bq = bigquery(config)?;
+        let state = metadata_store(config, &bq).await?;
+        Ok((ferry_cloudrun::JobRunner::from_config(job), state))
+    };
+    let mut results = Vec::new();
+    match setup.await {
+        Err(e) => {
+            for name in jobs {
+                results.push((name.clone(), Err(e.to_string())));
+            }
+        }
+        Ok((runner, state)) => {
+            for name in jobs {
+                let export = config.exports.iter().find(|e| &e.name == name).expect("split_jobs names configured exports");
+                let r = ferry_core::run::dispatch::dispatch(&state, &runner, export, opts, config_path).await;
+                results.push((name.clone(), r.map_err(|e| e.to_string())));
+            }
+        }
+    }
+    for (name, r) in &mut results {
+        if let Err(e) = r {
+            *e = config.redact(e);
+            tracing::error!(export = %name, error = %e, "the export could not be handed to a Cloud Run Job; the push is answered 503 so that Pub/Sub delivers it again");
+            let text = format!("{e}; the trigger message is delivered again by Pub/Sub, and the export runs once an execution starts");
+            report_trigger_failure(config, name, &text).await;
+        }
+    }
+    results
 }
 
 /// Reports a trigger message that was rejected (malformed, unknown config) through the failure

@@ -197,10 +197,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             lease(&state, action).await
         }
         Command::Serve { .. } | Command::Publish { .. } | Command::Schema | Command::Check { .. } => unreachable!("handled above"),
-        Command::Run { what: Selection { exports, full, dry_run, date }, lease } => {
+        Command::Run { what: Selection { exports, full, dry_run, date }, lease, message_id } => {
             let mut opts = options(exports, full, dry_run, date);
             opts.lease_ttl = lease.ttl();
             opts.lease_wait = lease.wait();
+            opts.message_id = message_id;
+            // Inside a Cloud Run Job execution: recorded with each run, beside the DISPATCHED
+            // record that started it.
+            opts.execution = std::env::var("CLOUD_RUN_EXECUTION").ok().filter(|e| !e.is_empty() && e.len() <= 200);
             let show = std::io::stderr().is_terminal();
             let progress: Option<&(dyn Fn(Progress<'_>) + Sync)> = if show { Some(&print::progress) } else { None };
             let report = ferry::run(&config, &opts, progress).await;

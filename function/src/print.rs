@@ -95,19 +95,29 @@ pub fn progress(p: Progress<'_>) {
     eprint!("\r{}: {} rows, {:.1} MB, {:.0} rows/s   ", p.export, p.rows, p.bytes as f64 / 1e6, p.rows as f64 / secs);
 }
 
-/// `ferry history`: one line per run, newest first.
+/// `ferry history`: one line per run, newest first. A run in a Cloud Run Job execution, and
+/// the DISPATCHED record that started it, end with `execution <id>`.
 pub fn history(rows: Vec<RunRecord>) {
-    println!("{:<20} {:<20} {:<8} {:>10} {:>12}  {:<32} file / error", "completed_at", "export", "status", "rows", "bytes", "watermark");
+    println!(
+        "{:<20} {:<20} {:<10} {:>10} {:>12}  {:<32} file / error / execution",
+        "completed_at", "export", "status", "rows", "bytes", "watermark"
+    );
     for r in rows {
+        let what = r.error_message.or(r.file_name);
+        let execution = r.execution.map(|e| format!("execution {}", e.rsplit('/').next().unwrap_or(&e)));
+        let last = match (what, execution) {
+            (Some(w), Some(e)) => format!("{w} ({e})"),
+            (w, e) => w.or(e).unwrap_or_default(),
+        };
         println!(
-            "{:<20} {:<20} {:<8} {:>10} {:>12}  {:<32} {}",
+            "{:<20} {:<20} {:<10} {:>10} {:>12}  {:<32} {}",
             r.completed_at.format("%Y-%m-%d %H:%M:%S"),
             r.export_name,
             r.status.as_str(),
             r.rows_exported,
             r.bytes,
             r.last_exported_value.unwrap_or_default(),
-            r.error_message.or(r.file_name).unwrap_or_default()
+            last
         );
     }
 }

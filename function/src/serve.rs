@@ -28,6 +28,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ferry_core::run::dispatch::Dispatched;
 use ferry_core::run::{RunOptions, Skip};
 use ferry_core::{ErrorClass, RunStatus};
 use serde_json::json;
@@ -327,35 +328,63 @@ async fn run(s: &Arc<ServeSettings>, p: Push) -> Response {
     opts.dry_run = p.trigger.dry_run;
     opts.run_date = p.trigger.date;
     opts.message_id = Some(p.message_id.clone());
+    opts.run_id = Some(uuid::Uuid::new_v4().to_string());
     opts.lease_wait = s.lease_wait;
     opts.lease_ttl = s.lease_ttl;
-    let report = match s.runs.run(async move { crate::run(&config, &opts, None).await }).await {
-        Ok(report) => report,
+    let run_id = opts.run_id.clone().unwrap_or_default();
+    let (jobs, inline) = crate::split_jobs(&config, &opts);
+    // The job runs the same image: the same path, made absolute, names the same file there.
+    let config_path = std::path::absolute(&path).unwrap_or_else(|_| path.clone()).to_string_lossy().into_owned();
+    // Both the hand-off and the run are tasks of their own: a client that goes away cancels
+    // neither between starting an execution and recording it, nor in the middle of a run.
+    let work = async move {
+        let dispatched = if jobs.is_empty() { Vec::new() } else { crate::dispatch(&config, &opts, &config_path, &jobs).await };
+        let report = match inline {
+            Some(o) => Some(crate::run(&config, &o, None).await),
+            None => None,
+        };
+        (dispatched, report)
+    };
+    let (dispatched, report) = match s.runs.run(work).await {
+        Ok(done) => done,
         Err(e) => {
             tracing::error!(error = %e, "the run ended abnormally; the message will be redelivered");
             return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"status": "retry"}))).into_response();
         }
     };
-    let retry = report.outcomes.iter().any(|o| o.status == RunStatus::Failed && o.error_class == Some(ErrorClass::Transient));
-    let exports: Vec<_> = report
-        .outcomes
+    let mut retry = dispatched.iter().any(|(_, r)| r.is_err());
+    let mut failed = false;
+    let mut exports: Vec<serde_json::Value> = dispatched
         .iter()
-        .map(|o| {
+        .map(|(export, r)| match r {
+            Ok(Dispatched::Started { execution }) | Ok(Dispatched::Earlier { execution, .. }) => {
+                json!({"export": export, "status": "DISPATCHED", "execution": execution})
+            }
+            Ok(Dispatched::Delivered { run_id, .. }) => json!({"export": export, "status": "ALREADY_DELIVERED", "run_id": run_id}),
+            Err(_) => json!({"export": export, "status": "NOT_DISPATCHED"}),
+        })
+        .collect();
+    let mut run_id = run_id.clone();
+    if let Some(report) = &report {
+        run_id = report.run_id.clone();
+        retry |= report.outcomes.iter().any(|o| o.status == RunStatus::Failed && o.error_class == Some(ErrorClass::Transient));
+        failed = !report.succeeded();
+        exports.extend(report.outcomes.iter().map(|o| {
             let status = match &o.skipped {
                 Some(Skip::AlreadyDelivered { .. }) => "ALREADY_DELIVERED",
                 Some(Skip::Busy) => "BUSY",
                 None => o.status.as_str(),
             };
             json!({"export": o.export, "status": status, "rows": o.rows, "file": o.file})
-        })
-        .collect();
-    let (code, status) = match (retry, report.succeeded()) {
+        }));
+    }
+    let (code, status) = match (retry, failed) {
         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "retry"),
-        (false, true) => (StatusCode::OK, "ok"),
-        (false, false) => (StatusCode::OK, "failed"),
+        (false, false) => (StatusCode::OK, "ok"),
+        (false, true) => (StatusCode::OK, "failed"),
     };
-    tracing::info!(run_id = %report.run_id, status, http_status = code.as_u16(), "push handled");
-    (code, Json(json!({"run_id": report.run_id, "status": status, "exports": exports}))).into_response()
+    tracing::info!(run_id = %run_id, status, http_status = code.as_u16(), dispatched = dispatched.len(), "push handled");
+    (code, Json(json!({"run_id": run_id, "status": status, "exports": exports}))).into_response()
 }
 
 #[cfg(test)]
