@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Everything, in order: IAM, the service, Pub/Sub, the schedules. Takes the flags of all of them.
+# Everything, in order: IAM, the service and its job, Pub/Sub, the schedules. Takes the flags of
+# all of them. service.sh deploys the job with the service, so that both run the same image and
+# the job exists before Pub/Sub pushes anything.
 # shellcheck source=deploy/lib.sh source-path=SCRIPTDIR/..
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_flags "$@"

@@ -8,15 +8,22 @@
 #     roles/bigquery.dataEditor          (the metadata dataset, from metadata_table)  create the
 #                                         metadata table, append run rows, take run leases
 #     roles/secretmanager.secretAccessor (each --secret)  read the mounted secrets
+#     roles/run.jobsExecutorWithOverrides (the job <service>-run only; granted by service.sh once it
+#                                         exists)  start executions of it with a run's arguments; it
+#                                         cannot read executions, and ferry never does: the
+#                                         outcome is in the metadata table
 #   <service>-push      the identity Pub/Sub signs push requests as (OIDC token)
 #     roles/run.invoker                  (the service only; granted by service.sh once it exists)
 #   Pub/Sub service agent
 #     roles/iam.serviceAccountTokenCreator (on <service>-push)  mint the push OIDC tokens
 #   <service>-deployer  the identity GitHub Actions deploys as (see github-wif.sh)
-#     roles/run.developer                (project)  deploy new revisions
-#     roles/iam.serviceAccountUser       (on <service>-runtime)  run revisions as it
+#     roles/run.developer                (project)  deploy new revisions and update the job
+#     roles/iam.serviceAccountUser       (on <service>-runtime)  run revisions and the job as it
 #     roles/artifactregistry.writer      (the image repository)  push images
 # Cloud Scheduler needs nothing: it publishes to a topic of its own project as its service agent.
+# Starting a job execution as <service>-runtime needs no iam.serviceAccounts.actAs in our reading:
+# the jobs.run reference asks for run.jobs.run and run.jobs.runWithOverrides only, and actAs for
+# creating or updating a job (not yet confirmed on a live project).
 # jq filters are single-quoted on purpose.
 # shellcheck source=deploy/lib.sh source-path=SCRIPTDIR/.. disable=SC2016
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

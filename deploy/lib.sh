@@ -23,6 +23,7 @@ IMAGE="${FERRY_IMAGE:-}"
 TOPIC="${FERRY_TOPIC:-ferry-trigger}"
 CONFIG_DIR="${FERRY_CONFIG_DIR:-$REPO_DIR/configs}"
 GITHUB_REPO="${FERRY_GITHUB_REPO:-}"
+TASK_TIMEOUT="${FERRY_TASK_TIMEOUT:-24h}"
 SECRETS=()
 READ_DATASETS=()
 
@@ -43,7 +44,10 @@ Flags shared by every deploy script (environment variables in brackets):
                          are found in the configs); repeatable
   --github-repo OWNER/NAME
                          repository allowed to deploy through Workload Identity Federation [FERRY_GITHUB_REPO]
-  --revision-only        service.sh: deploy a new revision and leave IAM alone (what CI does)
+  --task-timeout DURATION
+                         service.sh: how long one attempt of a job execution may run, in seconds or
+                         with s, m or h (1s to 168h) [FERRY_TASK_TIMEOUT] (default 24h)
+  --revision-only        service.sh: deploy a new revision and the job, and leave IAM alone (what CI does)
   --dry-run              print the commands, run nothing
   -h, --help             this text
 EOF
@@ -60,7 +64,7 @@ parse_flags() {
       --dry-run) DRY_RUN=1 ;;
       --revision-only) REVISION_ONLY=1 ;;
       -h | --help) usage; exit 0 ;;
-      --project | --region | --service | --image | --topic | --config-dir | --secret | --read-dataset | --github-repo)
+      --project | --region | --service | --image | --topic | --config-dir | --secret | --read-dataset | --github-repo | --task-timeout)
         [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value"
         case "$1" in
           --project) PROJECT="$2" ;;
@@ -72,6 +76,7 @@ parse_flags() {
           --secret) SECRETS+=("$2") ;;
           --read-dataset) READ_DATASETS+=("$2") ;;
           --github-repo) GITHUB_REPO="$2" ;;
+          --task-timeout) TASK_TIMEOUT="$2" ;;
         esac
         shift
         ;;
@@ -96,10 +101,21 @@ parse_flags() {
   if [ -n "$GITHUB_REPO" ]; then
     [[ "$GITHUB_REPO" =~ ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$ ]] || die "--github-repo '$GITHUB_REPO' must be OWNER/NAME"
   fi
+  # Cloud Run's task timeout: 1 s to 168 h (7 days), in seconds, minutes or hours.
+  local secs=0
+  if [[ "$TASK_TIMEOUT" =~ ^([0-9]{1,6})([smh]?)$ ]]; then
+    secs=$((10#${BASH_REMATCH[1]}))
+    case "${BASH_REMATCH[2]}" in h) secs=$((secs * 3600)) ;; m) secs=$((secs * 60)) ;; esac
+  fi
+  [ "$secs" -ge 1 ] && [ "$secs" -le 604800 ] ||
+    die "--task-timeout '$TASK_TIMEOUT' must be a duration from 1s to 168h, such as 24h, 90m or 3600s"
   RUNTIME_SA="${SERVICE}-runtime@${PROJECT}.iam.gserviceaccount.com"
   PUSH_SA="${SERVICE}-push@${PROJECT}.iam.gserviceaccount.com"
   DEPLOYER_SA="${SERVICE}-deployer@${PROJECT}.iam.gserviceaccount.com"
   REPOSITORY="${REGION}-docker.pkg.dev/${PROJECT}/${SERVICE}"
+  # The Cloud Run Job that runs the exports the service hands off (`execution: "job"`).
+  JOB="${SERVICE}-run"
+  JOB_NAME="projects/${PROJECT}/locations/${REGION}/jobs/${JOB}"
 }
 
 # Quote one word for the printed script. Words holding a looked-up `${VAR}` are double-quoted

@@ -4,7 +4,9 @@
 # Pub/Sub redelivers on any non-2xx answer. ferry answers 2xx for a message it will never be
 # able to run (malformed, unknown config) and non-2xx for one worth retrying, so the retry
 # policy backs off up to 10 minutes, and after 5 attempts the message goes to the dead-letter
-# topic instead of looping. The ack deadline (600 s) covers a long export.
+# topic instead of looping. The ack deadline (600 s), the longest Pub/Sub allows, is how long an
+# inline run may take; an export that may take longer runs as a job execution (`"execution":
+# "job"`), and its push is answered as soon as the execution has started.
 # shellcheck source=deploy/lib.sh source-path=SCRIPTDIR/..
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_flags "$@"

@@ -59,6 +59,7 @@ esac
             .env_remove("FERRY_PROJECT")
             .env_remove("FERRY_REGION")
             .env_remove("FERRY_IMAGE")
+            .env_remove("FERRY_TASK_TIMEOUT")
             .output()
             .expect("run the deploy script")
     }
@@ -199,10 +200,13 @@ fn the_dry_run_output_is_the_deployment_described_in_the_readme() {
     // A private service that checks the push token itself.
     has("--no-allow-unauthenticated");
     has(
-        r#""--set-env-vars=FERRY_PUSH_AUDIENCE=https://ferry-${PROJECT_NUMBER}.europe-west1.run.app,FERRY_PUSH_SERVICE_ACCOUNT=ferry-push@acme-data.iam.gserviceaccount.com,GOOGLE_CLOUD_PROJECT=acme-data""#,
+        r#""--set-env-vars=FERRY_PUSH_AUDIENCE=https://ferry-${PROJECT_NUMBER}.europe-west1.run.app,FERRY_PUSH_SERVICE_ACCOUNT=ferry-push@acme-data.iam.gserviceaccount.com,GOOGLE_CLOUD_PROJECT=acme-data,FERRY_CLOUD_RUN_JOB=projects/acme-data/locations/europe-west1/jobs/ferry-run""#,
     );
     has("--set-secrets=SFTP_PASSWORD=sftp-password:latest");
     has("gcloud run services add-iam-policy-binding ferry --project=acme-data --region=europe-west1 --member=serviceAccount:ferry-push@acme-data.iam.gserviceaccount.com --role=roles/run.invoker");
+    // The job that runs long exports: `ferry run`, as the runtime identity, which alone may start it.
+    has("gcloud run jobs deploy ferry-run --project=acme-data --region=europe-west1 --image=europe-west1-docker.pkg.dev/acme-data/ferry/ferry:0123abc --service-account=ferry-runtime@acme-data.iam.gserviceaccount.com --args=run --tasks=1 --max-retries=3 --task-timeout=24h");
+    has("gcloud run jobs add-iam-policy-binding ferry-run --project=acme-data --region=europe-west1 --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/run.jobsExecutorWithOverrides");
     // Push subscription with OIDC, bounded retries, dead letters.
     has(
         r#"gcloud pubsub subscriptions create ferry-push --topic=ferry-trigger --project=acme-data "--push-endpoint=https://ferry-${PROJECT_NUMBER}.europe-west1.run.app/" --push-auth-service-account=ferry-push@acme-data.iam.gserviceaccount.com"#,
@@ -225,7 +229,56 @@ fn ci_deploys_a_revision_without_touching_iam() {
     assert!(out.status.success(), "{}", text(&out));
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("gcloud run deploy ferry "), "{s}");
+    // The job gets the same image, so that it knows every export the service hands it.
+    let job = s.lines().find(|l| l.starts_with("gcloud run jobs deploy ferry-run ")).unwrap_or_else(|| panic!("no job in:\n{s}"));
+    assert!(job.contains(" --image=europe-west1-docker.pkg.dev/acme-data/ferry/ferry:1 "), "{job}");
     assert!(!s.contains("add-iam-policy-binding"), "{s}");
+}
+
+/// The job runs `ferry run` with the service's image, identity, variables and secrets; the
+/// runtime identity may start it with overrides (one grant, on the job only), and the service
+/// is told its name. The job is deployed before the service that names it.
+#[test]
+fn the_service_gets_a_job_it_may_start_and_knows_its_name() {
+    let image = "europe-west1-docker.pkg.dev/acme-data/ferry/ferry:0123abc";
+    let r = Recorder::new();
+    let out = r.run("service.sh", &args(&["--image", image, "--secret", "SFTP_PASSWORD=sftp-password", "--task-timeout", "36h"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let calls = r.calls();
+    let find = |prefix: &str| -> (usize, String) {
+        let found: Vec<(usize, &String)> = calls.iter().enumerate().filter(|(_, c)| c.starts_with(prefix)).collect();
+        assert_eq!(found.len(), 1, "expected one {prefix:?} in {calls:#?}");
+        (found[0].0, found[0].1.clone())
+    };
+    // The recorder's words with its `%q` escapes (`\,`) taken out.
+    let words = |c: &str| -> Vec<String> { c.split(' ').map(|w| w.replace('\\', "")).collect() };
+    let env = "--set-env-vars=FERRY_PUSH_AUDIENCE=https://ferry-123456789012.europe-west1.run.app,FERRY_PUSH_SERVICE_ACCOUNT=ferry-push@acme-data.iam.gserviceaccount.com,GOOGLE_CLOUD_PROJECT=acme-data,FERRY_CLOUD_RUN_JOB=projects/acme-data/locations/europe-west1/jobs/ferry-run";
+
+    let (job_at, job) = find("gcloud run jobs deploy ferry-run ");
+    for flag in [
+        format!("--image={image}"),
+        "--service-account=ferry-runtime@acme-data.iam.gserviceaccount.com".to_owned(),
+        "--args=run".to_owned(),
+        "--tasks=1".to_owned(),
+        "--max-retries=3".to_owned(),
+        "--task-timeout=36h".to_owned(),
+        env.to_owned(),
+        "--set-secrets=SFTP_PASSWORD=sftp-password:latest".to_owned(),
+    ] {
+        assert!(words(job.as_str()).contains(&flag), "the job lacks {flag}: {job}");
+    }
+    let (service_at, service) = find("gcloud run deploy ferry ");
+    assert!(words(service.as_str()).iter().any(|w| w == env), "the service is not told the job: {service}");
+    assert!(job_at < service_at, "the job is deployed after the service: {calls:#?}");
+
+    let (grant_at, grant) = find("gcloud run jobs add-iam-policy-binding ferry-run ");
+    assert_eq!(
+        grant,
+        "gcloud run jobs add-iam-policy-binding ferry-run --project=acme-data --region=europe-west1 --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/run.jobsExecutorWithOverrides --quiet"
+    );
+    assert!(grant_at > job_at, "the grant comes before the job exists: {calls:#?}");
+    let on_job: Vec<&String> = calls.iter().filter(|c| c.starts_with("gcloud run jobs add-iam-policy-binding")).collect();
+    assert_eq!(on_job.len(), 1, "one grant on the job, no more: {on_job:#?}");
 }
 
 #[test]
@@ -241,6 +294,8 @@ fn bad_input_stops_before_anything_runs() {
         ("all.sh", args(&[]), "--image is required"),
         ("github-wif.sh", args(&[]), "--github-repo OWNER/NAME is required"),
         ("iam.sh", args(&["--project"]), "--project needs a value"),
+        ("service.sh", args(&["--image", "i:1", "--task-timeout", "169h"]), "--task-timeout '169h' must be a duration from 1s to 168h"),
+        ("service.sh", args(&["--image", "i:1", "--task-timeout", "1d"]), "--task-timeout '1d' must be a duration from 1s to 168h"),
     ];
     for (script, a, expected) in cases {
         let r = Recorder::new();
