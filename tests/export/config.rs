@@ -676,3 +676,45 @@ fn deadlines_are_configurable_within_bounds() {
     let config = RawConfig::from_json(&base().to_string()).unwrap().validate(&Registry, &env).unwrap();
     assert_eq!((config.bigquery.timeout.as_secs(), config.bigquery.query_deadline.as_secs()), (300, 1800), "the defaults");
 }
+
+#[test]
+fn a_job_export_needs_a_job_to_start_and_its_settings_are_checked() {
+    use ferry_core::config::{Deployment, Execution};
+    let job = with("exports.0.execution", json!("job"));
+    let got = errors_of(&job);
+    assert!(
+        got.contains("cloud_run_job.job: an export has execution \"job\"") && got.contains("FERRY_CLOUD_RUN_JOB"),
+        "names the field and the variable: {got}"
+    );
+    let name = "projects/acme-data/locations/europe-west1/jobs/ferry-run";
+    let config = RawConfig::from_json(&job.to_string())
+        .unwrap()
+        .validate(&Registry, &|k| if k == "FERRY_CLOUD_RUN_JOB" { Some(name.to_owned()) } else { env(k) })
+        .expect("the job from the environment");
+    assert_eq!(config.exports[0].execution, Execution::Job);
+    let c = config.cloud_run_job.expect("the job");
+    assert_eq!((c.job.as_str(), c.endpoint.as_str(), c.timeout.as_secs()), (name, "https://run.googleapis.com", 30));
+    assert!(errors_of(&base()).is_empty() && base()["cloud_run_job"].is_null(), "inline exports need no job");
+    // Before deployment the variable is the deployment's to set.
+    RawConfig::from_json(&job.to_string()).unwrap().validate_with(&Registry, &|_| None, Deployment::Elsewhere).expect("offline");
+
+    let mut bad = job.clone();
+    bad["cloud_run_job"] =
+        json!({"job": "ferry-run", "timeout_secs": 600, "endpoint": "http://run.example.com", "auth": "metadata_server"});
+    let got = errors_of(&bad);
+    for want in [
+        "cloud_run_job.job: \"ferry-run\" is not a job name: expected projects/PROJECT/locations/REGION/jobs/JOB",
+        "cloud_run_job.timeout_secs: expected 5 to 120 seconds, found 600",
+        "cloud_run_job.endpoint",
+    ] {
+        assert!(got.contains(want), "{want} not in:\n{got}");
+    }
+    let mut unknown = job.clone();
+    unknown["cloud_run_job"] = json!({"job": name, "region": "x"});
+    assert!(errors_of(&unknown).contains("unknown field `region`"), "{}", errors_of(&unknown));
+    assert!(
+        errors_of(&with("exports.0.execution", json!("later"))).contains("exports[0].execution"),
+        "{}",
+        errors_of(&with("exports.0.execution", json!("later")))
+    );
+}

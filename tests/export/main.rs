@@ -7,6 +7,7 @@ mod config;
 mod credentials;
 mod failures;
 mod incremental;
+mod jobs;
 mod kills;
 mod leases;
 mod notify;

@@ -14,14 +14,14 @@ use serde_json::{json, Value};
 use crate::common::{ferry_bin, ids, insert, orders, Fixture};
 
 /// A running `ferry serve` with its own config directory; killed when dropped.
-struct Service {
+pub(crate) struct Service {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     dir: PathBuf,
 }
 
 impl Service {
-    async fn start(dir: &Path, env: &[(&str, String)]) -> Self {
+    pub(crate) async fn start(dir: &Path, env: &[(&str, String)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
         let child = Command::new(ferry_bin())
@@ -45,16 +45,16 @@ impl Service {
         Self { child, url, dir: dir.to_owned() }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }
 
     /// The log as JSON entries; every line must be one.
-    fn entries(&self) -> Vec<Value> {
+    pub(crate) fn entries(&self) -> Vec<Value> {
         self.log().lines().map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))).collect()
     }
 
-    async fn post(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub(crate) async fn post(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
         let mut req = reqwest::Client::new().post(format!("{}/", self.url)).json(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -71,7 +71,7 @@ impl Drop for Service {
     }
 }
 
-fn envelope(message_id: &str, data: &Value) -> Value {
+pub(crate) fn envelope(message_id: &str, data: &Value) -> Value {
     envelope_raw(message_id, &data.to_string())
 }
 
@@ -97,7 +97,7 @@ fn config_dir(f: &Fixture, notifications: Option<Value>) -> (PathBuf, String) {
 }
 
 /// This export's metadata rows for `message_id`: statuses in order.
-async fn statuses_for(f: &Fixture, message_id: &str) -> Vec<String> {
+pub(crate) async fn statuses_for(f: &Fixture, message_id: &str) -> Vec<String> {
     let sql = format!(
         "SELECT export_status FROM `{}` WHERE export_name = '{}' AND message_id = '{message_id}' ORDER BY completed_at",
         f.ds.table("export_metadata"),
@@ -111,9 +111,9 @@ async fn statuses_for(f: &Fixture, message_id: &str) -> Vec<String> {
 /// How long a redelivered message may take to succeed: the Pub/Sub emulator's redelivery
 /// backoff plus a run's dozen metadata-table calls, each of which a loaded BigQuery emulator
 /// answers in seconds.
-const DELIVERY: u64 = 240;
+pub(crate) const DELIVERY: u64 = 240;
 
-async fn wait_for_success(f: &Fixture, message_id: &str, secs: u64) -> Vec<String> {
+pub(crate) async fn wait_for_success(f: &Fixture, message_id: &str, secs: u64) -> Vec<String> {
     eventually(Duration::from_secs(secs), "a SUCCESS row for the message", || async {
         let s = statuses_for(f, message_id).await;
         s.iter().any(|x| x == "SUCCESS").then_some(s)
