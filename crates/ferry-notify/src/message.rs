@@ -237,6 +237,7 @@ mod tests {
             destination: "sftp://h:22/in".into(),
             outcomes,
             notify_errors: Vec::new(),
+            execution: None,
         }
     }
 

@@ -23,14 +23,13 @@ const CONFIG: &str = "/app/configs/default.json";
 fn options_of(args: &[String]) -> RunOptions {
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
     let mut opts = RunOptions::new();
-    let mut it = args.iter().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().cloned().unwrap_or_else(|| panic!("{flag} without a value in {args:?}"));
-        match flag.as_str() {
-            "--config" => assert_eq!(value(), CONFIG),
-            "--export" => opts.exports.get_or_insert_with(Vec::new).push(value()),
-            "--date" => opts.run_date = Some(value().parse().expect("a date")),
-            "--message-id" => opts.message_id = Some(value()),
+    for arg in &args[1..] {
+        let (flag, value) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
+        match flag {
+            "--config" => assert_eq!(value, CONFIG),
+            "--export" => opts.exports.get_or_insert_with(Vec::new).push(value.to_owned()),
+            "--date" => opts.run_date = Some(value.parse().expect("a date")),
+            "--message-id" => opts.message_id = Some(value.to_owned()),
             "--full" => opts.full = true,
             other => panic!("ferry run has no flag {other}"),
         }
@@ -111,7 +110,7 @@ async fn a_message_starts_one_execution_whose_run_is_recorded_beside_it() {
     assert_eq!(execution, name);
     assert_eq!(
         args,
-        ["run", "--config", CONFIG, "--export", EXPORT, "--date", "2026-12-01", "--message-id", "m-1"].map(str::to_owned),
+        ["run", &format!("--config={CONFIG}"), "--export=orders", "--date=2026-12-01", "--message-id=m-1"].map(str::to_owned),
         "the selection, the run date and the message id"
     );
     let records = w.state.by_message(EXPORT, "m-1").await.unwrap();
@@ -222,4 +221,79 @@ async fn a_start_whose_answer_was_lost_is_started_again_and_the_second_execution
     assert!(second.succeeded());
     assert!(matches!(second.outcomes[0].skipped, Some(ferry_core::run::Skip::AlreadyDelivered { .. })), "{:?}", second.outcomes[0]);
     assert_eq!(w.delivered(), [1, 2, 3, 4, 5]);
+}
+
+/// Counts the reports it is sent.
+#[derive(Clone, Default)]
+struct Heard(std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>);
+
+#[async_trait::async_trait]
+impl ferry_core::Notifier for Heard {
+    async fn notify(&self, report: &ferry_core::run::RunReport) -> Result<(), ferry_core::Failure> {
+        self.0.lock().unwrap().push(report.outcomes.iter().map(|o| format!("{} {}", o.export, o.status.as_str())).collect());
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "heard"
+    }
+}
+
+#[tokio::test]
+async fn an_execution_that_finds_the_export_busy_says_so_and_an_inline_redelivery_stays_quiet() {
+    let w = World::new();
+    w.source.push((1..=3).map(|i| (i, i)));
+    w.dispatch("m-1").await.expect("dispatched");
+    let taken = w.state.acquire(EXPORT, "another-run", None, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+    assert_eq!(taken, ferry_core::Claim::Acquired);
+    let heard = Heard::default();
+    let (_, args) = w.dispatcher.started()[0].clone();
+    for execution in [None, Some("ferry-run-1".to_owned())] {
+        let mut opts = options_of(&args);
+        opts.execution = execution.clone();
+        let runner =
+            Runner { config: &w.config, wiring: &w.wiring, state: &w.state, notifiers: vec![Box::new(heard.clone())], progress: None };
+        let report = runner.run(&opts).await;
+        assert!(!report.succeeded(), "busy is a failure: the task is retried");
+        assert_eq!(report.outcomes[0].skipped, Some(ferry_core::run::Skip::Busy));
+    }
+    assert_eq!(heard.0.lock().unwrap().clone(), [vec![format!("{EXPORT} FAILED")]], "only the execution's busy run is reported");
+}
+
+#[tokio::test]
+async fn a_redelivery_that_arrives_while_the_first_is_starting_its_execution_waits_and_starts_none() {
+    let w = World::new();
+    w.faults.arm(Rule::at("dispatch.start", Fault::Delay(Duration::from_millis(200))));
+    let (a, b) = tokio::join!(w.dispatch("m-1"), w.dispatch("m-1"));
+    let mut got = [a.expect("first"), b.expect("second")].map(|d| match d {
+        Dispatched::Started { .. } => "started",
+        Dispatched::Earlier { .. } => "earlier",
+        Dispatched::Delivered { .. } => "delivered",
+    });
+    got.sort_unstable();
+    assert_eq!(got, ["earlier", "started"]);
+    assert_eq!(w.dispatcher.started().len(), 1);
+    // Other messages are not held up by it.
+    w.faults.arm(Rule::at("dispatch.start", Fault::Delay(Duration::from_millis(200))));
+    let (a, b) = tokio::join!(w.dispatch("m-2"), w.dispatch("m-3"));
+    assert!(matches!((a, b), (Ok(Dispatched::Started { .. }), Ok(Dispatched::Started { .. }))));
+}
+
+#[tokio::test]
+async fn a_second_execution_of_the_message_leaves_it_to_the_first_without_notifying() {
+    let w = World::new();
+    w.source.push((1..=3).map(|i| (i, i)));
+    w.dispatch("m-1").await.expect("dispatched");
+    let (_, args) = w.dispatcher.started()[0].clone();
+    // The first execution holds the lease, for the same message.
+    let claim = w.state.acquire(EXPORT, "first-execution", Some("m-1"), Duration::from_secs(600), Duration::ZERO).await.unwrap();
+    assert_eq!(claim, ferry_core::Claim::Acquired);
+    let heard = Heard::default();
+    let mut opts = options_of(&args);
+    opts.execution = Some("ferry-run-2".into());
+    let runner = Runner { config: &w.config, wiring: &w.wiring, state: &w.state, notifiers: vec![Box::new(heard.clone())], progress: None };
+    let report = runner.run(&opts).await;
+    assert!(!report.succeeded(), "the task is tried again, in case the holder died: {:?}", report.outcomes[0]);
+    assert_eq!(report.outcomes[0].skipped, Some(ferry_core::run::Skip::SameMessage { holder: "first-execution".into() }));
+    assert!(heard.0.lock().unwrap().is_empty(), "nothing to tell");
+    assert!(w.delivered().is_empty(), "the first delivers");
 }

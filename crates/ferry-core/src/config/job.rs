@@ -93,12 +93,8 @@ pub(super) fn validate(raw: Option<&RawCloudRunJob>, needed: bool, cx: &Check<'_
         }
         None if cx.elsewhere() => Some(format!("projects/<project>/locations/<region>/jobs/<{JOB_ENV}>")),
         None => {
-            cx.err(
-                "job",
-                format!(
-                    "an export has execution \"job\", so ferry must know the Cloud Run Job to start: set cloud_run_job.job or {JOB_ENV} to projects/PROJECT/locations/REGION/jobs/JOB"
-                ),
-            );
+            let why = if needed { "an export has execution \"job\", so ferry must know the Cloud Run Job to start" } else { "no job" };
+            cx.err("job", format!("{why}: set cloud_run_job.job or {JOB_ENV} to projects/PROJECT/locations/REGION/jobs/JOB"));
             None
         }
     };

@@ -16,6 +16,9 @@
 //! and the second finds the message delivered (or waits, and is retried by Cloud Run), so the
 //! rows go once.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 
 use super::RunOptions;
@@ -35,25 +38,32 @@ pub enum Dispatched {
 }
 
 /// The arguments of `ferry` in the execution: `run` for `export` with the message's
-/// selection, the run date and the message id. `config` is the config file's path in the
+/// selection (`--full`, `--dry-run`), the run date and the message id. `config` is the config file's path in the
 /// image, the same for the service and the job.
 pub fn job_args(config: &str, export: &ExportSpec, opts: &RunOptions, message_id: &str, now: DateTime<Utc>) -> Vec<String> {
+    // `--flag=value`: a value that starts with `-` (export names may) stays a value.
     let mut args = vec![
         "run".to_owned(),
-        "--config".to_owned(),
-        config.to_owned(),
-        "--export".to_owned(),
-        export.name.clone(),
-        "--date".to_owned(),
-        opts.date_for(export, now).format("%Y-%m-%d").to_string(),
-        "--message-id".to_owned(),
-        message_id.to_owned(),
+        format!("--config={config}"),
+        format!("--export={}", export.name),
+        format!("--date={}", opts.date_for(export, now).format("%Y-%m-%d")),
+        format!("--message-id={message_id}"),
     ];
     if opts.full {
         args.push("--full".to_owned());
     }
+    if opts.dry_run {
+        args.push("--dry-run".to_owned());
+    }
     args
 }
+
+/// The hand-offs in flight in this process, by export and message: a redelivery that arrives
+/// while the first delivery is still starting its execution waits for it, then finds its
+/// DISPATCHED record instead of starting a second execution. (Across instances that race stays
+/// possible, and harmless: see the module docs.)
+type Gates = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+static IN_FLIGHT: Mutex<Option<Gates>> = Mutex::new(None);
 
 /// Hands `export` to an execution for the message `opts.message_id` (see the module docs).
 /// `Err` when nothing is known to have started; the push must then be redelivered.
@@ -68,6 +78,31 @@ pub async fn dispatch(
         .message_id
         .as_deref()
         .ok_or_else(|| Failure::with_class(crate::ErrorClass::Permanent, "a dispatched run needs the trigger message's id"))?;
+    let key = (export.name.clone(), message_id.to_owned());
+    let gate = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).entry(key.clone()).or_default().clone();
+    let result = {
+        let _one_at_a_time = gate.lock().await;
+        dispatch_once(state, dispatcher, export, opts, config, message_id).await
+    };
+    drop(gate);
+    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+    // The last one out removes the gate: then only the map holds it.
+    if let Some(map) = in_flight.as_mut() {
+        if map.get(&key).is_some_and(|g| Arc::strong_count(g) == 1) {
+            map.remove(&key);
+        }
+    }
+    result
+}
+
+async fn dispatch_once(
+    state: &dyn StateStore,
+    dispatcher: &dyn Dispatcher,
+    export: &ExportSpec,
+    opts: &RunOptions,
+    config: &str,
+    message_id: &str,
+) -> Result<Dispatched, Failure> {
     let records = state.by_message(&export.name, message_id).await?;
     if let Some(done) = records.iter().rev().find(|r| matches!(r.status, RunStatus::Success | RunStatus::Empty)) {
         return Ok(Dispatched::Delivered { run_id: done.run_id.clone(), status: done.status });

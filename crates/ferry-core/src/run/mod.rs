@@ -181,6 +181,7 @@ impl Runner<'_> {
             destination,
             outcomes,
             notify_errors: Vec::new(),
+            execution: opts.execution.clone(),
         };
         notify(self.config, &self.notifiers, &mut report).await;
         report
@@ -224,6 +225,24 @@ impl Runner<'_> {
                         r = self.deliver(export, opts, &ctx, &mut outcome) => r,
                         never = held.keep() => match never {},
                     }
+                }
+                Ok(Claim::Held { holder, message_id, expires_at })
+                    if opts.execution.is_some() && message_id.is_some() && message_id == opts.message_id =>
+                {
+                    // A second execution for the same message (a redelivery started it before
+                    // the first was recorded), or a retry of one whose attempt died holding the
+                    // lease: the holder delivers and reports, unless it is dead, and then a later
+                    // retry of this task takes over once the lease has expired.
+                    tracing::info!(run_id, export = %export.name, holder = %holder, "this message is being delivered by another run; trying again later");
+                    outcome.skipped = Some(Skip::SameMessage { holder: holder.clone() });
+                    Err(Stop::quiet(Failure::with_class(
+                        ErrorClass::Transient,
+                        format!(
+                            "export {}: run {holder} holds the lease for this same message until {} unless renewed; this run did nothing for it",
+                            export.name,
+                            expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                    )))
                 }
                 Ok(Claim::Held { holder, message_id, expires_at }) => {
                     tracing::warn!(run_id, export = %export.name, holder = %holder, holder_message_id = message_id.as_deref().unwrap_or("-"), "another run is delivering this export");

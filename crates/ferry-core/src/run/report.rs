@@ -85,6 +85,12 @@ pub enum Skip {
     /// Another run holds the export's lease (the outcome's error names it); this run must try
     /// again later.
     Busy,
+    /// In a job execution: run `holder`, triggered by the same message, holds the export's
+    /// lease: a second execution started by a redelivery before the first was recorded, or an
+    /// earlier attempt of this task that died. FAILED so that the task is tried again (and takes
+    /// over once a dead holder's lease expires), but not notified: a live holder reports the
+    /// message's outcome itself.
+    SameMessage { holder: String },
 }
 
 impl ExportOutcome {
@@ -140,6 +146,8 @@ pub struct RunReport {
     pub outcomes: Vec<ExportOutcome>,
     /// Notification channels that failed, with the reason.
     pub notify_errors: Vec<String>,
+    /// The Cloud Run Job execution the run ran in (`CLOUD_RUN_EXECUTION`).
+    pub execution: Option<String>,
 }
 
 impl RunReport {
@@ -177,6 +185,7 @@ impl RunReport {
             destination: destinations(config, &names_of(opts, config)),
             outcomes,
             notify_errors: Vec::new(),
+            execution: opts.execution.clone(),
         }
     }
 }
@@ -203,8 +212,11 @@ pub(super) fn destinations(config: &Config, names: &[String]) -> String {
 /// Sends `report` through every notifier, unless it is a dry run. A failing channel is logged
 /// and listed in `report.notify_errors`; it never changes an export's outcome.
 pub async fn notify(config: &Config, notifiers: &[Box<dyn Notifier>], report: &mut RunReport) {
-    if report.dry_run || (!report.outcomes.is_empty() && report.outcomes.iter().all(|o| o.skipped.is_some())) {
-        // A redelivery or a run that found every export busy changed nothing worth a message.
+    // A redelivery, or a run that found every export busy, changed nothing worth a message;
+    // except a busy export in a job execution: its message is acknowledged, and once Cloud Run
+    // has no retries left, nothing else would say that it was not delivered.
+    let busy_in_execution = report.execution.is_some() && report.outcomes.iter().any(|o| o.skipped == Some(Skip::Busy));
+    if report.dry_run || (!report.outcomes.is_empty() && report.outcomes.iter().all(|o| o.skipped.is_some()) && !busy_in_execution) {
         return;
     }
     for n in notifiers {

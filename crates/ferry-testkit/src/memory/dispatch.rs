@@ -23,7 +23,7 @@ impl MemoryDispatcher {
         Self::default()
     }
 
-    /// Uses `faults` (point `dispatch.start`, detail: the export after `--export`).
+    /// Uses `faults` (point `dispatch.start`, detail: the export of `--export=`).
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
         self
@@ -38,7 +38,7 @@ impl MemoryDispatcher {
 #[async_trait]
 impl Dispatcher for MemoryDispatcher {
     async fn start(&self, args: &[String]) -> Result<String, Failure> {
-        let export = args.iter().skip_while(|a| *a != "--export").nth(1).cloned().unwrap_or_default();
+        let export = args.iter().find_map(|a| a.strip_prefix("--export=")).unwrap_or_default().to_owned();
         let pass = self.faults.enter("dispatch.start", &export).await?;
         let mut started = self.started.lock().expect("lock");
         let name = format!("projects/memory/locations/here/jobs/ferry-run/executions/ferry-run-{}", started.len() + 1);
