@@ -186,10 +186,11 @@ pub enum LeaseAction {
     },
 }
 
-/// A Pub/Sub message id as `--message-id` takes it: 1 to 100 printable ASCII characters.
+/// A trigger message id as `--message-id` takes it: 1 to 100 characters, none of them a
+/// control character (what `ferry serve` accepts from a push).
 fn message_id(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > 100 || !s.chars().all(|c| c.is_ascii_graphic()) {
-        return Err("expected 1 to 100 printable ASCII characters, as Pub/Sub message ids are".into());
+    if s.is_empty() || s.chars().count() > 100 || s.chars().any(char::is_control) {
+        return Err("expected 1 to 100 characters without control characters, as trigger message ids are".into());
     }
     Ok(s.to_owned())
 }

@@ -87,18 +87,26 @@ pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(P
 }
 
 /// Splits what a push asks for: the exports with `execution: job` (handed to Cloud Run Job
-/// executions) and the options of the run the service does itself (`None` when nothing is
-/// left). A dry run is always done inline: it records nothing, so there is nothing to hand over.
+/// executions, a dry run included: it reads every row too) and the options of the run the
+/// service does itself (`None` when nothing is left). A selection that names an export the
+/// config does not have is run inline as a whole, so that it fails before anything starts.
 pub fn split_jobs(config: &Config, opts: &RunOptions) -> (Vec<String>, Option<RunOptions>) {
-    if opts.dry_run {
-        return (Vec::new(), Some(opts.clone()));
-    }
     let names: Vec<String> = match &opts.exports {
         Some(names) => names.clone(),
         None => config.exports.iter().filter(|e| e.enabled).map(|e| e.name.clone()).collect(),
     };
-    let is_job = |n: &String| config.exports.iter().any(|e| &e.name == n && e.execution == Execution::Job);
-    let (jobs, rest): (Vec<String>, Vec<String>) = names.into_iter().partition(is_job);
+    let find = |n: &String| config.exports.iter().find(|e| &e.name == n);
+    if names.iter().any(|n| find(n).is_none()) {
+        return (Vec::new(), Some(opts.clone()));
+    }
+    let mut jobs: Vec<String> = Vec::new();
+    let mut rest: Vec<String> = Vec::new();
+    for n in names {
+        let list = if find(&n).is_some_and(|e| e.execution == Execution::Job) { &mut jobs } else { &mut rest };
+        if !list.contains(&n) {
+            list.push(n);
+        }
+    }
     if jobs.is_empty() {
         return (jobs, Some(opts.clone()));
     }
@@ -176,4 +184,45 @@ async fn report_trigger_failure(config: &Config, what: &str, text: &str) {
     opts.exports = Some(vec![what.into()]);
     let mut report = RunReport::failed_before_start(config, &opts, ErrorClass::Permanent, text);
     ferry_core::run::notify(config, &notifiers, &mut report).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::config::Shape;
+
+    fn config() -> Config {
+        let mut c = ferry_testkit::memory::memory_config("big", Shape::Table);
+        let mut small = c.exports[0].clone();
+        small.name = "small".into();
+        let mut off = c.exports[0].clone();
+        off.name = "-off".into();
+        off.enabled = false;
+        c.exports[0].execution = Execution::Job;
+        off.execution = Execution::Job;
+        c.exports.extend([small, off]);
+        c
+    }
+
+    fn opts(exports: Option<&[&str]>) -> RunOptions {
+        RunOptions { exports: exports.map(|e| e.iter().map(|s| s.to_string()).collect()), ..RunOptions::new() }
+    }
+
+    #[test]
+    fn a_push_is_split_into_job_exports_and_an_inline_run() {
+        let c = config();
+        let (jobs, inline) = split_jobs(&c, &opts(None));
+        assert_eq!((jobs, inline.and_then(|o| o.exports)), (vec!["big".to_owned()], Some(vec!["small".to_owned()])), "enabled ones only");
+        let (jobs, inline) = split_jobs(&c, &opts(Some(&["-off", "big", "big"])));
+        assert_eq!(jobs, ["-off", "big"], "a disabled export named runs, once");
+        assert!(inline.is_none(), "nothing is left to run inline");
+        let (jobs, inline) = split_jobs(&c, &opts(Some(&["small"])));
+        assert!(jobs.is_empty());
+        assert_eq!(inline.and_then(|o| o.exports), Some(vec!["small".to_owned()]));
+        let (jobs, inline) = split_jobs(&c, &opts(Some(&["big", "typo"])));
+        assert!(jobs.is_empty(), "an unknown name: nothing is handed off");
+        assert_eq!(inline.and_then(|o| o.exports), Some(vec!["big".to_owned(), "typo".to_owned()]), "the run reports it");
+        let (jobs, _) = split_jobs(&c, &RunOptions { dry_run: true, ..opts(Some(&["big"])) });
+        assert_eq!(jobs, ["big"], "a dry run of a job export runs in the job too");
+    }
 }

@@ -279,3 +279,34 @@ async fn lease(state: &dyn StateStore, action: LeaseAction) -> anyhow::Result<Ex
     println!("export {export}: released the lease of run {} ({why})", l.holder);
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// What the service hands to the job, `ferry run` takes: odd export names and message ids
+    /// included.
+    #[test]
+    fn the_job_arguments_parse_as_ferry_run() {
+        let mut c = ferry_testkit::memory::memory_config("-off", ferry_core::config::Shape::Table);
+        c.exports[0].execution = ferry_core::config::Execution::Job;
+        let export = &c.exports[0];
+        for (message_id, full, dry_run) in [("-1", true, false), ("12345678901234", false, true), ("ce id with spaces/ü", false, false)] {
+            let o = ferry_core::run::RunOptions {
+                full,
+                dry_run,
+                run_date: chrono::NaiveDate::from_ymd_opt(2026, 12, 1),
+                ..ferry_core::run::RunOptions::new()
+            };
+            let args = ferry_core::run::dispatch::job_args("/app/configs/x y.json", export, &o, message_id, chrono::Utc::now());
+            let cli = cli::Cli::try_parse_from(std::iter::once("ferry".to_owned()).chain(args.clone()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.config, std::path::PathBuf::from("/app/configs/x y.json"));
+            let cli::Command::Run { what, message_id: got, .. } = cli.command else { panic!("not run: {args:?}") };
+            assert_eq!((what.exports, what.full, what.dry_run), (vec!["-off".to_owned()], full, dry_run));
+            assert_eq!(what.date, o.run_date);
+            assert_eq!(got.as_deref(), Some(message_id));
+        }
+    }
+}

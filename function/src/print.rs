@@ -77,6 +77,9 @@ pub fn report(r: &RunReport) {
         if let Some(Skip::AlreadyDelivered { run_id }) = &o.skipped {
             println!("  {:<24} already delivered for this message by run {run_id}", "");
         }
+        if let Some(Skip::SameMessage { holder }) = &o.skipped {
+            println!("  {:<24} being delivered for this message by run {holder}", "");
+        }
         for rc in &o.reconciled {
             println!("  {:<24} reconciled interrupted run {rc}", "");
         }

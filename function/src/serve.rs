@@ -1,11 +1,17 @@
 //! `ferry serve`: the Cloud Run service. `POST /` takes Pub/Sub push requests (and the same
 //! body from Eventarc); `GET /health` answers `ok`.
 //!
+//! An export with `execution: job` is not run here: it is handed to a Cloud Run Job execution,
+//! recorded DISPATCHED, and answered at once (see `ferry_core::run::dispatch`). The others run
+//! in the request, so the answer to a message that mixes both waits for them.
+//!
 //! Answers, as Pub/Sub reads them:
 //! - 200 once every export of the message committed, had nothing new, was already delivered
-//!   for this message (a redelivery), or failed in a way retrying cannot fix (reported).
+//!   or dispatched for this message (a redelivery), was handed to a job execution, or failed in
+//!   a way retrying cannot fix (reported).
 //! - 503 when an export failed in a way that may pass on retry (a server briefly down, another
-//!   instance still delivering the same export): Pub/Sub redelivers with backoff.
+//!   instance still delivering the same export), and when a job execution could not be started
+//!   (whatever the Admin API said: nothing was recorded): Pub/Sub redelivers with backoff.
 //! - 200 for a malformed message (not JSON, not base64, not an object, unknown fields or config,
 //!   an empty export list, a body over [`MAX_BODY_BYTES`]): redelivering it cannot help. Each
 //!   is logged; the first of a burst is reported at once through the failure notifications of
@@ -373,6 +379,7 @@ async fn run(s: &Arc<ServeSettings>, p: Push) -> Response {
             let status = match &o.skipped {
                 Some(Skip::AlreadyDelivered { .. }) => "ALREADY_DELIVERED",
                 Some(Skip::Busy) => "BUSY",
+                Some(Skip::SameMessage { .. }) => "IN_PROGRESS",
                 None => o.status.as_str(),
             };
             json!({"export": o.export, "status": status, "rows": o.rows, "file": o.file})

@@ -76,6 +76,9 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Push, Malformed> {
     if message_id.len() > MAX_MESSAGE_ID {
         return Err(bad(None, format!("the messageId {} is longer than {MAX_MESSAGE_ID} characters", quote(&message_id))));
     }
+    if message_id.chars().any(char::is_control) {
+        return Err(bad(None, format!("the messageId {} holds control characters", quote(&message_id.escape_default().to_string()))));
+    }
     let some = Some(message_id.clone());
     let data = match message.get("data") {
         None => "",
