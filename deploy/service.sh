@@ -33,13 +33,15 @@ if [ "${#SECRETS[@]}" -gt 0 ]; then
   done
   secret_flags=(--set-secrets="$joined")
 fi
-# The job gets the service's variables, so that a run reads the same settings in either place.
+# The job gets the service's variables, so that a run reads the same settings in either place,
+# and waits up to 5 minutes (not 8 s) for the lease of an export another run is delivering: its
+# message is acknowledged, so a busy attempt costs a task retry, and the last one is a failure.
 env_vars="FERRY_PUSH_AUDIENCE=${SERVICE_URL},FERRY_PUSH_SERVICE_ACCOUNT=${PUSH_SA},GOOGLE_CLOUD_PROJECT=${PROJECT},FERRY_CLOUD_RUN_JOB=${JOB_NAME}"
 
 run gcloud run jobs deploy "$JOB" --project="$PROJECT" --region="$REGION" --image="$IMAGE" \
   --service-account="$RUNTIME_SA" --args=run \
   --tasks=1 --max-retries=3 --task-timeout="$TASK_TIMEOUT" --cpu=1 --memory=512Mi \
-  --set-env-vars="$env_vars" \
+  --set-env-vars="$env_vars,FERRY_LEASE_WAIT_SECONDS=300" \
   "${secret_flags[@]+"${secret_flags[@]}"}" --quiet
 run gcloud run deploy "$SERVICE" --project="$PROJECT" --region="$REGION" --image="$IMAGE" \
   --service-account="$RUNTIME_SA" --no-allow-unauthenticated \

@@ -43,6 +43,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import string
 import subprocess
@@ -192,7 +193,7 @@ class Execution:
                 self.start_time = self.start_time or now()
                 with open(log, "wb") as out:
                     try:
-                        proc = subprocess.Popen([ARGS.command, *self.args], env=env, stdout=out,
+                        proc = subprocess.Popen([*DIE_WITH_PARENT, ARGS.command, *self.args], env=env, stdout=out,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                         attempt["pid"], self.proc = proc.pid, proc
                     except OSError as e:  # a container that cannot start fails its task, like exit 127
@@ -355,14 +356,19 @@ if __name__ == "__main__":
     parser.add_argument("--retry-delay", type=float, default=1.0, help="seconds before a task is retried")
     ARGS = parser.parse_args()
     DEFAULT_ARGS = shlex.split(ARGS.default_args)
+    # An execution is SIGKILLed when the stand-in dies, however it dies: util-linux's setpriv
+    # sets the parent-death signal and execs the command (same pid), where it is installed.
+    DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
     os.makedirs(ARGS.out, exist_ok=True)
     open(os.path.join(ARGS.out, "requests.jsonl"), "a").close()
     server = ThreadingHTTPServer((ARGS.host, ARGS.port), Handler)
     server.daemon_threads = True
-    stop = threading.Event()
+    # A plain flag: a handler that took a lock the main thread holds could deadlock.
+    stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: stop.append(True))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"cloud run jobs stand-in on {ARGS.host}:{ARGS.port} running {ARGS.command} -> {ARGS.out}", flush=True)
-    stop.wait()
+    while not stop:
+        time.sleep(0.2)
     shutdown(server)

@@ -262,7 +262,7 @@ fn the_service_gets_a_job_it_may_start_and_knows_its_name() {
         "--tasks=1".to_owned(),
         "--max-retries=3".to_owned(),
         "--task-timeout=36h".to_owned(),
-        env.to_owned(),
+        format!("{env},FERRY_LEASE_WAIT_SECONDS=300"),
         "--set-secrets=SFTP_PASSWORD=sftp-password:latest".to_owned(),
     ] {
         assert!(words(job.as_str()).contains(&flag), "the job lacks {flag}: {job}");
