@@ -15,5 +15,6 @@ mod schedules;
 mod secrets;
 mod serve;
 mod split;
+mod storage;
 mod types;
 mod windows;

@@ -12,6 +12,7 @@ pub mod component;
 mod error;
 mod source;
 mod state;
+pub mod storage;
 
 pub use arrow::{rest_to_batch, schema_of};
 pub use client::{BigQuery, Cell, Field, Page, QueryJob, QueryParam, TableRef};
