@@ -125,14 +125,18 @@ impl Channel {
         let transport = |reason: String| GrpcError::Transport { method, endpoint: self.endpoint.clone(), reason };
         let resp = self.client.request(req).await.map_err(|e| transport(e.to_string()))?;
         let (parts, body) = resp.into_parts();
-        if let Some(status) = status_of(method, &parts.headers) {
-            // Trailers-only: the status came with the headers, and nothing follows.
-            status?;
-        }
+        // Trailers-only: the status came with the headers, and no message follows.
+        let trailers_only = match status_of(method, &parts.headers) {
+            Some(status) => {
+                status?;
+                true
+            }
+            None => false,
+        };
         if parts.status != hyper::StatusCode::OK {
             return Err(GrpcError::Protocol { method, reason: format!("HTTP status {}", parts.status) });
         }
-        Ok(Messages { method, endpoint: self.endpoint.clone(), body, buf: BytesMut::new(), done: false })
+        Ok(Messages { method, endpoint: self.endpoint.clone(), body, buf: BytesMut::new(), done: trailers_only })
     }
 }
 
