@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ferry_bigquery::component::SourceSettings;
+use ferry_bigquery::storage::StorageRead;
 use ferry_bigquery::{BigQuery, BigQuerySource};
+use ferry_core::config::ReadApi;
 use ferry_core::config::{Check, Component, Components, Config, ConfigErrors, Deployment, Destination, RawConfig};
 use ferry_core::run::Wiring;
 use ferry_core::{ErrorClass, Failure, Sink, Source, TableSink};
@@ -59,6 +61,8 @@ pub fn validate(raw: &RawConfig, env: &dyn Fn(&str) -> Option<String>, deploymen
 pub struct Wired {
     bq: BigQuery,
     page_size: u32,
+    /// With `bigquery.read_api: storage`: the Storage Read client table sources read with.
+    storage: Option<StorageRead>,
     sinks: Mutex<HashMap<String, Connected>>,
 }
 
@@ -71,7 +75,12 @@ type Connected = Result<Arc<SftpSink>, (ErrorClass, String)>;
 impl Wired {
     /// Wiring for `config`'s exports, reading BigQuery with `bq`.
     pub fn new(config: &Config, bq: BigQuery) -> Self {
-        Self { bq, page_size: config.bigquery.page_size, sinks: Mutex::default() }
+        let b = &config.bigquery;
+        let storage = (b.read_api == ReadApi::Storage).then(|| {
+            let tokens = ferry_google::TokenSource::new(reqwest::Client::new(), crate::auth(&b.auth));
+            StorageRead::new(&b.storage_endpoint, &b.project, tokens)
+        });
+        Self { bq, page_size: b.page_size, storage, sinks: Mutex::default() }
     }
 }
 
@@ -82,7 +91,11 @@ impl Wiring for Wired {
         match c.type_name.as_str() {
             "bigquery" => {
                 let settings = c.settings::<SourceSettings>().ok_or_else(|| mismatch(c))?;
-                Ok(Box::new(BigQuerySource::new(self.bq.clone(), self.page_size, settings.clone())))
+                let source = BigQuerySource::new(self.bq.clone(), self.page_size, settings.clone());
+                Ok(Box::new(match &self.storage {
+                    Some(storage) => source.with_storage(storage.clone()),
+                    None => source,
+                }))
             }
             _ => Err(mismatch(c)),
         }

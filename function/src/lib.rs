@@ -16,14 +16,19 @@ use ferry_core::{ErrorClass, Failure, StateStore};
 
 use crate::components::Wired;
 
-/// The BigQuery client a config asks for.
-pub fn bigquery(config: &Config) -> Result<BigQuery, Failure> {
-    let auth = match &config.bigquery.auth {
+/// The credentials a config's `auth` names.
+pub fn auth(auth: &BigQueryAuth) -> Auth {
+    match auth {
         BigQueryAuth::ApplicationDefault => Auth::ApplicationDefault,
         BigQueryAuth::MetadataServer => Auth::MetadataServer,
         BigQueryAuth::Token(t) => Auth::Token(t.clone()),
         BigQueryAuth::None => Auth::None,
-    };
+    }
+}
+
+/// The BigQuery client a config asks for.
+pub fn bigquery(config: &Config) -> Result<BigQuery, Failure> {
+    let auth = auth(&config.bigquery.auth);
     let b = &config.bigquery;
     BigQuery::with_request_timeout(&b.endpoint, &b.project, auth, b.timeout)
         .map(|c| c.with_query_deadline(b.query_deadline))

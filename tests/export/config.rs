@@ -718,3 +718,16 @@ fn a_job_export_needs_a_job_to_start_and_its_settings_are_checked() {
         errors_of(&with("exports.0.execution", json!("later")))
     );
 }
+
+#[test]
+fn the_storage_read_endpoint_is_checked_only_when_used() {
+    let mut v = base();
+    v["bigquery"] = json!({"read_api": "storage", "storage_endpoint": "ftp://x", "auth": "none"});
+    assert!(errors_of(&v).contains("bigquery.storage_endpoint: expected an http(s) URL, found \"ftp://x\""), "{}", errors_of(&v));
+    v["bigquery"] = json!({"read_api": "storage", "storage_endpoint": "http://storage.example.com"});
+    assert!(errors_of(&v).contains("bigquery.storage_endpoint"), "a token over plain HTTP: {}", errors_of(&v));
+    v["bigquery"] = json!({"read_api": "rest", "storage_endpoint": "ftp://x"});
+    assert_eq!(errors_of(&v), "", "not read with rest");
+    v["bigquery"] = json!({"read_api": "fast"});
+    assert!(errors_of(&v).contains("bigquery.read_api"), "{}", errors_of(&v));
+}

@@ -11,9 +11,13 @@ use ferry_core::{BatchReader, Bounds, ErrorClass, Failure, NullRows, Source, Win
 use tokio::task::JoinHandle;
 
 use crate::arrow::{rest_to_batch, schema_of};
-use crate::client::{BigQuery, Cell, QueryJob, QueryParam};
+use crate::client::{BigQuery, Cell, Field, QueryJob, QueryParam, TableRef};
 use crate::component::{SourceSettings, SourceSpec};
+use crate::storage::reader::{restriction, StorageReader};
+use crate::storage::StorageRead;
 use crate::BigQueryError;
+use ferry_core::ident::TableName;
+use ferry_core::Classify;
 
 /// Reads one export's rows from BigQuery.
 #[derive(Debug, Clone)]
@@ -21,12 +25,75 @@ pub struct BigQuerySource {
     bq: BigQuery,
     page_size: u32,
     settings: SourceSettings,
+    /// Reads a table source through the Storage Read API when set (`bigquery.read_api`).
+    storage: Option<StorageRead>,
 }
 
 impl BigQuerySource {
     /// A source reading what `settings` name with `bq`, fetching `page_size` rows per page.
     pub fn new(bq: BigQuery, page_size: u32, settings: SourceSettings) -> Self {
-        Self { bq, page_size, settings }
+        Self { bq, page_size, settings, storage: None }
+    }
+
+    /// The same source reading a table through the Storage Read API (a query still runs as a
+    /// query job).
+    pub fn with_storage(mut self, storage: StorageRead) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// The window of a table through the Storage Read API: the table's schema decides the
+    /// columns and their types (as the REST path's), the window becomes the row restriction.
+    async fn read_storage(
+        &self,
+        storage: &StorageRead,
+        table: &TableName,
+        export: &ExportSpec,
+        window: &Window,
+    ) -> Result<Box<dyn BatchReader>, Failure> {
+        let table_ref = TableRef {
+            project: table.project.clone().unwrap_or_else(|| self.bq.project().to_owned()),
+            dataset: table.dataset.clone(),
+            table: table.table.clone(),
+        };
+        let permanent = |m: String| Failure::with_class(ErrorClass::Permanent, format!("export {}: {m}", export.name));
+        let fields = self
+            .bq
+            .table_schema(&table_ref)
+            .await
+            .map_err(|e| context(e, export))?
+            .ok_or_else(|| permanent(format!("table {table_ref} does not exist")))?;
+        let selected: Vec<Field> = if self.settings.columns.is_empty() {
+            fields
+        } else {
+            self.settings
+                .columns
+                .iter()
+                .map(|c| {
+                    fields
+                        .iter()
+                        .find(|f| f.name.eq_ignore_ascii_case(c))
+                        .cloned()
+                        .ok_or_else(|| permanent(format!("table {table_ref} has no column {c}")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let schema = SchemaRef::new(schema_of(&selected));
+        let names: Vec<String> = selected.iter().map(|f| f.name.clone()).collect();
+        let session = storage
+            .create_session(&table_ref, &names, &restriction(export.cursor.as_deref(), window), 0)
+            .await
+            .map_err(|e| Failure::with_class(e.class(), format!("export {}: table {table_ref}: BigQuery Storage Read {e}", export.name)))?;
+        tracing::info!(export = %export.name, table = %table_ref, streams = session.streams.len(), estimated_rows = session.estimated_rows, "Storage Read session");
+        Ok(Box::new(StorageReader {
+            read: storage.clone(),
+            streams: session.streams.iter().cloned().collect(),
+            session,
+            current: None,
+            schema,
+            table: table_ref.to_string(),
+            export: export.name.clone(),
+        }))
     }
 
     fn source_sql(&self) -> String {
@@ -116,6 +183,9 @@ impl Source for BigQuerySource {
     }
 
     async fn read(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<Box<dyn BatchReader>, Failure> {
+        if let (Some(storage), SourceSpec::Table(table)) = (&self.storage, &self.settings.source) {
+            return self.read_storage(storage, table, export, window).await;
+        }
         let sql = self.read_sql(export, window);
         let job = self.bq.query(&sql, &Self::params(&sql, Some(window), run_date), self.page_size).await.map_err(|e| context(e, export))?;
         let schema = SchemaRef::new(schema_of(&job.schema));

@@ -105,6 +105,18 @@ impl CursorValue {
         }
     }
 
+    /// The value as a typed SQL literal (`TIMESTAMP '…+00:00'`, `DATETIME '…'`, `DATE '…'`, or
+    /// the integer), for a predicate that takes no parameters (the Storage Read API's row
+    /// restriction). Built from the typed value only: no text of the config's.
+    pub fn sql_literal(&self) -> String {
+        match self {
+            Self::Timestamp(_) => format!("TIMESTAMP '{}'", self.param_literal()),
+            Self::Datetime(dt) => format!("DATETIME '{}'", dt.format("%Y-%m-%d %H:%M:%S%.6f")),
+            Self::Date(d) => format!("DATE '{}'", d.format("%Y-%m-%d")),
+            Self::Int64(i) => i.to_string(),
+        }
+    }
+
     /// The value `amount` earlier, in the cursor's own unit: seconds for TIMESTAMP and
     /// DATETIME, days for DATE, units for INT64. Saturates at the type's smallest value.
     pub fn minus(&self, amount: u64) -> Self {

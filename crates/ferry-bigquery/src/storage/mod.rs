@@ -10,6 +10,7 @@
 
 pub mod grpc;
 pub mod proto;
+pub mod reader;
 
 use arrow_ipc::reader::StreamDecoder;
 use bytes::Bytes;
@@ -17,7 +18,8 @@ use ferry_core::rows::RecordBatch;
 use ferry_google::TokenSource;
 
 use crate::client::TableRef;
-use grpc::{Channel, GrpcError, Messages};
+pub use grpc::GrpcError;
+use grpc::{Channel, Messages};
 use proto::*;
 
 const CREATE_READ_SESSION: &str = "/google.cloud.bigquery.storage.v1.BigQueryRead/CreateReadSession";

@@ -248,6 +248,26 @@ pub struct RawBigQuery {
     /// written, the next being fetched), so this bounds its memory: about 40 MiB at the default.
     #[serde(default)]
     pub page_size: Option<u32>,
+    /// How table sources are read: `rest` (default: a query, then its result pages) or
+    /// `storage` (the BigQuery Storage Read API: the table's columns and the window as a row
+    /// restriction, read as Arrow). Query sources are always read through REST.
+    #[serde(default)]
+    pub read_api: ReadApi,
+    /// The Storage Read API's gRPC endpoint; `FERRY_BIGQUERY_STORAGE_ENDPOINT`, else
+    /// `https://bigquerystorage.googleapis.com`.
+    #[serde(default)]
+    pub storage_endpoint: Option<String>,
+}
+
+/// How table sources are read (`bigquery.read_api`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadApi {
+    /// A query job and its result pages over REST.
+    #[default]
+    Rest,
+    /// The Storage Read API over gRPC, as Arrow.
+    Storage,
 }
 
 /// How BigQuery requests are authorised.
@@ -421,11 +441,30 @@ impl RawConfig {
         if !(10..=86_400).contains(&query_deadline) {
             cx.err("query_deadline_secs", format!("expected 10 to 86400 seconds, found {query_deadline}"));
         }
+        let storage_endpoint = b
+            .storage_endpoint
+            .clone()
+            .or_else(|| cx.env("FERRY_BIGQUERY_STORAGE_ENDPOINT"))
+            .unwrap_or_else(|| "https://bigquerystorage.googleapis.com".into());
+        let storage_field = if b.storage_endpoint.is_some() {
+            "storage_endpoint".to_owned()
+        } else {
+            "storage_endpoint (FERRY_BIGQUERY_STORAGE_ENDPOINT)".to_owned()
+        };
+        if b.read_api == ReadApi::Storage {
+            if !(storage_endpoint.starts_with("https://") || storage_endpoint.starts_with("http://")) {
+                cx.err(&storage_field, format!("expected an http(s) URL, found {}", limits::quote(&storage_endpoint)));
+            } else if b.auth != BigQueryAuthKind::None {
+                cx.require_tls_url(&storage_field, &storage_endpoint, "the access token");
+            }
+        }
         Some(BigQuerySpec {
             project: project?,
             endpoint,
             auth,
             page_size,
+            read_api: b.read_api,
+            storage_endpoint,
             timeout: std::time::Duration::from_secs(timeout),
             query_deadline: std::time::Duration::from_secs(query_deadline),
         })
@@ -664,6 +703,10 @@ pub enum BigQueryAuth {
 #[derive(Debug, Clone)]
 pub struct BigQuerySpec {
     pub project: String,
+    /// How table sources are read.
+    pub read_api: ReadApi,
+    /// The Storage Read API endpoint.
+    pub storage_endpoint: String,
     pub endpoint: String,
     pub auth: BigQueryAuth,
     pub page_size: u32,

@@ -64,6 +64,8 @@ pub fn memory_config(name: &str, shape: Shape) -> Config {
             endpoint: "http://127.0.0.1:9".into(),
             auth: BigQueryAuth::None,
             page_size: 1,
+            read_api: ferry_core::config::ReadApi::Rest,
+            storage_endpoint: "http://127.0.0.1:9".into(),
             timeout: std::time::Duration::from_secs(1),
             query_deadline: std::time::Duration::from_secs(10),
         },
