@@ -3,6 +3,7 @@
 #
 #   <service>-runtime   the identity ferry runs as on Cloud Run
 #     roles/bigquery.jobUser             (project)  run query jobs
+#     roles/bigquery.readSessionUser     (project)  create Storage Read sessions (read_api: storage)
 #     roles/bigquery.dataViewer          (each source dataset, from the configs' BigQuery sources
 #                                         and --read-dataset)  read the exported tables
 #     roles/bigquery.dataEditor          (the metadata dataset, from metadata_table)  create the
@@ -44,6 +45,8 @@ done
 
 run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:${RUNTIME_SA}" \
   --role=roles/bigquery.jobUser --condition=None --quiet
+run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:${RUNTIME_SA}" \
+  --role=roles/bigquery.readSessionUser --condition=None --quiet
 while read -r ds; do
   [ -n "$ds" ] || continue
   run bq add-iam-policy-binding --member="serviceAccount:${RUNTIME_SA}" --role=roles/bigquery.dataViewer "$ds"
