@@ -77,8 +77,13 @@ impl Wired {
     pub fn new(config: &Config, bq: BigQuery) -> Self {
         let b = &config.bigquery;
         let storage = (b.read_api == ReadApi::Storage).then(|| {
-            let tokens = ferry_google::TokenSource::new(reqwest::Client::new(), crate::auth(&b.auth));
-            StorageRead::new(&b.storage_endpoint, &b.project, tokens)
+            let http = reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(b.timeout)
+                .build()
+                .expect("an HTTP client for tokens");
+            let tokens = ferry_google::TokenSource::new(http, crate::auth(&b.auth));
+            StorageRead::new(&b.storage_endpoint, &b.project, tokens, b.timeout)
         });
         Self { bq, page_size: b.page_size, storage, sinks: Mutex::default() }
     }

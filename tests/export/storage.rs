@@ -10,7 +10,8 @@ use ferry_testkit::{stack, TestDataset};
 
 fn client() -> StorageRead {
     let s = stack();
-    StorageRead::new(&s.var("FERRY_BQ_GRPC_ENDPOINT"), &s.bq_project(), TokenSource::new(reqwest::Client::new(), Auth::None))
+    let tokens = TokenSource::new(reqwest::Client::new(), Auth::None);
+    StorageRead::new(&s.var("FERRY_BQ_GRPC_ENDPOINT"), &s.bq_project(), tokens, std::time::Duration::from_secs(60))
 }
 
 #[tokio::test]
@@ -31,6 +32,7 @@ async fn a_session_reads_the_selected_columns_of_the_restricted_rows_once() {
     assert!(!session.streams.is_empty(), "{session:?}");
     let mut ids = Vec::new();
     for stream in &session.streams {
+        let before = ids.len();
         let mut batches = read.read_stream(&session, stream, 0).await.expect("ReadRows");
         while let Some(batch) = batches.next().await.expect("a batch") {
             let schema = batch.schema();
@@ -38,14 +40,14 @@ async fn a_session_reads_the_selected_columns_of_the_restricted_rows_once() {
             assert_eq!(names, ["id", "updated_at"]);
             ids.extend(batch.column(0).as_primitive::<Int64Type>().values().iter().copied());
         }
-        assert_eq!(batches.rows as usize, ids.len());
+        assert_eq!(batches.rows as usize, ids.len() - before, "the stream's own count");
     }
     ids.sort_unstable();
     assert_eq!(ids, (601..=1000).collect::<Vec<i64>>(), "rows after 00:10:00, each once");
 
     // A predicate the server cannot run is its error, named.
     let e = read.create_session(&table, &[], "no_such_column > 1", 0).await.expect_err("bad restriction");
-    assert!(e.to_string().contains("CreateReadSession"), "{e}");
+    assert!(e.to_string().contains("CreateReadSession") && e.to_string().contains("INVALID_ARGUMENT"), "{e}");
 }
 
 /// The Storage Read path delivers the same bytes as the REST path: every type of the type test,
@@ -91,6 +93,17 @@ async fn the_storage_path_delivers_what_the_rest_path_delivers() {
         f.load(&v).expect("config")
     };
     let (rest, storage) = (config(&f.export, false), config(&ferry_testkit::unique("s"), true));
+    // The control: the storage config reads through the Storage Read endpoint, not REST.
+    let mut dead = f.json(
+        serde_json::json!({"name": ferry_testkit::unique("d"), "source_table": format!("{}.all_types", f.ds.name), "destination_filename": "x_{datetime}.csv"}),
+        serde_json::json!({"path": storage_dir.remote()}),
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    dead["bigquery"]["read_api"] = "storage".into();
+    dead["bigquery"]["storage_endpoint"] = format!("http://{closed}").into();
+    let r = f.run(&f.load(&dead).expect("config"), false).await;
+    assert!(!r.succeeded() && r.outcomes[0].error.as_deref().unwrap_or_default().contains("Storage Read"), "{:?}", r.outcomes[0].error);
+    assert!(storage_dir.names().is_empty());
     let files = |dir: &ferry_testkit::TestDir| -> Vec<Vec<u8>> { dir.names().iter().map(|n| dir.read(n)).collect() };
     for round in 0..2 {
         if round == 1 {

@@ -70,10 +70,11 @@ impl BigQuerySource {
                 .columns
                 .iter()
                 .map(|c| {
+                    // Named as configured, as the REST path's `SELECT c` names it.
                     fields
                         .iter()
                         .find(|f| f.name.eq_ignore_ascii_case(c))
-                        .cloned()
+                        .map(|f| Field { name: c.clone(), ..f.clone() })
                         .ok_or_else(|| permanent(format!("table {table_ref} has no column {c}")))
                 })
                 .collect::<Result<_, _>>()?

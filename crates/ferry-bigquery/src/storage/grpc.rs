@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// The largest message accepted (a record batch of the emulator can hold a million rows).
-const MAX_MESSAGE: usize = 512 << 20;
+const MAX_MESSAGE: usize = 256 << 20;
 
 /// A failed gRPC call.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,8 @@ pub struct Channel {
     client: Client<Https, Full<Bytes>>,
     endpoint: String,
     tokens: TokenSource,
+    /// How long a call may wait for its answer, and an answer between two of its frames.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Channel {
@@ -90,8 +92,10 @@ impl std::fmt::Debug for Channel {
 
 impl Channel {
     /// A channel to `endpoint` (`https://bigquerystorage.googleapis.com`, or an emulator's
-    /// `http://host:port`), authorised by `tokens`.
-    pub fn new(endpoint: &str, tokens: TokenSource) -> Self {
+    /// `http://host:port`), authorised by `tokens`. A call waits at most `timeout` for its
+    /// answer, and a stream at most `timeout` for its next frame; either is a transient
+    /// failure.
+    pub fn new(endpoint: &str, tokens: TokenSource, timeout: Duration) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -104,7 +108,7 @@ impl Channel {
             .http2_initial_stream_window_size(4 << 20)
             .http2_initial_connection_window_size(8 << 20)
             .build(https);
-        Self { client, endpoint: endpoint.trim_end_matches('/').to_owned(), tokens }
+        Self { client, endpoint: endpoint.trim_end_matches('/').to_owned(), tokens, timeout }
     }
 
     /// Sends `request` to `method` (`/package.Service/Method`); the answer's messages.
@@ -117,13 +121,17 @@ impl Channel {
         let mut req = hyper::Request::post(format!("{}{method}", self.endpoint))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
+            .header("grpc-timeout", format!("{}S", self.timeout.as_secs().max(1)))
             .header("x-goog-request-params", routing);
         if let Some(token) = self.tokens.bearer().await? {
             req = req.header("authorization", format!("Bearer {}", token.expose()));
         }
         let req = req.body(Full::new(body.freeze())).map_err(|e| GrpcError::Protocol { method, reason: e.to_string() })?;
         let transport = |reason: String| GrpcError::Transport { method, endpoint: self.endpoint.clone(), reason };
-        let resp = self.client.request(req).await.map_err(|e| transport(e.to_string()))?;
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| transport(format!("no answer within {} s", self.timeout.as_secs())))?
+            .map_err(|e| transport(e.to_string()))?;
         let (parts, body) = resp.into_parts();
         // Trailers-only: the status came with the headers, and no message follows.
         let trailers_only = match status_of(method, &parts.headers) {
@@ -134,9 +142,23 @@ impl Channel {
             None => false,
         };
         if parts.status != hyper::StatusCode::OK {
-            return Err(GrpcError::Protocol { method, reason: format!("HTTP status {}", parts.status) });
+            // An answer from a proxy or front end, not from the service: gRPC's mapping of
+            // HTTP statuses (429, 502, 503, 504: UNAVAILABLE).
+            let code = match parts.status.as_u16() {
+                429 | 502 | 503 | 504 => 14,
+                401 => 16,
+                403 => 7,
+                404 => 12,
+                _ => 2,
+            };
+            let message = format!("HTTP status {}", parts.status);
+            return Err(GrpcError::Status { method, code, code_name: code_name(code), message });
         }
-        Ok(Messages { method, endpoint: self.endpoint.clone(), body, buf: BytesMut::new(), done: trailers_only })
+        let grpc = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"));
+        if !grpc {
+            return Err(GrpcError::Protocol { method, reason: "the answer is not gRPC (content-type)".into() });
+        }
+        Ok(Messages { method, endpoint: self.endpoint.clone(), body, buf: BytesMut::new(), done: trailers_only, idle: self.timeout })
     }
 }
 
@@ -176,6 +198,8 @@ pub struct Messages {
     body: Incoming,
     buf: BytesMut,
     done: bool,
+    /// How long to wait for the next frame.
+    idle: Duration,
 }
 
 impl Messages {
@@ -196,7 +220,6 @@ impl Messages {
                     let bytes = self.buf.split_to(len).freeze();
                     return M::decode(bytes).map(Some).map_err(|e| GrpcError::Protocol { method, reason: e.to_string() });
                 }
-                self.buf.reserve(5 + len - self.buf.len());
             }
             if self.done {
                 if !self.buf.is_empty() {
@@ -204,7 +227,12 @@ impl Messages {
                 }
                 return Ok(None);
             }
-            match self.body.frame().await {
+            let frame = tokio::time::timeout(self.idle, self.body.frame()).await.map_err(|_| GrpcError::Transport {
+                method,
+                endpoint: self.endpoint.clone(),
+                reason: format!("no data for {} s", self.idle.as_secs()),
+            })?;
+            match frame {
                 None => {
                     return Err(GrpcError::Transport {
                         method,

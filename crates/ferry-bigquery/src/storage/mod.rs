@@ -48,8 +48,10 @@ pub struct Session {
 }
 
 impl StorageRead {
-    pub fn new(endpoint: &str, project: &str, tokens: TokenSource) -> Self {
-        Self { channel: Channel::new(endpoint, tokens), project: project.to_owned() }
+    /// A client of `endpoint` for reads billed to `project`; each call, and each wait for the
+    /// next message of a stream, is bounded by `timeout`.
+    pub fn new(endpoint: &str, project: &str, tokens: TokenSource, timeout: std::time::Duration) -> Self {
+        Self { channel: Channel::new(endpoint, tokens, timeout), project: project.to_owned() }
     }
 
     /// Opens a session over `table`: `fields` only (all when empty), rows where `restriction`

@@ -72,7 +72,12 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<R
             // target scale is never smaller).
             columns.push(widen_decimal(column, *from, *precision, *to).map_err(|e| format!("table {table} column {}: {e}", field.name()))?);
         } else if column.data_type().equals_datatype(field.data_type()) {
-            let data = column.to_data().into_builder().data_type(field.data_type().clone()).build().map_err(|e| e.to_string())?;
+            let data = column
+                .to_data()
+                .into_builder()
+                .data_type(field.data_type().clone())
+                .build()
+                .map_err(|e| format!("table {table} column {}: {e}", field.name()))?;
             columns.push(make_array(data));
         } else {
             return Err(format!(
@@ -113,6 +118,27 @@ pub struct StorageReader {
 }
 
 impl StorageReader {
+    /// Opens `stream` at row `offset`; a transient failure is tried again (after `attempt`
+    /// earlier tries, up to [`STREAM_RETRIES`] in all, with growing pauses).
+    async fn open(&self, stream: &str, offset: i64, mut attempt: u32) -> Result<StreamBatches, Failure> {
+        loop {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt.min(6))).await;
+            }
+            match self.read.read_stream(&self.session, stream, offset).await {
+                Ok(mut batches) => {
+                    batches.rows = offset;
+                    return Ok(batches);
+                }
+                Err(e) if e.class() == ErrorClass::Transient && attempt < STREAM_RETRIES => {
+                    tracing::warn!(export = %self.export, stream, offset, attempt, error = %e, "a Storage Read stream could not be opened; trying again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
     fn fail(&self, e: GrpcError) -> Failure {
         Failure::with_class(e.class(), format!("export {}: table {}: BigQuery Storage Read {e}", self.export, self.table))
     }
@@ -128,7 +154,7 @@ impl BatchReader for StorageReader {
         loop {
             let Some((stream, batches, retries)) = self.current.as_mut() else {
                 let Some(stream) = self.streams.pop_front() else { return Ok(None) };
-                let batches = self.read.read_stream(&self.session, &stream, 0).await.map_err(|e| self.fail(e))?;
+                let batches = self.open(&stream, 0, 0).await?;
                 self.current = Some((stream, batches, 0));
                 continue;
             };
@@ -142,9 +168,7 @@ impl BatchReader for StorageReader {
                 Err(e) if e.class() == ErrorClass::Transient && *retries < STREAM_RETRIES => {
                     let (stream, offset, attempt) = (stream.clone(), batches.rows, *retries + 1);
                     tracing::warn!(export = %self.export, stream = %stream, offset, attempt, error = %e, "a Storage Read stream broke off; reading it again from where it stopped");
-                    tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
-                    let mut again = self.read.read_stream(&self.session, &stream, offset).await.map_err(|e| self.fail(e))?;
-                    again.rows = offset;
+                    let again = self.open(&stream, offset, attempt).await?;
                     self.current = Some((stream, again, attempt));
                 }
                 Err(e) => return Err(self.fail(e)),
