@@ -130,7 +130,7 @@ pub async fn dispatch(config: &Config, opts: &RunOptions, config_path: &str, job
         };
         let bq = bigquery(config)?;
         let state = metadata_store(config, &bq).await?;
-        Ok((ferry_cloudrun::JobRunner::from_config(job), state))
+        Ok((ferry_cloudrun::JobRunner::from_config(job, auth(&job.auth)), state))
     };
     let mut results = Vec::new();
     match setup.await {

@@ -92,14 +92,9 @@ impl JobRunner {
         }
     }
 
-    /// The runner a validated `cloud_run_job` section describes.
-    pub fn from_config(c: &CloudRunJob) -> Self {
-        let auth = match &c.auth {
-            ferry_core::config::BigQueryAuth::ApplicationDefault => Auth::ApplicationDefault,
-            ferry_core::config::BigQueryAuth::MetadataServer => Auth::MetadataServer,
-            ferry_core::config::BigQueryAuth::Token(t) => Auth::Token(t.clone()),
-            ferry_core::config::BigQueryAuth::None => Auth::None,
-        };
+    /// The runner a validated `cloud_run_job` section describes, with the credentials its
+    /// `auth` names.
+    pub fn from_config(c: &CloudRunJob, auth: Auth) -> Self {
         // Inside a push request: a few quick attempts, then the push is answered and Pub/Sub
         // redelivers.
         Self::new(&c.endpoint, &c.job, auth, c.timeout).with_retry(RetryPolicy {

@@ -18,5 +18,5 @@ pub use api::ApiError;
 pub use auth::{
     Auth, Origin, TokenSource, CLOUDSDK_CONFIG_ENV, CREDENTIALS_ENV, DEFAULT_METADATA_HOST, DEFAULT_TOKEN_URI, METADATA_HOST_ENV,
 };
-pub use encode::percent_encode;
+pub use encode::{percent_decode, percent_encode};
 pub use error::GoogleError;

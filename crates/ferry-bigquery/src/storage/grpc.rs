@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferry_core::{Classify, ErrorClass};
-use ferry_google::{GoogleError, TokenSource};
+use ferry_google::{percent_decode, GoogleError, TokenSource};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -170,25 +170,6 @@ fn status_of(method: &'static str, headers: &hyper::HeaderMap) -> Option<Result<
     }
     let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).map(percent_decode).unwrap_or_default();
     Some(Err(GrpcError::Status { method, code, code_name: code_name(code), message }))
-}
-
-/// `grpc-message` is percent-encoded.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The messages of an answer, in order; the call's status once they end.

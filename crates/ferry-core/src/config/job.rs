@@ -5,7 +5,6 @@ use serde::Deserialize;
 
 use super::check::Check;
 use super::{limits, BigQueryAuth, BigQueryAuthKind};
-use crate::Secret;
 
 /// Where `ferry serve` runs an export. The CLI always runs it in its own process.
 #[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
@@ -102,30 +101,8 @@ pub(super) fn validate(raw: Option<&RawCloudRunJob>, needed: bool, cx: &Check<'_
         Some(e) => (e.clone(), "endpoint".to_owned()),
         None => (cx.env(ENDPOINT_ENV).unwrap_or_else(|| "https://run.googleapis.com".into()), format!("endpoint ({ENDPOINT_ENV})")),
     };
-    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-        cx.err(&endpoint_field, format!("expected an http(s) URL, found {}", limits::quote(&endpoint)));
-    } else if r.auth != BigQueryAuthKind::None {
-        cx.require_tls_url(&endpoint_field, &endpoint, "the access token");
-    }
-    let auth = match r.auth {
-        BigQueryAuthKind::ApplicationDefault => BigQueryAuth::ApplicationDefault,
-        BigQueryAuthKind::MetadataServer => BigQueryAuth::MetadataServer,
-        BigQueryAuthKind::None => BigQueryAuth::None,
-        BigQueryAuthKind::TokenEnv => match r.token_env.as_deref() {
-            None => {
-                cx.err("token_env", "auth is token_env: name the environment variable that holds the access token");
-                BigQueryAuth::None
-            }
-            Some(var) => match cx.env(var) {
-                Some(t) if !t.is_empty() => BigQueryAuth::Token(Secret::new(t)),
-                _ if cx.elsewhere() => BigQueryAuth::None,
-                _ => {
-                    cx.err("token_env", format!("environment variable {var} is not set"));
-                    BigQueryAuth::None
-                }
-            },
-        },
-    };
+    super::check_google_endpoint(&cx, &endpoint_field, &endpoint, r.auth);
+    let auth = super::google_auth(&cx, r.auth, r.token_env.as_deref());
     if r.auth != BigQueryAuthKind::TokenEnv && r.token_env.is_some() {
         cx.err("token_env", "applies only with auth: token_env");
     }

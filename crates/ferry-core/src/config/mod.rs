@@ -401,30 +401,8 @@ impl RawConfig {
         let endpoint =
             b.endpoint.clone().or_else(|| cx.env("FERRY_BIGQUERY_ENDPOINT")).unwrap_or_else(|| "https://bigquery.googleapis.com".into());
         let endpoint_field = if b.endpoint.is_some() { "endpoint".to_owned() } else { "endpoint (FERRY_BIGQUERY_ENDPOINT)".to_owned() };
-        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-            cx.err(&endpoint_field, format!("expected an http(s) URL, found {}", limits::quote(&endpoint)));
-        } else if b.auth != BigQueryAuthKind::None {
-            cx.require_tls_url(&endpoint_field, &endpoint, "the access token");
-        }
-        let auth = match b.auth {
-            BigQueryAuthKind::ApplicationDefault => BigQueryAuth::ApplicationDefault,
-            BigQueryAuthKind::MetadataServer => BigQueryAuth::MetadataServer,
-            BigQueryAuthKind::None => BigQueryAuth::None,
-            BigQueryAuthKind::TokenEnv => match b.token_env.as_deref() {
-                None => {
-                    cx.err("token_env", "auth is token_env: name the environment variable that holds the access token");
-                    BigQueryAuth::None
-                }
-                Some(var) => match cx.env(var) {
-                    Some(t) if !t.is_empty() => BigQueryAuth::Token(Secret::new(t)),
-                    _ if cx.elsewhere() => BigQueryAuth::None,
-                    _ => {
-                        cx.err("token_env", format!("environment variable {var} is not set"));
-                        BigQueryAuth::None
-                    }
-                },
-            },
-        };
+        check_google_endpoint(cx, &endpoint_field, &endpoint, b.auth);
+        let auth = google_auth(cx, b.auth, b.token_env.as_deref());
         let page_size = b.page_size.unwrap_or(10_000);
         if !(1..=100_000).contains(&page_size) {
             cx.err("page_size", format!("expected 1 to 100000 rows, found {page_size}"));
@@ -452,11 +430,7 @@ impl RawConfig {
             "storage_endpoint (FERRY_BIGQUERY_STORAGE_ENDPOINT)".to_owned()
         };
         if b.read_api == ReadApi::Storage {
-            if !(storage_endpoint.starts_with("https://") || storage_endpoint.starts_with("http://")) {
-                cx.err(&storage_field, format!("expected an http(s) URL, found {}", limits::quote(&storage_endpoint)));
-            } else if b.auth != BigQueryAuthKind::None {
-                cx.require_tls_url(&storage_field, &storage_endpoint, "the access token");
-            }
+            check_google_endpoint(cx, &storage_field, &storage_endpoint, b.auth);
         }
         Some(BigQuerySpec {
             project: project?,
@@ -468,6 +442,39 @@ impl RawConfig {
             timeout: std::time::Duration::from_secs(timeout),
             query_deadline: std::time::Duration::from_secs(query_deadline),
         })
+    }
+}
+
+/// A Google API endpoint: an http(s) URL, and TLS whenever a token goes to it (see
+/// [`Check::require_tls_url`]). `field` is named in the error.
+pub(crate) fn check_google_endpoint(cx: &Check<'_>, field: &str, url: &str, auth: BigQueryAuthKind) {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        cx.err(field, format!("expected an http(s) URL, found {}", limits::quote(url)));
+    } else if auth != BigQueryAuthKind::None {
+        cx.require_tls_url(field, url, "the access token");
+    }
+}
+
+/// The credentials of a Google API's `auth` (and `token_env`) setting, checked at `cx`.
+pub(crate) fn google_auth(cx: &Check<'_>, kind: BigQueryAuthKind, token_env: Option<&str>) -> BigQueryAuth {
+    match kind {
+        BigQueryAuthKind::ApplicationDefault => BigQueryAuth::ApplicationDefault,
+        BigQueryAuthKind::MetadataServer => BigQueryAuth::MetadataServer,
+        BigQueryAuthKind::None => BigQueryAuth::None,
+        BigQueryAuthKind::TokenEnv => match token_env {
+            None => {
+                cx.err("token_env", "auth is token_env: name the environment variable that holds the access token");
+                BigQueryAuth::None
+            }
+            Some(var) => match cx.env(var) {
+                Some(t) if !t.is_empty() => BigQueryAuth::Token(Secret::new(t)),
+                _ if cx.elsewhere() => BigQueryAuth::None,
+                _ => {
+                    cx.err("token_env", format!("environment variable {var} is not set"));
+                    BigQueryAuth::None
+                }
+            },
+        },
     }
 }
 

@@ -226,35 +226,22 @@ impl Runner<'_> {
                         never = held.keep() => match never {},
                     }
                 }
-                Ok(Claim::Held { holder, message_id, expires_at })
-                    if opts.execution.is_some() && message_id.is_some() && message_id == opts.message_id =>
-                {
-                    // A second execution for the same message (a redelivery started it before
-                    // the first was recorded), or a retry of one whose attempt died holding the
-                    // lease: the holder delivers and reports, unless it is dead, and then a later
-                    // retry of this task takes over once the lease has expired.
-                    tracing::info!(run_id, export = %export.name, holder = %holder, "this message is being delivered by another run; trying again later");
-                    outcome.skipped = Some(Skip::SameMessage { holder: holder.clone() });
-                    Err(Stop::quiet(Failure::with_class(
-                        ErrorClass::Transient,
-                        format!(
-                            "export {}: run {holder} holds the lease for this same message until {} unless renewed; this run did nothing for it",
-                            export.name,
-                            expires_at.format("%Y-%m-%d %H:%M:%S UTC")
-                        ),
-                    )))
-                }
                 Ok(Claim::Held { holder, message_id, expires_at }) => {
-                    tracing::warn!(run_id, export = %export.name, holder = %holder, holder_message_id = message_id.as_deref().unwrap_or("-"), "another run is delivering this export");
-                    outcome.skipped = Some(Skip::Busy);
-                    Err(Stop::quiet(Failure::with_class(
-                        ErrorClass::Transient,
-                        format!(
-                            "export {} is being delivered by run {holder} (its lease runs until {} unless renewed); this run did nothing for it",
-                            export.name,
-                            expires_at.format("%Y-%m-%d %H:%M:%S UTC")
-                        ),
-                    )))
+                    let until = expires_at.format("%Y-%m-%d %H:%M:%S UTC");
+                    // In a job execution, a holder of the same message is a second execution
+                    // (a redelivery started it before the first was recorded) or an attempt of
+                    // this task that died: it delivers and reports, unless it is dead, and then a
+                    // later retry of this task takes over once the lease has expired.
+                    let why = if opts.execution.is_some() && message_id.is_some() && message_id == opts.message_id {
+                        tracing::info!(run_id, export = %export.name, holder = %holder, "this message is being delivered by another run; trying again later");
+                        outcome.skipped = Some(Skip::SameMessage { holder: holder.clone() });
+                        format!("export {}: run {holder} holds the lease for this same message until {until} unless renewed", export.name)
+                    } else {
+                        tracing::warn!(run_id, export = %export.name, holder = %holder, holder_message_id = message_id.as_deref().unwrap_or("-"), "another run is delivering this export");
+                        outcome.skipped = Some(Skip::Busy);
+                        format!("export {} is being delivered by run {holder} (its lease runs until {until} unless renewed)", export.name)
+                    };
+                    Err(Stop::quiet(Failure::with_class(ErrorClass::Transient, format!("{why}; this run did nothing for it"))))
                 }
                 Err(e) => Err(Stop::quiet(e)),
             }
