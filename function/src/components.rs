@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ferry_bigquery::component::SourceSettings;
 use ferry_bigquery::storage::StorageRead;
+use ferry_bigquery::StorageUse;
 use ferry_bigquery::{BigQuery, BigQuerySource};
 use ferry_core::config::ReadApi;
 use ferry_core::config::{Check, Component, Components, Config, ConfigErrors, Deployment, Destination, RawConfig};
@@ -61,8 +62,9 @@ pub fn validate(raw: &RawConfig, env: &dyn Fn(&str) -> Option<String>, deploymen
 pub struct Wired {
     bq: BigQuery,
     page_size: u32,
-    /// With `bigquery.read_api: storage`: the Storage Read client table sources read with.
-    storage: Option<StorageRead>,
+    /// Unless `bigquery.read_api` is `rest`: the Storage Read client table sources read with,
+    /// which of them, and how many streams at a time.
+    storage: Option<(StorageRead, StorageUse, usize)>,
     sinks: Mutex<HashMap<String, Connected>>,
 }
 
@@ -76,14 +78,19 @@ impl Wired {
     /// Wiring for `config`'s exports, reading BigQuery with `bq`.
     pub fn new(config: &Config, bq: BigQuery) -> Self {
         let b = &config.bigquery;
-        let storage = (b.read_api == ReadApi::Storage).then(|| {
+        let usage = match b.read_api {
+            ReadApi::Rest => None,
+            ReadApi::Auto => Some(StorageUse::Tables),
+            ReadApi::Storage => Some(StorageUse::Always),
+        };
+        let storage = usage.map(|usage| {
             let http = reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .timeout(b.timeout)
                 .build()
                 .expect("an HTTP client for tokens");
             let tokens = ferry_google::TokenSource::new(http, crate::auth(&b.auth));
-            StorageRead::new(&b.storage_endpoint, &b.project, tokens, b.timeout)
+            (StorageRead::new(&b.storage_endpoint, &b.project, tokens, b.timeout), usage, b.storage_streams)
         });
         Self { bq, page_size: b.page_size, storage, sinks: Mutex::default() }
     }
@@ -98,7 +105,7 @@ impl Wiring for Wired {
                 let settings = c.settings::<SourceSettings>().ok_or_else(|| mismatch(c))?;
                 let source = BigQuerySource::new(self.bq.clone(), self.page_size, settings.clone());
                 Ok(Box::new(match &self.storage {
-                    Some(storage) => source.with_storage(storage.clone()),
+                    Some((read, usage, streams)) => source.with_storage(read.clone(), *usage, *streams),
                     None => source,
                 }))
             }

@@ -422,6 +422,11 @@ impl BigQuery {
 
     /// The schema of a table, or `None` when it does not exist.
     pub async fn table_schema(&self, table: &TableRef) -> Result<Option<Vec<Field>>, BigQueryError> {
+        Ok(self.table_info(table).await?.map(|t| t.fields))
+    }
+
+    /// `table`'s kind and schema; `None` when it does not exist.
+    pub async fn table_info(&self, table: &TableRef) -> Result<Option<TableInfo>, BigQueryError> {
         let url = self.table_url(table);
         let found = self
             .retried("tables.get", || async {
@@ -433,12 +438,21 @@ impl BigQuery {
             .await?;
         match found {
             None => Ok(None),
-            Some(v) => Ok(Some(
-                serde_json::from_value(v["schema"]["fields"].clone())
+            Some(v) => Ok(Some(TableInfo {
+                kind: v["type"].as_str().unwrap_or("TABLE").to_owned(),
+                fields: serde_json::from_value(v["schema"]["fields"].clone())
                     .map_err(|e| BigQueryError::Decode { op: "tables.get", reason: e.to_string() })?,
-            )),
+            })),
         }
     }
+}
+
+/// What `tables.get` says of a table.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// `TABLE`, `VIEW`, `MATERIALIZED_VIEW`, `EXTERNAL`, `SNAPSHOT`, …
+    pub kind: String,
+    pub fields: Vec<Field>,
 }
 
 /// A completed query whose rows are read page by page.

@@ -15,9 +15,9 @@ mod state;
 pub mod storage;
 
 pub use arrow::{rest_to_batch, schema_of};
-pub use client::{BigQuery, Cell, Field, Page, QueryJob, QueryParam, TableRef};
+pub use client::{BigQuery, Cell, Field, Page, QueryJob, QueryParam, TableInfo, TableRef};
 pub use error::BigQueryError;
 /// How requests are authorised; shared with the other Google clients.
 pub use ferry_google::Auth;
-pub use source::BigQuerySource;
+pub use source::{BigQuerySource, StorageUse};
 pub use state::MetadataStore;

@@ -25,8 +25,27 @@ pub struct BigQuerySource {
     bq: BigQuery,
     page_size: u32,
     settings: SourceSettings,
-    /// Reads a table source through the Storage Read API when set (`bigquery.read_api`).
-    storage: Option<StorageRead>,
+    /// Reads table sources through the Storage Read API when set (`bigquery.read_api`).
+    storage: Option<Storage>,
+}
+
+/// How a source uses the Storage Read API.
+#[derive(Debug, Clone)]
+struct Storage {
+    read: StorageRead,
+    usage: StorageUse,
+    /// Streams read at once.
+    streams: usize,
+}
+
+/// Which table sources are read through the Storage Read API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageUse {
+    /// Tables and table snapshots; views, materialized views and external tables through REST
+    /// (`read_api: auto`).
+    Tables,
+    /// Every table source, whatever its kind (`read_api: storage`).
+    Always,
 }
 
 impl BigQuerySource {
@@ -35,34 +54,40 @@ impl BigQuerySource {
         Self { bq, page_size, settings, storage: None }
     }
 
-    /// The same source reading a table through the Storage Read API (a query still runs as a
-    /// query job).
-    pub fn with_storage(mut self, storage: StorageRead) -> Self {
-        self.storage = Some(storage);
+    /// The same source reading table sources through the Storage Read API as `usage` says,
+    /// `streams` streams at a time (a query still runs as a query job).
+    pub fn with_storage(mut self, read: StorageRead, usage: StorageUse, streams: usize) -> Self {
+        self.storage = Some(Storage { read, usage, streams: streams.max(1) });
         self
     }
 
     /// The window of a table through the Storage Read API: the table's schema decides the
     /// columns and their types (as the REST path's), the window becomes the row restriction.
+    /// `None` when `auto` leaves this table to REST (a view, an external table).
     async fn read_storage(
         &self,
-        storage: &StorageRead,
+        storage: &Storage,
         table: &TableName,
         export: &ExportSpec,
         window: &Window,
-    ) -> Result<Box<dyn BatchReader>, Failure> {
+    ) -> Result<Option<Box<dyn BatchReader>>, Failure> {
         let table_ref = TableRef {
             project: table.project.clone().unwrap_or_else(|| self.bq.project().to_owned()),
             dataset: table.dataset.clone(),
             table: table.table.clone(),
         };
         let permanent = |m: String| Failure::with_class(ErrorClass::Permanent, format!("export {}: {m}", export.name));
-        let fields = self
+        let info = self
             .bq
-            .table_schema(&table_ref)
+            .table_info(&table_ref)
             .await
             .map_err(|e| context(e, export))?
             .ok_or_else(|| permanent(format!("table {table_ref} does not exist")))?;
+        if storage.usage == StorageUse::Tables && !matches!(info.kind.as_str(), "TABLE" | "SNAPSHOT") {
+            tracing::info!(export = %export.name, table = %table_ref, kind = %info.kind, "read through REST: the Storage Read API reads tables");
+            return Ok(None);
+        }
+        let fields = info.fields;
         let selected: Vec<Field> = if self.settings.columns.is_empty() {
             fields
         } else {
@@ -81,20 +106,19 @@ impl BigQuerySource {
         };
         let schema = SchemaRef::new(schema_of(&selected));
         let names: Vec<String> = selected.iter().map(|f| f.name.clone()).collect();
-        let session = storage
-            .create_session(&table_ref, &names, &restriction(export.cursor.as_deref(), window), 0)
-            .await
-            .map_err(|e| Failure::with_class(e.class(), format!("export {}: table {table_ref}: BigQuery Storage Read {e}", export.name)))?;
+        let session =
+            storage.read.create_session(&table_ref, &names, &restriction(export.cursor.as_deref(), window), 0).await.map_err(|e| {
+                Failure::with_class(e.class(), format!("export {}: table {table_ref}: BigQuery Storage Read {e}", export.name))
+            })?;
         tracing::info!(export = %export.name, table = %table_ref, streams = session.streams.len(), estimated_rows = session.estimated_rows, "Storage Read session");
-        Ok(Box::new(StorageReader {
-            read: storage.clone(),
-            streams: session.streams.iter().cloned().collect(),
+        Ok(Some(Box::new(StorageReader::start(
+            storage.read.clone(),
             session,
-            current: None,
             schema,
-            table: table_ref.to_string(),
-            export: export.name.clone(),
-        }))
+            table_ref.to_string(),
+            export.name.clone(),
+            storage.streams,
+        ))))
     }
 
     fn source_sql(&self) -> String {
@@ -185,7 +209,9 @@ impl Source for BigQuerySource {
 
     async fn read(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<Box<dyn BatchReader>, Failure> {
         if let (Some(storage), SourceSpec::Table(table)) = (&self.storage, &self.settings.source) {
-            return self.read_storage(storage, table, export, window).await;
+            if let Some(reader) = self.read_storage(storage, table, export, window).await? {
+                return Ok(reader);
+            }
         }
         let sql = self.read_sql(export, window);
         let job = self.bq.query(&sql, &Self::params(&sql, Some(window), run_date), self.page_size).await.map_err(|e| context(e, export))?;

@@ -4,8 +4,8 @@
 //! that both paths deliver the same bytes.
 
 use std::collections::VecDeque;
-
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Decimal128Type;
@@ -17,6 +17,9 @@ use ferry_core::cursor::CursorValue;
 use ferry_core::ident::quote_column;
 use ferry_core::rows::SchemaRef;
 use ferry_core::{BatchReader, Classify, ErrorClass, Failure, NullRows, Window};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::{GrpcError, Session, StorageRead, StreamBatches};
 
@@ -106,18 +109,99 @@ fn widen_decimal(column: &ArrayRef, from: i8, precision: u8, to: i8) -> Result<A
     Ok(Arc::new(widened.with_precision_and_scale(precision, to).map_err(|e| e.to_string())?))
 }
 
-/// The batches of every stream of a session, one stream after another.
+/// The batches of every stream of a session, `concurrency` streams read at a time.
+///
+/// Each stream is read by a task that decodes and conforms its batches and hands them over one
+/// at a time, so at most `concurrency + 2` batches (one waiting in each task, one handed over,
+/// one with the caller) and `concurrency` messages being received are in memory at once. Rows
+/// come in no particular order: the window's bounds were fixed at plan time.
 pub struct StorageReader {
-    pub(crate) read: StorageRead,
-    pub(crate) session: Session,
-    pub(crate) streams: VecDeque<String>,
-    pub(crate) current: Option<(String, StreamBatches, u32)>,
-    pub(crate) schema: SchemaRef,
-    pub(crate) table: String,
-    pub(crate) export: String,
+    schema: SchemaRef,
+    batches: mpsc::Receiver<Result<RecordBatch, Failure>>,
+    tasks: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    streams: usize,
+}
+
+/// What the stream tasks share.
+struct Shared {
+    read: StorageRead,
+    session: Session,
+    /// Streams no task has taken yet.
+    queue: Mutex<VecDeque<String>>,
+    /// Streams read to their end.
+    finished: AtomicUsize,
+    schema: SchemaRef,
+    table: String,
+    export: String,
 }
 
 impl StorageReader {
+    /// Starts reading `session`'s streams, `concurrency` at a time, conforming each batch to
+    /// `schema`.
+    pub fn start(read: StorageRead, session: Session, schema: SchemaRef, table: String, export: String, concurrency: usize) -> Self {
+        let streams = session.streams.len();
+        let shared = Arc::new(Shared {
+            read,
+            queue: Mutex::new(session.streams.iter().cloned().collect()),
+            session,
+            finished: AtomicUsize::new(0),
+            schema: schema.clone(),
+            table,
+            export,
+        });
+        let (tx, batches) = mpsc::channel(1);
+        let tasks = if streams == 0 { 0 } else { concurrency.clamp(1, streams) };
+        let tasks = (0..tasks).map(|_| tokio::spawn(read_streams(shared.clone(), tx.clone()))).collect();
+        Self { schema, batches, tasks, shared, streams }
+    }
+}
+
+/// Takes streams from the queue and reads each to its end; stops at the first failure, which
+/// it hands over in place of a batch.
+async fn read_streams(shared: Arc<Shared>, tx: mpsc::Sender<Result<RecordBatch, Failure>>) {
+    loop {
+        let Some(stream) = shared.queue.lock().expect("the stream queue").pop_front() else { return };
+        match shared.read_stream(&stream, &tx).await {
+            Ok(()) => {
+                shared.finished.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Every batch of `stream`, handed to `tx`; a stream that breaks off is read again from the
+    /// row after the last one received, up to [`STREAM_RETRIES`] times.
+    async fn read_stream(&self, stream: &str, tx: &mpsc::Sender<Result<RecordBatch, Failure>>) -> Result<(), Failure> {
+        let mut retries = 0;
+        let mut batches = self.open(stream, 0, 0).await?;
+        loop {
+            match batches.next().await {
+                Ok(Some(batch)) => {
+                    let batch = conform(&batch, &self.schema, &self.table)
+                        .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("export {}: {e}", self.export)))?;
+                    if tx.send(Ok(batch)).await.is_err() {
+                        // The reader is gone: nobody wants the rest.
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(e) if e.class() == ErrorClass::Transient && retries < STREAM_RETRIES => {
+                    retries += 1;
+                    let offset = batches.rows;
+                    tracing::warn!(export = %self.export, stream, offset, attempt = retries, error = %e, "a Storage Read stream broke off; reading it again from where it stopped");
+                    batches = self.open(stream, offset, retries).await?;
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
     /// Opens `stream` at row `offset`; a transient failure is tried again (after `attempt`
     /// earlier tries, up to [`STREAM_RETRIES`] in all, with growing pauses).
     async fn open(&self, stream: &str, offset: i64, mut attempt: u32) -> Result<StreamBatches, Failure> {
@@ -151,28 +235,29 @@ impl BatchReader for StorageReader {
     }
 
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>, Failure> {
-        loop {
-            let Some((stream, batches, retries)) = self.current.as_mut() else {
-                let Some(stream) = self.streams.pop_front() else { return Ok(None) };
-                let batches = self.open(&stream, 0, 0).await?;
-                self.current = Some((stream, batches, 0));
-                continue;
-            };
-            match batches.next().await {
-                Ok(Some(batch)) => {
-                    return conform(&batch, &self.schema, &self.table)
-                        .map(Some)
-                        .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("export {}: {e}", self.export)));
-                }
-                Ok(None) => self.current = None,
-                Err(e) if e.class() == ErrorClass::Transient && *retries < STREAM_RETRIES => {
-                    let (stream, offset, attempt) = (stream.clone(), batches.rows, *retries + 1);
-                    tracing::warn!(export = %self.export, stream = %stream, offset, attempt, error = %e, "a Storage Read stream broke off; reading it again from where it stopped");
-                    let again = self.open(&stream, offset, attempt).await?;
-                    self.current = Some((stream, again, attempt));
-                }
-                Err(e) => return Err(self.fail(e)),
-            }
+        match self.batches.recv().await {
+            Some(batch) => batch.map(Some),
+            // Every task is gone: the end only if every stream was read to its end (a task
+            // that panicked would otherwise look like one).
+            None if self.shared.finished.load(Ordering::SeqCst) == self.streams => Ok(None),
+            None => Err(Failure::with_class(
+                ErrorClass::Transient,
+                format!(
+                    "export {}: table {}: a Storage Read stream stopped before its end ({} of {} streams read)",
+                    self.shared.export,
+                    self.shared.table,
+                    self.shared.finished.load(Ordering::SeqCst),
+                    self.streams
+                ),
+            )),
+        }
+    }
+}
+
+impl Drop for StorageReader {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }

@@ -248,25 +248,33 @@ pub struct RawBigQuery {
     /// written, the next being fetched), so this bounds its memory: about 40 MiB at the default.
     #[serde(default)]
     pub page_size: Option<u32>,
-    /// How table sources are read: `rest` (default: a query, then its result pages) or
-    /// `storage` (the BigQuery Storage Read API: the table's columns and the window as a row
-    /// restriction, read as Arrow). Query sources are always read through REST.
+    /// How table sources are read: `auto` (default: tables through the BigQuery Storage Read
+    /// API, views and external tables through REST), `storage` (every table source through the
+    /// Storage Read API) or `rest` (a query, then its result pages). Query sources are always
+    /// read through REST. With a custom `endpoint` (an emulator) and no `storage_endpoint`,
+    /// `auto` reads through REST.
     #[serde(default)]
     pub read_api: ReadApi,
     /// The Storage Read API's gRPC endpoint; `FERRY_BIGQUERY_STORAGE_ENDPOINT`, else
     /// `https://bigquerystorage.googleapis.com`.
     #[serde(default)]
     pub storage_endpoint: Option<String>,
+    /// Storage Read streams read at once; 2 by default, 1 to 16. Each holds about one message
+    /// of the server's (a few MiB on BigQuery) in memory.
+    #[serde(default)]
+    pub storage_streams: Option<u32>,
 }
 
 /// How table sources are read (`bigquery.read_api`).
 #[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadApi {
-    /// A query job and its result pages over REST.
+    /// Tables through the Storage Read API, views, external tables and queries through REST.
     #[default]
+    Auto,
+    /// A query job and its result pages over REST.
     Rest,
-    /// The Storage Read API over gRPC, as Arrow.
+    /// The Storage Read API over gRPC, as Arrow, for every table source.
     Storage,
 }
 
@@ -429,16 +437,30 @@ impl RawConfig {
         } else {
             "storage_endpoint (FERRY_BIGQUERY_STORAGE_ENDPOINT)".to_owned()
         };
-        if b.read_api == ReadApi::Storage {
+        // `auto` with an emulator's REST endpoint and no Storage Read endpoint: REST, since
+        // the production Storage Read endpoint would not hold the emulator's tables.
+        let storage_known = b.storage_endpoint.is_some()
+            || cx.env("FERRY_BIGQUERY_STORAGE_ENDPOINT").is_some()
+            || endpoint == "https://bigquery.googleapis.com";
+        let read_api = match b.read_api {
+            ReadApi::Auto if !storage_known => ReadApi::Rest,
+            other => other,
+        };
+        if read_api != ReadApi::Rest {
             check_google_endpoint(cx, &storage_field, &storage_endpoint, b.auth);
+        }
+        let storage_streams = b.storage_streams.unwrap_or(2);
+        if !(1..=16).contains(&storage_streams) {
+            cx.err("storage_streams", format!("expected 1 to 16 streams, found {storage_streams}"));
         }
         Some(BigQuerySpec {
             project: project?,
             endpoint,
             auth,
             page_size,
-            read_api: b.read_api,
+            read_api,
             storage_endpoint,
+            storage_streams: storage_streams as usize,
             timeout: std::time::Duration::from_secs(timeout),
             query_deadline: std::time::Duration::from_secs(query_deadline),
         })
@@ -710,10 +732,12 @@ pub enum BigQueryAuth {
 #[derive(Debug, Clone)]
 pub struct BigQuerySpec {
     pub project: String,
-    /// How table sources are read.
+    /// How table sources are read: never `Auto` with no Storage Read endpoint to use.
     pub read_api: ReadApi,
     /// The Storage Read API endpoint.
     pub storage_endpoint: String,
+    /// Storage Read streams read at once.
+    pub storage_streams: usize,
     pub endpoint: String,
     pub auth: BigQueryAuth,
     pub page_size: u32,

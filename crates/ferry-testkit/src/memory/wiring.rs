@@ -66,6 +66,7 @@ pub fn memory_config(name: &str, shape: Shape) -> Config {
             page_size: 1,
             read_api: ferry_core::config::ReadApi::Rest,
             storage_endpoint: "http://127.0.0.1:9".into(),
+            storage_streams: 1,
             timeout: std::time::Duration::from_secs(1),
             query_deadline: std::time::Duration::from_secs(10),
         },
