@@ -13,17 +13,43 @@ pub struct Fixture {
     /// Unique export name for this test (failpoints are armed per export name).
     pub export: String,
     pub env: HashMap<String, String>,
+    /// `bigquery.read_api`: `auto` (table sources through the Storage Read API) or `rest`.
+    pub read: &'static str,
+}
+
+/// Runs the test `$name(read)` once per read path, as `$name::storage` (`read_api: auto`, the
+/// default) and `$name::rest`.
+#[macro_export]
+macro_rules! both_read_paths {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn storage() {
+                super::$name("auto").await
+            }
+            #[tokio::test]
+            async fn rest() {
+                super::$name("rest").await
+            }
+        }
+    };
 }
 
 impl Fixture {
+    /// A fixture reading table sources as BigQuery's default does (`read_api: auto`).
     pub async fn new(prefix: &str) -> Self {
+        Self::on(prefix, "auto").await
+    }
+
+    /// A fixture whose config reads with `bigquery.read_api: read`.
+    pub async fn on(prefix: &str, read: &'static str) -> Self {
         let ds = TestDataset::create(prefix).await;
         let dir = TestDir::create(prefix);
         let mut env = HashMap::new();
         env.insert("SFTP_PASSWORD".to_owned(), stack().file("FERRY_SFTP_PASSWORD_FILE"));
         // The Slack and SMTP stand-ins listen on 127.0.0.1 without TLS.
         env.insert("FERRY_ALLOW_PLAINTEXT_LOOPBACK".to_owned(), "1".to_owned());
-        Self { ds, dir, export: unique("x"), env }
+        Self { ds, dir, export: unique("x"), env, read }
     }
 
     /// The config JSON: key auth with known_hosts unless `sftp` overrides fields.
@@ -48,7 +74,10 @@ impl Fixture {
             "exports": [export],
             "sftp": sftp_obj,
             "metadata_table": format!("{}.export_metadata", self.ds.name),
-            "bigquery": {"project": s.bq_project(), "endpoint": s.bq_endpoint(), "auth": "none"},
+            "bigquery": {
+                "project": s.bq_project(), "endpoint": s.bq_endpoint(), "auth": "none",
+                "read_api": self.read, "storage_endpoint": s.var("FERRY_BQ_GRPC_ENDPOINT"),
+            },
         })
     }
 

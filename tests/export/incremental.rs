@@ -4,9 +4,9 @@ use sha2::Digest;
 
 use crate::common::{ids, insert, orders, Fixture};
 
-#[tokio::test]
-async fn first_run_delivers_all_then_only_new_rows() {
-    let f = Fixture::new("inc").await;
+crate::both_read_paths!(first_run_delivers_all_then_only_new_rows);
+async fn first_run_delivers_all_then_only_new_rows(read: &'static str) {
+    let f = Fixture::on("inc", read).await;
     orders(&f, &[(1, "2026-01-01 00:00:00+00"), (2, "2026-01-02 00:00:00.000001+00"), (3, "2026-01-03 00:00:00+00")]).await;
     let config = f.config("orders", json!({"columns": ["id", "note", "updated_at"]}));
 
@@ -34,9 +34,9 @@ async fn first_run_delivers_all_then_only_new_rows() {
     assert_eq!(statuses, ["PENDING", "SUCCESS", "EMPTY", "PENDING", "SUCCESS"]);
 }
 
-#[tokio::test]
-async fn rows_tied_on_the_boundary_are_delivered_once() {
-    let f = Fixture::new("tie").await;
+crate::both_read_paths!(rows_tied_on_the_boundary_are_delivered_once);
+async fn rows_tied_on_the_boundary_are_delivered_once(read: &'static str) {
+    let f = Fixture::on("tie", read).await;
     let t = "2026-02-01 12:00:00.123456+00";
     orders(&f, &[(1, "2026-02-01 00:00:00+00"), (2, t), (3, t)]).await;
     let config = f.config("orders", json!({}));
@@ -52,9 +52,9 @@ async fn rows_tied_on_the_boundary_are_delivered_once() {
     assert_eq!(got, [1, 2, 3, 4, 5], "the tied rows 2 and 3 arrive once, 4 is one microsecond later and still arrives");
 }
 
-#[tokio::test]
-async fn full_export_delivers_everything_and_watermark_only_moves_forward() {
-    let f = Fixture::new("full").await;
+crate::both_read_paths!(full_export_delivers_everything_and_watermark_only_moves_forward);
+async fn full_export_delivers_everything_and_watermark_only_moves_forward(read: &'static str) {
+    let f = Fixture::on("full", read).await;
     orders(&f, &[(1, "2026-03-01 00:00:00+00"), (2, "2026-03-02 00:00:00+00")]).await;
     let config = f.config("orders", json!({}));
     assert!(f.run(&config, false).await.succeeded());
@@ -65,9 +65,9 @@ async fn full_export_delivers_everything_and_watermark_only_moves_forward() {
     assert_eq!(f.watermark().await.as_deref(), Some("2026-03-02T00:00:00.000000Z"));
 }
 
-#[tokio::test]
-async fn gzip_delivery_matches_the_recorded_size_and_hash() {
-    let f = Fixture::new("gz").await;
+crate::both_read_paths!(gzip_delivery_matches_the_recorded_size_and_hash);
+async fn gzip_delivery_matches_the_recorded_size_and_hash(read: &'static str) {
+    let f = Fixture::on("gz", read).await;
     orders(&f, &[(1, "2026-04-01 00:00:00+00"), (2, "2026-04-02 00:00:00+00")]).await;
     let config = f.config("orders", json!({"compression": "GZIP", "destination_filename": "{name}_{date}.csv.gz"}));
     let r = f.run(&config, false).await;
@@ -83,9 +83,9 @@ async fn gzip_delivery_matches_the_recorded_size_and_hash() {
     assert_eq!(text, "id,note,updated_at\r\n1,row 1,2026-04-01T00:00:00.000000Z\r\n2,row 2,2026-04-02T00:00:00.000000Z\r\n");
 }
 
-#[tokio::test]
-async fn lookback_catches_late_rows_and_resends_the_overlap() {
-    let f = Fixture::new("lookback").await;
+crate::both_read_paths!(lookback_catches_late_rows_and_resends_the_overlap);
+async fn lookback_catches_late_rows_and_resends_the_overlap(read: &'static str) {
+    let f = Fixture::on("lookback", read).await;
     orders(&f, &[(1, "2026-09-01 00:00:00+00"), (2, "2026-09-01 10:00:00+00")]).await;
     let config = f.config("orders", json!({"lookback": 3600}));
     assert!(f.run(&config, false).await.succeeded());
@@ -115,9 +115,9 @@ async fn lookback_catches_late_rows_and_resends_the_overlap() {
     assert_eq!(f.watermark().await.as_deref(), Some("2026-09-01T11:00:00.000000Z"));
 }
 
-#[tokio::test]
-async fn query_export_with_run_date_delimiter_and_no_header() {
-    let f = Fixture::new("query").await;
+crate::both_read_paths!(query_export_with_run_date_delimiter_and_no_header);
+async fn query_export_with_run_date_delimiter_and_no_header(read: &'static str) {
+    let f = Fixture::on("query", read).await;
     orders(&f, &[(1, "2026-10-01 08:00:00+00"), (2, "2026-10-02 08:00:00+00"), (3, "2026-10-02 09:00:00+00")]).await;
     let export = json!({
         "name": f.export,
@@ -139,9 +139,9 @@ async fn query_export_with_run_date_delimiter_and_no_header() {
     assert_eq!(lines, ["2|row 2|2026-10-02T08:00:00.000000Z", "3|row 3|2026-10-02T09:00:00.000000Z"]);
 }
 
-#[tokio::test]
-async fn dry_run_reads_everything_and_delivers_nothing() {
-    let f = Fixture::new("dry").await;
+crate::both_read_paths!(dry_run_reads_everything_and_delivers_nothing);
+async fn dry_run_reads_everything_and_delivers_nothing(read: &'static str) {
+    let f = Fixture::on("dry", read).await;
     orders(&f, &[(1, "2026-11-01 00:00:00+00"), (2, "2026-11-02 00:00:00+00")]).await;
     let config = f.config("orders", json!({}));
     let mut opts = ferry_core::run::RunOptions::new();

@@ -2,10 +2,10 @@ use serde_json::json;
 
 use crate::common::Fixture;
 
+crate::both_read_paths!(delivered_bytes_parse_back_to_the_source_values);
 /// Every BigQuery type the CSV rendering documents, written and parsed back.
-#[tokio::test]
-async fn delivered_bytes_parse_back_to_the_source_values() {
-    let f = Fixture::new("types").await;
+async fn delivered_bytes_parse_back_to_the_source_values(read: &'static str) {
+    let f = Fixture::on("types", read).await;
     let t = f.ds.table("all_types");
     f.ds.exec(&format!(
         "CREATE TABLE `{t}` (id INT64, s STRING, i INT64, fl FLOAT64, n NUMERIC, bn BIGNUMERIC, b BOOL, ts TIMESTAMP, d DATE, \

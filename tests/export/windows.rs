@@ -54,12 +54,12 @@ async fn null_counts(f: &Fixture) -> Vec<(String, Option<u64>)> {
     rows.iter().map(|r| (text(&r[0]).unwrap_or_default(), text(&r[1]).and_then(|v| v.parse().ok()))).collect()
 }
 
+crate::both_read_paths!(settle_late_row_is_delivered_by_the_next_run_once);
 /// A row inserted after a run, with a cursor older than the newest row that run saw but newer
 /// than its `hi` (server clock − settle), is delivered by the next run, and no row twice.
-#[tokio::test]
-async fn settle_late_row_is_delivered_by_the_next_run_once() {
+async fn settle_late_row_is_delivered_by_the_next_run_once(read: &'static str) {
     const SETTLE: i64 = 60;
-    let f = Fixture::new("settle").await;
+    let f = Fixture::on("settle", read).await;
     let t = f.ds.table("orders");
     f.ds.exec(&format!("CREATE TABLE `{t}` (id INT64, note STRING, updated_at TIMESTAMP)")).await;
     let recent = chrono::Utc::now() - chrono::TimeDelta::seconds(5);
@@ -92,11 +92,11 @@ async fn settle_late_row_is_delivered_by_the_next_run_once() {
     assert_eq!(statuses, ["PENDING", "SUCCESS", "PENDING", "SUCCESS"]);
 }
 
+crate::both_read_paths!(date_cursor_delivers_complete_days);
 /// A DATE cursor delivers complete days only (by the server's clock, in UTC): today's rows
 /// wait for tomorrow, however many runs happen today; `partial_days` asks for today too.
-#[tokio::test]
-async fn date_cursor_delivers_complete_days() {
-    let f = Fixture::new("dates").await;
+async fn date_cursor_delivers_complete_days(read: &'static str) {
+    let f = Fixture::on("dates", read).await;
     let t = f.ds.table("orders");
     f.ds.exec(&format!("CREATE TABLE `{t}` (id INT64, note STRING, updated_at DATE)")).await;
     f.ds.exec(&format!(
@@ -121,11 +121,11 @@ async fn date_cursor_delivers_complete_days() {
     assert_eq!(all_delivered(&f), [1, 2, 3, 4]);
 }
 
+crate::both_read_paths!(datetime_cursor_in_its_time_zone);
 /// A DATETIME cursor is compared in its `cursor_time_zone`: wall-clock values of a zone 14
 /// hours ahead of UTC are delivered once settled there, and not before.
-#[tokio::test]
-async fn datetime_cursor_in_its_time_zone() {
-    let f = Fixture::new("datetime").await;
+async fn datetime_cursor_in_its_time_zone(read: &'static str) {
+    let f = Fixture::on("datetime", read).await;
     let t = f.ds.table("orders");
     f.ds.exec(&format!("CREATE TABLE `{t}` (id INT64, note STRING, updated_at DATETIME)")).await;
     let zone: Tz = "Pacific/Kiritimati".parse().unwrap();
@@ -147,11 +147,11 @@ async fn datetime_cursor_in_its_time_zone() {
     assert!(hi > canonical(local - chrono::TimeDelta::hours(1)) && hi < canonical(local), "{hi}");
 }
 
+crate::both_read_paths!(int64_cursor_with_lookback_in_units);
 /// An INT64 cursor's `hi` is MAX (settle does not apply); a late row behind it is delivered
 /// only through lookback, counted in units, even when no newer row arrived.
-#[tokio::test]
-async fn int64_cursor_with_lookback_in_units() {
-    let f = Fixture::new("int64").await;
+async fn int64_cursor_with_lookback_in_units(read: &'static str) {
+    let f = Fixture::on("int64", read).await;
     let t = f.ds.table("orders");
     f.ds.exec(&format!("CREATE TABLE `{t}` (id INT64, note STRING, updated_at INT64)")).await;
     f.ds.exec(&format!("INSERT INTO `{t}` (id, note, updated_at) VALUES (1, 'a', 10), (2, 'b', 20), (3, 'c', 30)")).await;
@@ -179,11 +179,11 @@ async fn with_nulls(f: &Fixture) {
     .await;
 }
 
+crate::both_read_paths!(null_cursor_rows_are_counted_in_the_metadata_row);
 /// Incremental runs leave NULL-cursor rows out, count them every run, and record the count in
 /// the metadata row.
-#[tokio::test]
-async fn null_cursor_rows_are_counted_in_the_metadata_row() {
-    let f = Fixture::new("nulls").await;
+async fn null_cursor_rows_are_counted_in_the_metadata_row(read: &'static str) {
+    let f = Fixture::on("nulls", read).await;
     with_nulls(&f).await;
     let r1 = run(&f, "orders", json!({}), 1, false).await;
     assert_eq!(ok(&r1), RunStatus::Success);
@@ -193,10 +193,10 @@ async fn null_cursor_rows_are_counted_in_the_metadata_row() {
     assert_eq!(null_counts(&f).await, [("PENDING".to_owned(), Some(2)), ("SUCCESS".to_owned(), Some(2)), ("EMPTY".to_owned(), Some(2))]);
 }
 
+crate::both_read_paths!(null_cursor_fail_writes_nothing);
 /// `null_cursor: fail` fails the run before anything is written, naming the column and count.
-#[tokio::test]
-async fn null_cursor_fail_writes_nothing() {
-    let f = Fixture::new("nullfail").await;
+async fn null_cursor_fail_writes_nothing(read: &'static str) {
+    let f = Fixture::on("nullfail", read).await;
     with_nulls(&f).await;
     let r = run(&f, "orders", json!({"null_cursor": "fail"}), 1, false).await;
     assert_eq!(r.outcomes[0].status, RunStatus::Failed);
@@ -207,11 +207,11 @@ async fn null_cursor_fail_writes_nothing() {
     assert_eq!(null_counts(&f).await, [("FAILED".to_owned(), Some(2))]);
 }
 
+crate::both_read_paths!(full_and_non_incremental_exports_deliver_null_cursor_rows);
 /// A full export delivers the NULL-cursor rows (and moves the watermark); so does a
 /// non-incremental export that names a timestamp_column, every time.
-#[tokio::test]
-async fn full_and_non_incremental_exports_deliver_null_cursor_rows() {
-    let f = Fixture::new("nullfull").await;
+async fn full_and_non_incremental_exports_deliver_null_cursor_rows(read: &'static str) {
+    let f = Fixture::on("nullfull", read).await;
     with_nulls(&f).await;
     let r = run(&f, "orders", json!({}), 1, true).await;
     assert_eq!(ok(&r), RunStatus::Success);
@@ -226,11 +226,11 @@ async fn full_and_non_incremental_exports_deliver_null_cursor_rows() {
     }
 }
 
+crate::both_read_paths!(an_existing_metadata_table_gains_the_null_cursor_rows_column);
 /// A metadata table made by the previous version (no `null_cursor_rows` column) gains the
 /// column on the next run, which records its count there.
-#[tokio::test]
-async fn an_existing_metadata_table_gains_the_null_cursor_rows_column() {
-    let f = Fixture::new("nullmigrate").await;
+async fn an_existing_metadata_table_gains_the_null_cursor_rows_column(read: &'static str) {
+    let f = Fixture::on("nullmigrate", read).await;
     with_nulls(&f).await;
     f.ds.exec(&format!(
         "CREATE TABLE `{}` (export_name STRING NOT NULL, source_table STRING NOT NULL, last_export_timestamp TIMESTAMP, \
@@ -244,11 +244,11 @@ async fn an_existing_metadata_table_gains_the_null_cursor_rows_column() {
     assert_eq!(null_counts(&f).await, [("PENDING".to_owned(), Some(2)), ("SUCCESS".to_owned(), Some(2))]);
 }
 
+crate::both_read_paths!(null_cursor_rows_are_delivered_by_their_arrival_column);
 /// `null_cursor: {"arrival_column": …}` delivers each NULL-cursor row once, with the run whose
 /// window of the arrival column holds its value; a row with no arrival value is never sent.
-#[tokio::test]
-async fn null_cursor_rows_are_delivered_by_their_arrival_column() {
-    let f = Fixture::new("arrival").await;
+async fn null_cursor_rows_are_delivered_by_their_arrival_column(read: &'static str) {
+    let f = Fixture::on("arrival", read).await;
     let t = f.ds.table("orders");
     f.ds.exec(&format!("CREATE TABLE `{t}` (id INT64, note STRING, updated_at TIMESTAMP, loaded_at TIMESTAMP)")).await;
     f.ds.exec(&format!(
