@@ -6,7 +6,10 @@ use arrow_array::types::Int64Type;
 use ferry_bigquery::storage::StorageRead;
 use ferry_bigquery::TableRef;
 use ferry_google::{Auth, TokenSource};
-use ferry_testkit::{stack, TestDataset};
+use ferry_testkit::{stack, unique, TestDataset};
+use serde_json::{json, Value};
+
+use crate::common::{orders, Fixture};
 
 fn client() -> StorageRead {
     let s = stack();
@@ -86,10 +89,7 @@ async fn the_storage_path_delivers_what_the_rest_path_delivers() {
         });
         let sftp = if storage { serde_json::json!({"path": storage_dir.remote()}) } else { serde_json::json!({}) };
         let mut v = f.json(export, sftp);
-        if storage {
-            v["bigquery"]["read_api"] = "storage".into();
-            v["bigquery"]["storage_endpoint"] = stack().var("FERRY_BQ_GRPC_ENDPOINT").into();
-        }
+        v["bigquery"]["read_api"] = if storage { "storage" } else { "rest" }.into();
         f.load(&v).expect("config")
     };
     let (rest, storage) = (config(&f.export, false), config(&ferry_testkit::unique("s"), true));
@@ -120,4 +120,117 @@ async fn the_storage_path_delivers_what_the_rest_path_delivers() {
         }
         assert_eq!(a.len(), b.len());
     }
+}
+
+/// A config of `f` exporting `source` (a `source_table` or `query` object) with `read_api`, the
+/// Storage Read endpoint being `storage_endpoint`.
+fn export_config(f: &Fixture, source: Value, read_api: &str, storage_endpoint: &str) -> Value {
+    let mut export = json!({"name": unique("a"), "destination_filename": "{name}_{datetime}.csv"});
+    for (k, v) in source.as_object().cloned().unwrap_or_default() {
+        export[k] = v;
+    }
+    let mut v = f.json(export, json!({}));
+    v["bigquery"]["read_api"] = read_api.into();
+    v["bigquery"]["storage_endpoint"] = storage_endpoint.into();
+    v
+}
+
+/// `auto` reads a table through the Storage Read API (a dead Storage Read endpoint fails it,
+/// nothing delivered), and a view and a query through REST (the dead endpoint is never called).
+#[tokio::test]
+async fn auto_reads_tables_through_storage_and_views_and_queries_through_rest() {
+    let f = Fixture::new("auto").await;
+    orders(&f, &[(1, "2026-01-01 00:00:00"), (2, "2026-01-01 00:00:01")]).await;
+    f.ds.exec(&format!("CREATE VIEW `{}` AS SELECT id, updated_at FROM `{}`", f.ds.table("v"), f.ds.table("orders"))).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = format!("http://{closed}");
+    let table = json!({"source_table": format!("{}.orders", f.ds.name)});
+    let r = f.run(&f.load(&export_config(&f, table, "auto", &dead)).expect("config"), false).await;
+    let error = r.outcomes[0].error.clone().unwrap_or_default();
+    assert!(!r.succeeded() && error.contains("Storage Read") && error.contains("orders"), "{error}");
+    assert!(f.dir.names().is_empty(), "nothing delivered");
+
+    for source in [
+        json!({"source_table": format!("{}.v", f.ds.name)}),
+        json!({"query": format!("SELECT id FROM `{}`", f.ds.table("orders"))}),
+    ] {
+        let before = f.dir.names().len();
+        let r = f.run(&f.load(&export_config(&f, source.clone(), "auto", &dead)).expect("config"), false).await;
+        assert!(r.succeeded(), "{source}: {:?}", r.outcomes[0].error);
+        assert_eq!(f.dir.names().len(), before + 1, "{source}");
+    }
+    // `storage` insists: the view goes to the (dead) Storage Read endpoint.
+    let view = json!({"source_table": format!("{}.v", f.ds.name)});
+    let r = f.run(&f.load(&export_config(&f, view, "storage", &dead)).expect("config"), false).await;
+    assert!(!r.succeeded(), "read_api storage reads a view through the Storage Read API");
+}
+
+/// A table of several streams (the emulator cuts one per 100,000 rows), read two at a time:
+/// every row delivered once, and the incremental window through the row restriction.
+#[tokio::test]
+async fn a_table_of_several_streams_is_delivered_whole_and_once() {
+    let f = Fixture::new("streams").await;
+    let t = f.ds.table("big");
+    f.ds.exec(&format!(
+        "CREATE TABLE `{t}` AS SELECT id, CONCAT('row-', CAST(id AS STRING)) AS note, \
+         TIMESTAMP_ADD(TIMESTAMP '2026-01-01 00:00:00+00', INTERVAL id SECOND) AS updated_at FROM UNNEST(GENERATE_ARRAY(1, 250000)) AS id"
+    ))
+    .await;
+    let mut v = f.json(
+        json!({"name": f.export, "source_table": format!("{}.big", f.ds.name), "destination_filename": "{name}_{datetime}.csv",
+               "timestamp_column": "updated_at", "incremental": true, "settle": 0}),
+        json!({}),
+    );
+    v["bigquery"]["storage_streams"] = 2.into();
+    let config = f.load(&v).expect("config");
+    let r = f.run(&config, false).await;
+    assert!(r.succeeded(), "{:?}", r.outcomes[0].error);
+    let ids = |rows: Vec<Vec<String>>| {
+        let mut ids: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+        ids.sort_unstable();
+        ids
+    };
+    let rows = f.delivered_rows();
+    assert!(rows.iter().all(|r| r[1] == format!("row-{}", r[0])), "rows whole");
+    assert_eq!(ids(rows), (1..=250_000).collect::<Vec<i64>>(), "every row once");
+    assert_eq!(f.metadata().await.last().map(|m| m.1), Some(250_000));
+
+    // The next window: 150,000 rows (two streams) after the watermark.
+    f.ds.exec(&format!(
+        "INSERT INTO `{t}` SELECT id, CONCAT('row-', CAST(id AS STRING)), TIMESTAMP_ADD(TIMESTAMP '2026-01-01 00:00:00+00', INTERVAL id SECOND) \
+         FROM UNNEST(GENERATE_ARRAY(250001, 400000)) AS id"
+    ))
+    .await;
+    let r = f.run(&config, false).await;
+    assert!(r.succeeded(), "{:?}", r.outcomes[0].error);
+    assert_eq!(ids(f.delivered_rows()), (1..=400_000).collect::<Vec<i64>>(), "the window's rows, none twice");
+}
+
+/// Identifiers are quoted in the row restriction (a cursor column named by a reserved word), and
+/// a configured column the table lacks is an error naming the table and the column, before
+/// anything is read or delivered.
+#[tokio::test]
+async fn reserved_names_are_quoted_and_a_missing_column_is_named() {
+    let f = Fixture::new("names").await;
+    let t = f.ds.table("t");
+    f.ds.exec(&format!("CREATE TABLE `{t}` (id INT64, `from` TIMESTAMP)")).await;
+    f.ds.exec(&format!("INSERT INTO `{t}` VALUES (1, TIMESTAMP '2026-01-01 00:00:00+00'), (2, TIMESTAMP '2026-01-02 00:00:00+00')")).await;
+    let export = |columns: Value| {
+        json!({"name": f.export, "source_table": format!("{}.t", f.ds.name), "destination_filename": "{name}_{datetime}.csv",
+               "timestamp_column": "from", "incremental": true, "settle": 0, "columns": columns})
+    };
+    let config = f.load(&f.json(export(json!(["id", "nope"])), json!({}))).expect("config");
+    let r = f.run(&config, false).await;
+    let error = r.outcomes[0].error.clone().unwrap_or_default();
+    assert!(error.contains(&format!("table {}.{}.t has no column nope", stack().bq_project(), f.ds.name)), "{error}");
+    assert!(f.dir.names().is_empty());
+
+    let config = f.load(&f.json(export(json!(["id", "from"])), json!({}))).expect("config");
+    let r = f.run(&config, false).await;
+    assert!(r.succeeded(), "{:?}", r.outcomes[0].error);
+    assert_eq!(f.delivered_rows().iter().map(|r| r[0].clone()).collect::<Vec<_>>(), ["1", "2"]);
+    f.ds.exec(&format!("INSERT INTO `{t}` VALUES (3, TIMESTAMP '2026-01-03 00:00:00+00')")).await;
+    let r = f.run(&config, false).await;
+    assert!(r.succeeded(), "{:?}", r.outcomes[0].error);
+    assert_eq!(f.delivered_rows().iter().map(|r| r[0].clone()).collect::<Vec<_>>(), ["1", "2", "3"], "only the new row");
 }
