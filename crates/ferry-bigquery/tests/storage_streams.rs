@@ -120,10 +120,8 @@ async fn answer(
     let Ok(mut send) = respond.send_response(response, false) else { return };
     for message in ipc(&batches).1.into_iter().zip(&batches) {
         let (bytes, ids) = message;
-        let response = ReadRowsResponse {
-            arrow_record_batch: Some(ArrowRecordBatch { serialized_record_batch: bytes }),
-            row_count: ids.len() as i64,
-        };
+        let response =
+            ReadRowsResponse { arrow_record_batch: Some(ArrowRecordBatch { serialized_record_batch: bytes }), row_count: ids.len() as i64 };
         if send.send_data(frame(&response), false).is_err() {
             return;
         }

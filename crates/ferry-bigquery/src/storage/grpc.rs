@@ -20,6 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 /// The largest message accepted (a record batch of the emulator can hold a million rows).
 const MAX_MESSAGE: usize = 256 << 20;
 
+/// The largest message whose room is reserved as soon as its length is known.
+const RESERVE_AT_ONCE: usize = 64 << 20;
+
 /// A failed gRPC call.
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
@@ -200,6 +203,12 @@ impl Messages {
                     self.buf.advance(5);
                     let bytes = self.buf.split_to(len).freeze();
                     return M::decode(bytes).map(Some).map_err(|e| GrpcError::Protocol { method, reason: e.to_string() });
+                }
+                // Room for the rest of the message at once: growing by doubling would hold up
+                // to twice a large message. Above RESERVE_AT_ONCE it grows as data arrives, so
+                // that a length alone cannot reserve 256 MiB.
+                if len <= RESERVE_AT_ONCE {
+                    self.buf.reserve(5 + len - self.buf.len());
                 }
             }
             if self.done {

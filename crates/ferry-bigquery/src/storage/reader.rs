@@ -112,9 +112,10 @@ fn widen_decimal(column: &ArrayRef, from: i8, precision: u8, to: i8) -> Result<A
 /// The batches of every stream of a session, `concurrency` streams read at a time.
 ///
 /// Each stream is read by a task that decodes and conforms its batches and hands them over one
-/// at a time, so at most `concurrency + 2` batches (one waiting in each task, one handed over,
-/// one with the caller) and `concurrency` messages being received are in memory at once. Rows
-/// come in no particular order: the window's bounds were fixed at plan time.
+/// at a time; a task takes the next message only once it has a place to hand its batch to, so
+/// two batches (one with the caller, one being decoded or handed over) and the other streams'
+/// HTTP/2 windows are in memory at once. The caller encodes one batch while the next is decoded.
+/// Rows come in no particular order: the window's bounds were fixed at plan time.
 pub struct StorageReader {
     schema: SchemaRef,
     batches: mpsc::Receiver<Result<RecordBatch, Failure>>,
@@ -181,14 +182,19 @@ impl Shared {
         let mut retries = 0;
         let mut batches = self.open(stream, 0, 0).await?;
         loop {
+            // The place in the hand-over first, then the next message: a task never holds a
+            // decoded batch while it waits, so at most one batch is being decoded or waiting to
+            // be taken, whatever the number of streams (the others' data waits in their
+            // HTTP/2 stream windows).
+            let Ok(place) = tx.reserve().await else {
+                // The reader is gone: nobody wants the rest.
+                return Ok(());
+            };
             match batches.next().await {
                 Ok(Some(batch)) => {
                     let batch = conform(&batch, &self.schema, &self.table)
                         .map_err(|e| Failure::with_class(ErrorClass::Permanent, format!("export {}: {e}", self.export)))?;
-                    if tx.send(Ok(batch)).await.is_err() {
-                        // The reader is gone: nobody wants the rest.
-                        return Ok(());
-                    }
+                    place.send(Ok(batch));
                 }
                 Ok(None) => return Ok(()),
                 Err(e) if e.class() == ErrorClass::Transient && retries < STREAM_RETRIES => {

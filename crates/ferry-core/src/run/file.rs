@@ -93,19 +93,21 @@ impl Runner<'_> {
                         ));
                     }
                     encoder.push_staged();
-                }
-                let chunk = (encoder.buffered() >= CHUNK).then(|| encoder.take());
-                st.encode += t.elapsed().saturating_sub(uploading);
-                st.upload += uploading;
-                if let Some(chunk) = chunk {
-                    let t = Instant::now();
-                    parts.write(&chunk).await?;
-                    st.upload += t.elapsed();
-                    if first && sink.is_some() {
-                        failpoint::hit("upload:during", &export.name).await?;
-                        first = false;
+                    // A chunk goes out as soon as it is full, so that a batch of any size (a
+                    // Storage Read message can hold 100,000 rows) is never held encoded whole.
+                    if encoder.buffered() >= CHUNK {
+                        let chunk = encoder.take();
+                        let t = Instant::now();
+                        parts.write(&chunk).await?;
+                        uploading += t.elapsed();
+                        if first && sink.is_some() {
+                            failpoint::hit("upload:during", &export.name).await?;
+                            first = false;
+                        }
                     }
                 }
+                st.encode += t.elapsed().saturating_sub(uploading);
+                st.upload += uploading;
                 if let Some(p) = self.progress {
                     p(Progress { export: &export.name, rows: parts.rows() + encoder.rows(), bytes: parts.sent, elapsed: t0.elapsed() });
                 }
