@@ -150,10 +150,9 @@ async fn auto_reads_tables_through_storage_and_views_and_queries_through_rest() 
     assert!(!r.succeeded() && error.contains("Storage Read") && error.contains("orders"), "{error}");
     assert!(f.dir.names().is_empty(), "nothing delivered");
 
-    for source in [
-        json!({"source_table": format!("{}.v", f.ds.name)}),
-        json!({"query": format!("SELECT id FROM `{}`", f.ds.table("orders"))}),
-    ] {
+    for source in
+        [json!({"source_table": format!("{}.v", f.ds.name)}), json!({"query": format!("SELECT id FROM `{}`", f.ds.table("orders"))})]
+    {
         let before = f.dir.names().len();
         let r = f.run(&f.load(&export_config(&f, source.clone(), "auto", &dead)).expect("config"), false).await;
         assert!(r.succeeded(), "{source}: {:?}", r.outcomes[0].error);
