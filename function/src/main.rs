@@ -40,7 +40,8 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 /// and from then on serves blocks of that size from its heaps, which keep the memory after they
 /// are freed. ferry's large blocks are a batch of rows at a time (a Storage Read message can hold
 /// 100,000 rows, about 10 MiB), so a fixed threshold returns each to the system when it is
-/// done: peak RSS of a 1M-row export fell from 66–82 MiB to 49–57 MiB (bench/RESULTS.md §4).
+/// done: measured on a 1M-row export through Storage Read with the release build, peak RSS
+/// fell from 66–82 MiB to 49–57 MiB over three runs each.
 fn fixed_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; 128 KiB is glibc's default threshold.

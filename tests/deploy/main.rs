@@ -196,7 +196,7 @@ fn the_dry_run_output_is_the_deployment_described_in_the_readme() {
     has("bq add-iam-policy-binding --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/bigquery.dataViewer acme-data:billing");
     has("bq add-iam-policy-binding --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/bigquery.dataEditor acme-data:ops");
     has("gcloud secrets add-iam-policy-binding sftp-password --project=acme-data --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/secretmanager.secretAccessor");
-    // Storage Read sessions (`read_api: storage`), on the project.
+    // Storage Read sessions (`read_api: auto`, the default, or `storage`), on the project.
     has("gcloud projects add-iam-policy-binding acme-data --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/bigquery.readSessionUser");
     assert!(!s.contains("roles/owner") && !s.contains("roles/editor") && !s.contains("roles/bigquery.admin"), "{s}");
     // A private service that checks the push token itself.

@@ -731,3 +731,33 @@ fn the_storage_read_endpoint_is_checked_only_when_used() {
     v["bigquery"] = json!({"read_api": "fast"});
     assert!(errors_of(&v).contains("bigquery.read_api"), "{}", errors_of(&v));
 }
+
+#[test]
+fn auto_reads_through_storage_only_where_a_storage_endpoint_is_known() {
+    use ferry_core::config::ReadApi;
+    let read_api = |bq: Value, storage_env: Option<&str>| {
+        let mut v = base();
+        v["bigquery"] = bq;
+        let env = |k: &str| match k {
+            "SFTP_PASSWORD" => Some("pw".to_owned()),
+            "FERRY_BIGQUERY_STORAGE_ENDPOINT" => storage_env.map(str::to_owned),
+            _ => None,
+        };
+        RawConfig::from_json(&v.to_string()).and_then(|r| r.validate(&Registry, &env)).expect("a valid config").bigquery.read_api
+    };
+    let emulator = "http://127.0.0.1:9050";
+    assert_eq!(read_api(json!({}), None), ReadApi::Auto, "Google's endpoints");
+    assert_eq!(read_api(json!({"endpoint": "https://bigquery.googleapis.com/"}), None), ReadApi::Auto, "a trailing slash");
+    assert_eq!(read_api(json!({"endpoint": emulator, "auth": "none"}), None), ReadApi::Rest, "an emulator, no Storage Read endpoint");
+    assert_eq!(read_api(json!({"endpoint": emulator, "auth": "none", "storage_endpoint": "http://127.0.0.1:9060"}), None), ReadApi::Auto);
+    assert_eq!(
+        read_api(json!({"endpoint": emulator, "auth": "none"}), Some("http://127.0.0.1:9060")),
+        ReadApi::Auto,
+        "from the environment"
+    );
+    assert_eq!(read_api(json!({"endpoint": emulator, "auth": "none", "read_api": "rest"}), Some("http://127.0.0.1:9060")), ReadApi::Rest);
+    for streams in [0, 17] {
+        let got = errors_of(&with("bigquery", json!({"storage_streams": streams})));
+        assert!(got.contains(&format!("bigquery.storage_streams: expected 1 to 16 streams, found {streams}")), "{got}");
+    }
+}

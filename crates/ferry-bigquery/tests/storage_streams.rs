@@ -3,6 +3,7 @@
 //! status the server refuses with, and several streams read at once. The server answers with
 //! Arrow IPC written by arrow-ipc, framed as gRPC messages, and records every request.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ use tokio::net::TcpListener;
 struct Answer {
     batches: Vec<Vec<i64>>,
     end: End,
+    /// How long the server takes before it answers.
+    delay: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -44,6 +47,15 @@ struct Server {
     endpoint: String,
     /// (stream, offset) of every ReadRows request, in order.
     seen: Arc<Mutex<Vec<(String, i64)>>>,
+    /// The most calls the server was answering at once.
+    peak: Arc<AtomicUsize>,
+}
+
+/// Calls being answered, and the most at once.
+#[derive(Clone, Default)]
+struct Open {
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
 }
 
 fn schema() -> Arc<Schema> {
@@ -80,20 +92,27 @@ async fn serve(script: Script) -> Server {
     let endpoint = format!("http://{}", listener.local_addr().expect("an address"));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
+    let open = Open::default();
+    let peak = open.peak.clone();
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else { return };
-            let (script, log) = (script.clone(), log.clone());
+            let (script, log, open) = (script.clone(), log.clone(), open.clone());
             tokio::spawn(async move {
                 let Ok(mut conn) = h2::server::handshake(socket).await else { return };
                 while let Some(Ok((request, respond))) = conn.accept().await {
-                    let (script, log) = (script.clone(), log.clone());
-                    tokio::spawn(answer(request, respond, script, log));
+                    let (script, log, open) = (script.clone(), log.clone(), open.clone());
+                    tokio::spawn(async move {
+                        let now = open.now.fetch_add(1, Ordering::SeqCst) + 1;
+                        open.peak.fetch_max(now, Ordering::SeqCst);
+                        answer(request, respond, script, log).await;
+                        open.now.fetch_sub(1, Ordering::SeqCst);
+                    });
                 }
             });
         }
     });
-    Server { endpoint, seen }
+    Server { endpoint, seen, peak }
 }
 
 async fn answer(
@@ -115,7 +134,8 @@ async fn answer(
         log.push((request.read_stream.clone(), request.offset));
         before
     };
-    let Answer { batches, end } = script(&request.read_stream, request.offset, before);
+    let Answer { batches, end, delay } = script(&request.read_stream, request.offset, before);
+    tokio::time::sleep(delay).await;
     let response = hyper::Response::builder().status(200).header("content-type", "application/grpc").body(()).unwrap();
     let Ok(mut send) = respond.send_response(response, false) else { return };
     for message in ipc(&batches).1.into_iter().zip(&batches) {
@@ -169,7 +189,7 @@ async fn read_all(mut reader: StorageReader) -> Result<Vec<i64>, ferry_core::Fai
 /// Rows `from..to` of a stream holding `0..10`, in batches of 2, ending with `end`.
 fn rows(from: i64, to: i64, end: End) -> Answer {
     let ids: Vec<i64> = (from..to).collect();
-    Answer { batches: ids.chunks(2).map(<[i64]>::to_vec).collect(), end }
+    Answer { batches: ids.chunks(2).map(<[i64]>::to_vec).collect(), end, delay: Duration::ZERO }
 }
 
 #[tokio::test]
@@ -216,7 +236,7 @@ async fn streams_are_read_at_once_and_every_row_arrives_once() {
         let ids: Vec<i64> = (base + offset..base + 10).collect();
         let end = if i == 2 && before == 0 { End::Reset } else { End::Ok };
         let ids = if matches!(end, End::Reset) { ids[..3].to_vec() } else { ids };
-        Answer { batches: ids.chunks(3).map(<[i64]>::to_vec).collect(), end }
+        Answer { batches: ids.chunks(3).map(<[i64]>::to_vec).collect(), end, delay: Duration::from_millis(200) }
     }))
     .await;
     let mut ids = read_all(reader(&server, 6, 3)).await.expect("every stream read");
@@ -225,6 +245,48 @@ async fn streams_are_read_at_once_and_every_row_arrives_once() {
     let seen = server.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 7, "{seen:?}");
     assert!(seen.contains(&("s2".into(), 3)), "the broken stream resumed at its offset: {seen:?}");
+    let peak = server.peak.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&peak), "streams open at once: {peak}");
+}
+
+/// Streams whose messages are larger than the HTTP/2 stream window, all open at once: the ones
+/// waiting for their turn must not hold up the one being read.
+#[tokio::test]
+async fn large_messages_on_many_streams_at_once_all_arrive() {
+    const ROWS: i64 = 700_000; // 5.6 MB of Int64 per message, more than a 4 MiB window
+    let server = serve(Arc::new(|stream: &str, offset, _| {
+        let i: i64 = stream[1..].parse().unwrap();
+        Answer { batches: vec![(i * ROWS + offset..(i + 1) * ROWS).collect()], end: End::Ok, delay: Duration::ZERO }
+    }))
+    .await;
+    let started = std::time::Instant::now();
+    let ids = read_all(reader(&server, 5, 5)).await.expect("every stream read");
+    assert_eq!(ids.len() as i64, 5 * ROWS);
+    let mut sorted = ids;
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len() as i64, 5 * ROWS, "no row twice");
+    assert_eq!(server.seen.lock().unwrap().len(), 5, "no stream read again");
+    assert!(started.elapsed() < Duration::from_secs(10), "no stream waited for a timeout: {:?}", started.elapsed());
+}
+
+/// One stream refused among several that deliver: the read fails with that stream's error.
+#[tokio::test]
+async fn one_failing_stream_among_several_fails_the_read() {
+    let server =
+        serve(Arc::new(
+            |stream: &str, offset, _| {
+                if stream == "s1" {
+                    rows(offset, offset, End::Status(5, "stream s1 expired"))
+                } else {
+                    rows(offset, 10, End::Ok)
+                }
+            },
+        ))
+        .await;
+    let failure = read_all(reader(&server, 4, 2)).await.expect_err("a failure");
+    assert!(failure.to_string().contains("NOT_FOUND (5): stream s1 expired"), "{failure}");
+    assert_eq!(failure.class(), ErrorClass::Permanent);
 }
 
 #[tokio::test]

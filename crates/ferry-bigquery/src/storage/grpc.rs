@@ -23,6 +23,13 @@ const MAX_MESSAGE: usize = 256 << 20;
 /// The largest message whose room is reserved as soon as its length is known.
 const RESERVE_AT_ONCE: usize = 64 << 20;
 
+/// What the server may send on one call before ferry reads it.
+const STREAM_WINDOW: u32 = 2 << 20;
+
+/// What the server may send on all calls together: the most streams read at once
+/// (`bigquery.storage_streams` ≤ 16) and a session call, each with a full window.
+const CONNECTION_WINDOW: u32 = 17 * STREAM_WINDOW;
+
 /// A failed gRPC call.
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
@@ -108,8 +115,11 @@ impl Channel {
             .timer(TokioTimer::new())
             .http2_only(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_initial_stream_window_size(4 << 20)
-            .http2_initial_connection_window_size(8 << 20)
+            .http2_initial_stream_window_size(STREAM_WINDOW)
+            // Room for every stream's window at once: a stream whose data waits unread (its
+            // reader has no place to hand a batch to yet) holds connection window too, and
+            // would otherwise starve the stream being read.
+            .http2_initial_connection_window_size(CONNECTION_WINDOW)
             .build(https);
         Self { client, endpoint: endpoint.trim_end_matches('/').to_owned(), tokens, timeout }
     }
@@ -204,11 +214,12 @@ impl Messages {
                     let bytes = self.buf.split_to(len).freeze();
                     return M::decode(bytes).map(Some).map_err(|e| GrpcError::Protocol { method, reason: e.to_string() });
                 }
-                // Room for the rest of the message at once: growing by doubling would hold up
-                // to twice a large message. Above RESERVE_AT_ONCE it grows as data arrives, so
-                // that a length alone cannot reserve 256 MiB.
+                // Room for the rest of the message at once, and a frame more (the last frame
+                // can carry the start of the next message): growing by doubling would hold up to
+                // twice a large message. Above RESERVE_AT_ONCE it grows as data arrives, so that
+                // a length alone cannot reserve 256 MiB.
                 if len <= RESERVE_AT_ONCE {
-                    self.buf.reserve(5 + len - self.buf.len());
+                    self.buf.reserve(5 + len - self.buf.len() + (64 << 10));
                 }
             }
             if self.done {

@@ -84,7 +84,7 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef, table: &str) -> Result<R
             columns.push(make_array(data));
         } else {
             return Err(format!(
-                "table {table} column {}: the Storage Read API returned {}, where ferry reads {}; set bigquery.read_api to \"rest\" for this table",
+                "table {table} column {}: the Storage Read API returned {}, where ferry reads {}; set bigquery.read_api to \"rest\" (it applies to every table source of the config)",
                 field.name(),
                 column.data_type(),
                 field.data_type()
@@ -114,8 +114,9 @@ fn widen_decimal(column: &ArrayRef, from: i8, precision: u8, to: i8) -> Result<A
 /// Each stream is read by a task that decodes and conforms its batches and hands them over one
 /// at a time; a task takes the next message only once it has a place to hand its batch to, so
 /// two batches (one with the caller, one being decoded or handed over) and the other streams'
-/// HTTP/2 windows are in memory at once. The caller encodes one batch while the next is decoded.
-/// Rows come in no particular order: the window's bounds were fixed at plan time.
+/// HTTP/2 windows (up to 4 MiB each) are in memory at once. The caller encodes one batch while
+/// the next is decoded; the streams open at once let the server prepare and send their rows
+/// meanwhile. Rows come in no particular order: the window's bounds were fixed at plan time.
 pub struct StorageReader {
     schema: SchemaRef,
     batches: mpsc::Receiver<Result<RecordBatch, Failure>>,
@@ -180,7 +181,7 @@ impl Shared {
     /// row after the last one received, up to [`STREAM_RETRIES`] times.
     async fn read_stream(&self, stream: &str, tx: &mpsc::Sender<Result<RecordBatch, Failure>>) -> Result<(), Failure> {
         let mut retries = 0;
-        let mut batches = self.open(stream, 0, 0).await?;
+        let mut batches = self.open(stream, 0, &mut retries).await?;
         loop {
             // The place in the hand-over first, then the next message: a task never holds a
             // decoded batch while it waits, so at most one batch is being decoded or waiting to
@@ -198,31 +199,35 @@ impl Shared {
                 }
                 Ok(None) => return Ok(()),
                 Err(e) if e.class() == ErrorClass::Transient && retries < STREAM_RETRIES => {
+                    // The place is given back while the stream is opened again, so that the
+                    // other streams go on meanwhile.
+                    drop(place);
                     retries += 1;
                     let offset = batches.rows;
                     tracing::warn!(export = %self.export, stream, offset, attempt = retries, error = %e, "a Storage Read stream broke off; reading it again from where it stopped");
-                    batches = self.open(stream, offset, retries).await?;
+                    batches = self.open(stream, offset, &mut retries).await?;
                 }
                 Err(e) => return Err(self.fail(e)),
             }
         }
     }
 
-    /// Opens `stream` at row `offset`; a transient failure is tried again (after `attempt`
-    /// earlier tries, up to [`STREAM_RETRIES`] in all, with growing pauses).
-    async fn open(&self, stream: &str, offset: i64, mut attempt: u32) -> Result<StreamBatches, Failure> {
+    /// Opens `stream` at row `offset`; a transient failure is tried again, counted in
+    /// `retries` with the stream's other retries (up to [`STREAM_RETRIES`] for the stream in
+    /// all), after growing pauses.
+    async fn open(&self, stream: &str, offset: i64, retries: &mut u32) -> Result<StreamBatches, Failure> {
         loop {
-            if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(500 << attempt.min(6))).await;
+            if *retries > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(500 << (*retries).min(6))).await;
             }
             match self.read.read_stream(&self.session, stream, offset).await {
                 Ok(mut batches) => {
                     batches.rows = offset;
                     return Ok(batches);
                 }
-                Err(e) if e.class() == ErrorClass::Transient && attempt < STREAM_RETRIES => {
-                    tracing::warn!(export = %self.export, stream, offset, attempt, error = %e, "a Storage Read stream could not be opened; trying again");
-                    attempt += 1;
+                Err(e) if e.class() == ErrorClass::Transient && *retries < STREAM_RETRIES => {
+                    tracing::warn!(export = %self.export, stream, offset, attempt = *retries, error = %e, "a Storage Read stream could not be opened; trying again");
+                    *retries += 1;
                 }
                 Err(e) => return Err(self.fail(e)),
             }

@@ -259,9 +259,10 @@ pub struct RawBigQuery {
     /// `https://bigquerystorage.googleapis.com`.
     #[serde(default)]
     pub storage_endpoint: Option<String>,
-    /// Storage Read streams read at once; 2 by default, 1 to 16. Each holds about one message
-    /// of the server's (a few MiB on BigQuery) in memory.
+    /// Storage Read streams open at once; 2 by default, 1 to 16. Their rows are decoded one
+    /// batch at a time; each further stream holds up to 4 MiB of received data in memory.
     #[serde(default)]
+    #[schemars(range(min = 1, max = 16))]
     pub storage_streams: Option<u32>,
 }
 
@@ -441,7 +442,7 @@ impl RawConfig {
         // the production Storage Read endpoint would not hold the emulator's tables.
         let storage_known = b.storage_endpoint.is_some()
             || cx.env("FERRY_BIGQUERY_STORAGE_ENDPOINT").is_some()
-            || endpoint == "https://bigquery.googleapis.com";
+            || endpoint.trim_end_matches('/') == "https://bigquery.googleapis.com";
         let read_api = match b.read_api {
             ReadApi::Auto if !storage_known => ReadApi::Rest,
             other => other,
