@@ -83,14 +83,22 @@ impl MetadataStore {
         Failure::with_class(class, format!("metadata table {}: {e}", self.name))
     }
 
-    /// Adds the columns of `columns` that `table` lacks.
-    async fn add_columns(&self, table: &TableName, quoted: &str, columns: &[(&str, &str)]) -> Result<(), Failure> {
+    /// Creates `table` with `create` (a `CREATE TABLE IF NOT EXISTS`) when it does not exist,
+    /// then adds the columns of `columns` it lacks. A table that exists whole costs one
+    /// `tables.get` and no query.
+    async fn ensure_table(&self, table: &TableName, quoted: &str, create: &str, columns: &[(&str, &str)]) -> Result<(), Failure> {
         let table_ref = crate::client::TableRef {
             project: table.project.clone().unwrap_or_else(|| self.bq.project().to_owned()),
             dataset: table.dataset.clone(),
             table: table.table.clone(),
         };
-        let existing = self.bq.table_schema(&table_ref).await.map_err(|e| self.fail(e))?.unwrap_or_default();
+        let existing = match self.bq.table_schema(&table_ref).await.map_err(|e| self.fail(e))? {
+            Some(fields) => fields,
+            None => {
+                self.bq.execute(create, &[]).await.map_err(|e| self.fail(e))?;
+                self.bq.table_schema(&table_ref).await.map_err(|e| self.fail(e))?.unwrap_or_default()
+            }
+        };
         for (col, ty) in columns {
             if !existing.iter().any(|f| f.name.eq_ignore_ascii_case(col)) {
                 let sql = format!("ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {col} {ty}");
@@ -161,16 +169,14 @@ fn ts_param(t: DateTime<Utc>) -> Option<String> {
 impl StateStore for MetadataStore {
     async fn ensure(&self) -> Result<(), Failure> {
         let t = &self.table;
-        self.bq.execute(&format!("CREATE TABLE IF NOT EXISTS {t} ({SEED_COLUMNS})"), &[]).await.map_err(|e| self.fail(e))?;
-        self.add_columns(&self.name, t, FERRY_COLUMNS).await?;
-        let sql = format!(
+        self.ensure_table(&self.name, t, &format!("CREATE TABLE IF NOT EXISTS {t} ({SEED_COLUMNS})"), FERRY_COLUMNS).await?;
+        let create = format!(
             "CREATE TABLE IF NOT EXISTS {} (export_name STRING NOT NULL, holder STRING NOT NULL, message_id STRING, \
              acquired_at TIMESTAMP NOT NULL, expires_at TIMESTAMP NOT NULL, host STRING, pid INT64)",
             self.leases
         );
-        self.bq.execute(&sql, &[]).await.map_err(|e| self.fail(e))?;
         let leases = TableName { table: format!("{}_leases", self.name.table), ..self.name.clone() };
-        self.add_columns(&leases, &self.leases, LEASE_COLUMNS).await?;
+        self.ensure_table(&leases, &self.leases, &create, LEASE_COLUMNS).await?;
         Ok(())
     }
 
