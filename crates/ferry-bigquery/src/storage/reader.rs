@@ -114,7 +114,7 @@ fn widen_decimal(column: &ArrayRef, from: i8, precision: u8, to: i8) -> Result<A
 /// Each stream is read by a task that decodes and conforms its batches and hands them over one
 /// at a time; a task takes the next message only once it has a place to hand its batch to, so
 /// two batches (one with the caller, one being decoded or handed over) and the other streams'
-/// HTTP/2 windows (up to 4 MiB each) are in memory at once. The caller encodes one batch while
+/// HTTP/2 windows (up to 2 MiB each) are in memory at once. The caller encodes one batch while
 /// the next is decoded; the streams open at once let the server prepare and send their rows
 /// meanwhile. Rows come in no particular order: the window's bounds were fixed at plan time.
 pub struct StorageReader {

@@ -260,7 +260,7 @@ pub struct RawBigQuery {
     #[serde(default)]
     pub storage_endpoint: Option<String>,
     /// Storage Read streams open at once; 2 by default, 1 to 16. Their rows are decoded one
-    /// batch at a time; each further stream holds up to 4 MiB of received data in memory.
+    /// batch at a time; each further stream holds up to 2 MiB of received data in memory.
     #[serde(default)]
     #[schemars(range(min = 1, max = 16))]
     pub storage_streams: Option<u32>,
