@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ferry_bigquery::component::SourceSettings;
 use ferry_bigquery::storage::StorageRead;
-use ferry_bigquery::StorageUse;
 use ferry_bigquery::{BigQuery, BigQuerySource};
+use ferry_bigquery::{Storage, StorageUse};
 use ferry_core::config::ReadApi;
 use ferry_core::config::{Check, Component, Components, Config, ConfigErrors, Deployment, Destination, RawConfig};
 use ferry_core::run::Wiring;
@@ -62,9 +62,8 @@ pub fn validate(raw: &RawConfig, env: &dyn Fn(&str) -> Option<String>, deploymen
 pub struct Wired {
     bq: BigQuery,
     page_size: u32,
-    /// Unless `bigquery.read_api` is `rest`: the Storage Read client table sources read with,
-    /// which of them, and how many streams at a time.
-    storage: Option<(StorageRead, StorageUse, usize)>,
+    /// Unless `bigquery.read_api` is `rest`: how table sources use the Storage Read API.
+    storage: Option<Storage>,
     sinks: Mutex<HashMap<String, Connected>>,
 }
 
@@ -90,7 +89,7 @@ impl Wired {
                 .build()
                 .expect("an HTTP client for tokens");
             let tokens = ferry_google::TokenSource::new(http, crate::auth(&b.auth));
-            (StorageRead::new(&b.storage_endpoint, &b.project, tokens, b.timeout), usage, b.storage_streams)
+            Storage { read: StorageRead::new(&b.storage_endpoint, &b.project, tokens, b.timeout), usage, streams: b.storage_streams }
         });
         Self { bq, page_size: b.page_size, storage, sinks: Mutex::default() }
     }
@@ -105,7 +104,7 @@ impl Wiring for Wired {
                 let settings = c.settings::<SourceSettings>().ok_or_else(|| mismatch(c))?;
                 let source = BigQuerySource::new(self.bq.clone(), self.page_size, settings.clone());
                 Ok(Box::new(match &self.storage {
-                    Some((read, usage, streams)) => source.with_storage(read.clone(), *usage, *streams),
+                    Some(storage) => source.with_storage(storage.clone()),
                     None => source,
                 }))
             }

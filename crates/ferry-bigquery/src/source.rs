@@ -29,13 +29,13 @@ pub struct BigQuerySource {
     storage: Option<Storage>,
 }
 
-/// How a source uses the Storage Read API.
+/// How sources use the Storage Read API.
 #[derive(Debug, Clone)]
-struct Storage {
-    read: StorageRead,
-    usage: StorageUse,
-    /// Streams read at once.
-    streams: usize,
+pub struct Storage {
+    pub read: StorageRead,
+    pub usage: StorageUse,
+    /// Streams open at once (`bigquery.storage_streams`).
+    pub streams: usize,
 }
 
 /// Which table sources are read through the Storage Read API.
@@ -54,10 +54,10 @@ impl BigQuerySource {
         Self { bq, page_size, settings, storage: None }
     }
 
-    /// The same source reading table sources through the Storage Read API as `usage` says,
-    /// `streams` streams at a time (a query still runs as a query job).
-    pub fn with_storage(mut self, read: StorageRead, usage: StorageUse, streams: usize) -> Self {
-        self.storage = Some(Storage { read, usage, streams: streams.max(1) });
+    /// The same source reading table sources through the Storage Read API as `storage` says
+    /// (a query still runs as a query job).
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
         self
     }
 

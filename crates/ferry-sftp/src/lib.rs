@@ -348,10 +348,10 @@ async fn open_sessions(handle: &client::Handle<Verifier>, server: &str) -> Resul
 
 /// Writes as large as the server takes (OpenSSH's limit is 256 KiB a packet), 32 of them in
 /// flight: against russh-sftp's defaults (32 KiB, 16), 8 times fewer requests,
-/// acknowledgements and server writes per file, which brought ferry level with OpenSSH's `sftp`
-/// on aes128-ctr and chacha20-poly1305 (bench/RESULTS.md §1). 64 in flight, as `sftp` sends,
-/// measured no faster and held 16 MiB of written data instead of 8 (peak RSS of a 10M-row
-/// export 58–60 MiB instead of 53–54).
+/// acknowledgements and server writes per file, which put ferry ahead of OpenSSH's `sftp` on
+/// aes128-ctr and chacha20-poly1305 too (bench/RESULTS.md §1). 64 in flight, as `sftp` sends,
+/// measured no faster here and can hold 16 MiB of written data instead of 8: peak RSS of a
+/// 10M-row export was 58–60 MiB with 64, 53–54 MiB with 32.
 fn sftp_config() -> russh_sftp::client::Config {
     russh_sftp::client::Config { max_write_packet_len: 256 * 1024, max_concurrent_writes: 32, ..Default::default() }
 }

@@ -26,9 +26,9 @@ const RESERVE_AT_ONCE: usize = 64 << 20;
 /// What the server may send on one call before ferry reads it.
 const STREAM_WINDOW: u32 = 2 << 20;
 
-/// What the server may send on all calls together: the most streams read at once
-/// (`bigquery.storage_streams` ≤ 16) and a session call, each with a full window.
-const CONNECTION_WINDOW: u32 = 17 * STREAM_WINDOW;
+/// What the server may send on all calls together: the most streams open at once and a
+/// session call, each with a full window.
+const CONNECTION_WINDOW: u32 = (ferry_core::config::MAX_STORAGE_STREAMS + 1) * STREAM_WINDOW;
 
 /// A failed gRPC call.
 #[derive(Debug, thiserror::Error)]

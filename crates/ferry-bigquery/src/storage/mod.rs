@@ -25,9 +25,6 @@ use proto::*;
 const CREATE_READ_SESSION: &str = "/google.cloud.bigquery.storage.v1.BigQueryRead/CreateReadSession";
 const READ_ROWS: &str = "/google.cloud.bigquery.storage.v1.BigQueryRead/ReadRows";
 
-/// The production endpoint.
-pub const STORAGE_ENDPOINT: &str = "https://bigquerystorage.googleapis.com";
-
 /// A client of the Read API, billing reads to one project.
 #[derive(Debug, Clone)]
 pub struct StorageRead {

@@ -266,6 +266,15 @@ pub struct RawBigQuery {
     pub storage_streams: Option<u32>,
 }
 
+/// BigQuery's REST endpoint.
+pub const BIGQUERY_ENDPOINT: &str = "https://bigquery.googleapis.com";
+
+/// The BigQuery Storage Read API's endpoint.
+pub const BIGQUERY_STORAGE_ENDPOINT: &str = "https://bigquerystorage.googleapis.com";
+
+/// The most Storage Read streams open at once (`bigquery.storage_streams`).
+pub const MAX_STORAGE_STREAMS: u32 = 16;
+
 /// How table sources are read (`bigquery.read_api`).
 #[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -407,8 +416,7 @@ impl RawConfig {
             }
             other => other,
         };
-        let endpoint =
-            b.endpoint.clone().or_else(|| cx.env("FERRY_BIGQUERY_ENDPOINT")).unwrap_or_else(|| "https://bigquery.googleapis.com".into());
+        let endpoint = b.endpoint.clone().or_else(|| cx.env("FERRY_BIGQUERY_ENDPOINT")).unwrap_or_else(|| BIGQUERY_ENDPOINT.into());
         let endpoint_field = if b.endpoint.is_some() { "endpoint".to_owned() } else { "endpoint (FERRY_BIGQUERY_ENDPOINT)".to_owned() };
         check_google_endpoint(cx, &endpoint_field, &endpoint, b.auth);
         let auth = google_auth(cx, b.auth, b.token_env.as_deref());
@@ -428,11 +436,9 @@ impl RawConfig {
         if !(10..=86_400).contains(&query_deadline) {
             cx.err("query_deadline_secs", format!("expected 10 to 86400 seconds, found {query_deadline}"));
         }
-        let storage_endpoint = b
-            .storage_endpoint
-            .clone()
-            .or_else(|| cx.env("FERRY_BIGQUERY_STORAGE_ENDPOINT"))
-            .unwrap_or_else(|| "https://bigquerystorage.googleapis.com".into());
+        let configured_storage = b.storage_endpoint.clone().or_else(|| cx.env("FERRY_BIGQUERY_STORAGE_ENDPOINT"));
+        let storage_configured = configured_storage.is_some();
+        let storage_endpoint = configured_storage.unwrap_or_else(|| BIGQUERY_STORAGE_ENDPOINT.into());
         let storage_field = if b.storage_endpoint.is_some() {
             "storage_endpoint".to_owned()
         } else {
@@ -440,9 +446,7 @@ impl RawConfig {
         };
         // `auto` with an emulator's REST endpoint and no Storage Read endpoint: REST, since
         // the production Storage Read endpoint would not hold the emulator's tables.
-        let storage_known = b.storage_endpoint.is_some()
-            || cx.env("FERRY_BIGQUERY_STORAGE_ENDPOINT").is_some()
-            || endpoint.trim_end_matches('/') == "https://bigquery.googleapis.com";
+        let storage_known = storage_configured || endpoint.trim_end_matches('/') == BIGQUERY_ENDPOINT;
         let read_api = match b.read_api {
             ReadApi::Auto if !storage_known => ReadApi::Rest,
             other => other,
@@ -451,8 +455,8 @@ impl RawConfig {
             check_google_endpoint(cx, &storage_field, &storage_endpoint, b.auth);
         }
         let storage_streams = b.storage_streams.unwrap_or(2);
-        if !(1..=16).contains(&storage_streams) {
-            cx.err("storage_streams", format!("expected 1 to 16 streams, found {storage_streams}"));
+        if !(1..=MAX_STORAGE_STREAMS).contains(&storage_streams) {
+            cx.err("storage_streams", format!("expected 1 to {MAX_STORAGE_STREAMS} streams, found {storage_streams}"));
         }
         Some(BigQuerySpec {
             project: project?,
