@@ -12,11 +12,17 @@ use clap::{Parser, Subcommand};
     about = "Deliver warehouse data to partners: BigQuery → CSV → SFTP, with watermarks that move only after verified delivery"
 )]
 pub struct Cli {
-    /// Configuration file.
-    #[arg(long, short, env = "FERRY_CONFIG", default_value = "configs/default.json", global = true)]
+    /// Configuration file; `FERRY_CONFIG`, else the seed deployment's `CONFIG_PATH`, else
+    /// `configs/default.json`.
+    #[arg(long, short, env = "FERRY_CONFIG", default_value_os_t = default_config(), global = true)]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `CONFIG_PATH` (the seed deployment's variable), else `configs/default.json`.
+fn default_config() -> PathBuf {
+    std::env::var_os("CONFIG_PATH").filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("configs/default.json"))
 }
 
 /// Which exports a run covers, and how.
@@ -154,6 +160,30 @@ pub enum Command {
     Lease {
         #[command(subcommand)]
         action: LeaseAction,
+    },
+    /// Copy the files under a `gs://` path of the staging bucket to an export's destination
+    /// (what `POST /transfer` does): each through a temporary name, verified, then all
+    /// published; recorded like a run. Prints the seed service's JSON answer.
+    Transfer {
+        /// The export whose destination receives the files.
+        #[arg(long = "export")]
+        export: String,
+        /// `gs://BUCKET/PATH/` inside the configured staging bucket.
+        #[arg(long)]
+        gcs_path: String,
+        /// The date the files are for (recorded; `{date}` in a file name template).
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        #[command(flatten)]
+        lease: LeaseSettings,
+    },
+    /// Compare the files under a `gs://` path with the export's destination (what `POST
+    /// /verify` does); prints the seed service's JSON answer. Exit code 0 only when in sync.
+    Verify {
+        #[arg(long = "export")]
+        export: String,
+        #[arg(long)]
+        gcs_path: String,
     },
     /// Show recent runs from the metadata table.
     History {

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ferry_bigquery::component::SourceSettings;
+use ferry_bigquery::component::{ExportSettings, SourceSettings};
 use ferry_bigquery::storage::StorageRead;
-use ferry_bigquery::{BigQuery, BigQuerySource};
+use ferry_bigquery::{BigQuery, BigQueryExport, BigQuerySource};
 use ferry_bigquery::{Storage, StorageUse};
 use ferry_core::config::ReadApi;
 use ferry_core::config::{Check, Component, Components, Config, ConfigErrors, Deployment, Destination, RawConfig};
 use ferry_core::run::Wiring;
-use ferry_core::{ErrorClass, Failure, Sink, Source, TableSink};
+use ferry_core::{ErrorClass, Failure, Sink, Source, StagedSource, Staging, TableSink};
 use ferry_sftp::{SftpSettings, SftpSink};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -25,7 +25,7 @@ pub struct Registry;
 
 impl Components for Registry {
     fn source_types(&self) -> Vec<&'static str> {
-        vec!["bigquery"]
+        vec!["bigquery", "bigquery_export"]
     }
 
     fn destination_types(&self) -> Vec<&'static str> {
@@ -35,6 +35,7 @@ impl Components for Registry {
     fn source(&self, type_name: &str, value: &Value, cx: &Check<'_>) -> Option<Option<Component>> {
         match type_name {
             "bigquery" => Some(ferry_bigquery::component::validate_source(value, cx)),
+            "bigquery_export" => Some(ferry_bigquery::component::validate_export_source(value, cx)),
             _ => None,
         }
     }
@@ -65,6 +66,8 @@ pub struct Wired {
     /// Unless `bigquery.read_api` is `rest`: how table sources use the Storage Read API.
     storage: Option<Storage>,
     sinks: Mutex<HashMap<String, Connected>>,
+    /// The staging bucket, when the config has one.
+    staging: Option<Arc<ferry_gcs::Gcs>>,
 }
 
 /// How long a shared SFTP connection may take to answer before the next export makes a new one.
@@ -91,7 +94,9 @@ impl Wired {
             let tokens = ferry_google::TokenSource::new(http, crate::auth(&b.auth));
             Storage { read: StorageRead::new(&b.storage_endpoint, &b.project, tokens, b.timeout), usage, streams: b.storage_streams }
         });
-        Self { bq, page_size: b.page_size, storage, sinks: Mutex::default() }
+        let staging =
+            config.staging.as_ref().map(|st| Arc::new(ferry_gcs::Gcs::new(&st.endpoint, &st.bucket, crate::auth(&st.auth), b.timeout)));
+        Self { bq, page_size: b.page_size, storage, sinks: Mutex::default(), staging }
     }
 }
 
@@ -108,7 +113,30 @@ impl Wiring for Wired {
                     None => source,
                 }))
             }
+            // Bounds and counts of a staged export read the same table or query.
+            "bigquery_export" => {
+                let settings = c.settings::<ExportSettings>().ok_or_else(|| mismatch(c))?;
+                Ok(Box::new(BigQuerySource::new(self.bq.clone(), self.page_size, settings.rows.clone())))
+            }
             _ => Err(mismatch(c)),
+        }
+    }
+
+    fn staged(&self, export: &ferry_core::config::ExportSpec) -> Result<Box<dyn StagedSource>, Failure> {
+        let c = &export.source;
+        match c.type_name.as_str() {
+            "bigquery_export" => {
+                let settings = c.settings::<ExportSettings>().ok_or_else(|| mismatch(c))?;
+                Ok(Box::new(BigQueryExport::new(self.bq.clone(), settings.clone())))
+            }
+            _ => Err(mismatch(c)),
+        }
+    }
+
+    async fn staging(&self) -> Result<Arc<dyn Staging>, Failure> {
+        match &self.staging {
+            Some(g) => Ok(g.clone() as Arc<dyn Staging>),
+            None => Err(Failure::with_class(ErrorClass::Permanent, "no staging bucket is configured (staging.bucket)")),
         }
     }
 
@@ -182,10 +210,11 @@ pub fn json_schema() -> String {
         v
     };
     let bigquery = variants("bigquery", schemars::schema_for!(ferry_bigquery::component::RawBigQuerySource), &mut defs);
+    let bigquery_export = variants("bigquery_export", schemars::schema_for!(ferry_bigquery::component::RawExportSource), &mut defs);
     let sftp_schema = schemars::schema_for!(ferry_sftp::component::RawSftpDestination);
     let sftp = variants("sftp", sftp_schema.clone(), &mut defs);
     let export = &mut defs["RawExport"]["properties"];
-    export["source"] = json!({"description": export["source"]["description"], "oneOf": [bigquery]});
+    export["source"] = json!({"description": export["source"]["description"], "oneOf": [bigquery, bigquery_export]});
     export["destination"] = json!({"description": export["destination"]["description"], "oneOf": [sftp]});
     // The seed form: file settings and the BigQuery source's fields beside the export's own,
     // and one `sftp` section (without `file`) shared by every export.

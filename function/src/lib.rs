@@ -191,6 +191,94 @@ async fn report_trigger_failure(config: &Config, what: &str, text: &str) {
     ferry_core::run::notify(config, &notifiers, &mut report).await;
 }
 
+/// What a transfer or verify request names, checked against the config: the export (with a
+/// file destination) and the `gs://` path inside the staging bucket. The error is for the
+/// caller: it names the field and the value.
+pub fn transfer_target<'c>(
+    config: &'c Config,
+    export: &str,
+    gcs_path: &str,
+) -> Result<(&'c ferry_core::config::ExportSpec, ferry_core::run::Transfer), String> {
+    let Some(spec) = config.exports.iter().find(|x| x.name == export) else {
+        let known: Vec<&str> = config.exports.iter().map(|x| x.name.as_str()).collect();
+        return Err(format!("export_name: unknown export {export:?}; this config has {}", known.join(", ")));
+    };
+    if spec.file().is_none() {
+        return Err(format!("export_name: export {export} does not deliver files"));
+    }
+    let Some(staging) = &config.staging else {
+        return Err("the config has no staging bucket (staging.bucket, or gcs_bucket in the seed form)".into());
+    };
+    let transfer = ferry_core::run::Transfer::parse(gcs_path, staging)?;
+    Ok((spec, transfer))
+}
+
+/// What the failure of a transfer from an empty path says (see `ferry_core::run`).
+pub const NO_FILES: &str = ": no files under ";
+
+/// The directory files of `export` go to (`/uploads/`), as the seed's answers name it.
+pub fn destination_dir(export: &ferry_core::config::ExportSpec) -> String {
+    match export.destination.component.settings::<ferry_sftp::SftpSettings>() {
+        Some(s) if s.directory.ends_with('/') => s.directory.clone(),
+        Some(s) => format!("{}/", s.directory),
+        None => export.destination.component.describe.clone(),
+    }
+}
+
+/// The answer to a transfer, in the seed service's shape: `status` (`success` or `error`),
+/// `export_name`, `files_transferred`, `files`, `total_mb`, `destination`,
+/// `total_time_seconds`, and ferry's `run_id`; for an error, a short `error` that never holds
+/// an internal message (those go to the log and the notifications). Also whether it succeeded
+/// and whether trying again may help.
+pub fn transfer_answer(export: &ferry_core::config::ExportSpec, report: &RunReport, seconds: f64) -> (bool, bool, serde_json::Value) {
+    let o = report.outcomes.first();
+    let ok = report.succeeded() && o.is_some();
+    let transient = o.is_some_and(|o| o.error_class == Some(ErrorClass::Transient));
+    let mut v = serde_json::json!({
+        "status": if ok { "success" } else { "error" },
+        "export_name": export.name,
+        "run_id": report.run_id,
+    });
+    if ok {
+        let o = o.expect("checked");
+        let bytes: u64 = o.files.iter().map(|f| f.bytes).sum();
+        v["files_transferred"] = o.files.len().into();
+        v["files"] = o.files.iter().map(|f| f.name.clone()).collect::<Vec<_>>().into();
+        v["total_mb"] = ((bytes as f64 / 1_048_576.0 * 100.0).round() / 100.0).into();
+        v["destination"] = destination_dir(export).into();
+        v["total_time_seconds"] = ((seconds * 10.0).round() / 10.0).into();
+        if matches!(o.skipped, Some(ferry_core::run::Skip::AlreadyDelivered { .. })) {
+            v["already_delivered"] = true.into();
+        }
+    } else {
+        v["error"] = if o.and_then(|o| o.error.as_deref()).is_some_and(|e| e.contains(NO_FILES)) {
+            "no files under the path; nothing was transferred"
+        } else if transient {
+            "the transfer failed and may succeed when tried again; nothing was published. The run's record and notifications have the details"
+        } else {
+            "the transfer failed; nothing was published. The run's record and notifications have the details"
+        }
+        .into();
+    }
+    (ok, transient, v)
+}
+
+/// `ferry verify` / `POST /verify`: compares the objects under `transfer`'s path with the
+/// export's destination.
+pub async fn verify(
+    config: &Config,
+    export: &ferry_core::config::ExportSpec,
+    transfer: &ferry_core::run::Transfer,
+) -> Result<ferry_core::run::SyncReport, Failure> {
+    let bq = bigquery(config)?;
+    let state = metadata_store(config, &bq).await?;
+    let wiring = Wired::new(config, bq);
+    let runner = Runner { config, wiring: &wiring, state: &state, notifiers: Vec::new(), progress: None };
+    let result = runner.verify(export, transfer).await;
+    wiring.close().await;
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

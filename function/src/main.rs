@@ -84,8 +84,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             push_jwks_url,
             reject_report_window,
         } => {
+            let default_config = std::env::var_os("CONFIG_PATH")
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| config_dir.join("default.json"));
+            // The seed form's `cloud_run_url` is the audience its callers' ID tokens carry.
+            let push_audience = push_audience.or_else(|| {
+                let url = ferry::components::load(&default_config).ok()?.service_url?;
+                tracing::info!(audience = %url, "checking ID tokens for the config's service_url");
+                Some(url)
+            });
             let settings = ferry::serve::ServeSettings {
                 addr: std::net::SocketAddr::new(listen, port),
+                default_config,
                 config_dir,
                 lease_wait: lease.wait(),
                 lease_ttl: lease.ttl(),
@@ -215,6 +226,39 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             lease(&state, action).await
         }
         Command::Serve { .. } | Command::Publish { .. } | Command::Schema | Command::Check { .. } => unreachable!("handled above"),
+        Command::Transfer { export, gcs_path, date, lease } => {
+            let (spec, transfer) = match ferry::transfer_target(&config, &export, &gcs_path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let mut opts = options(vec![export], false, false, date);
+            opts.lease_ttl = lease.ttl();
+            opts.lease_wait = lease.wait();
+            opts.transfer = Some(transfer);
+            let t = std::time::Instant::now();
+            let report = ferry::run(&config, &opts, None).await;
+            let (ok, _, answer) = ferry::transfer_answer(spec, &report, t.elapsed().as_secs_f64());
+            print::report(&report);
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Verify { export, gcs_path } => {
+            let (spec, transfer) = match ferry::transfer_target(&config, &export, &gcs_path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let report = ferry::verify(&config, spec, &transfer).await.map_err(|e| anyhow::anyhow!(config.redact(&e.to_string())))?;
+            let mut answer = serde_json::to_value(&report)?;
+            answer["status"] = "success".into();
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(if report.in_sync { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Run { what: Selection { exports, full, dry_run, date }, lease, message_id } => {
             let mut opts = options(exports, full, dry_run, date);
             opts.lease_ttl = lease.ttl();

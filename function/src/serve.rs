@@ -48,6 +48,9 @@ pub struct ServeSettings {
     pub addr: SocketAddr,
     /// Where `<name>.json` configs live.
     pub config_dir: PathBuf,
+    /// The config of `/transfer` and `/verify` requests that name none: `CONFIG_PATH` (the
+    /// seed deployment's variable), else `default.json` in `config_dir`.
+    pub default_config: PathBuf,
     /// How long a request waits for another instance that is delivering the same export.
     pub lease_wait: Duration,
     /// Lease lifetime without renewal (see [`RunOptions::lease_ttl`]).
@@ -226,7 +229,149 @@ async fn wait_for_signal() {
 
 /// The service's routes.
 pub fn router(settings: Arc<ServeSettings>) -> Router {
-    Router::new().route("/", post(push)).route("/health", get(|| async { "ok" })).with_state(settings)
+    Router::new()
+        .route("/", post(push))
+        .route("/transfer", post(transfer))
+        .route("/verify", post(verify))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(settings)
+}
+
+/// `POST /transfer` and `POST /verify` bodies, as the seed's Airflow DAG sends them; `config`
+/// (a `<name>.json` of the config directory) is ferry's addition.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CopyRequest {
+    export_name: String,
+    gcs_path: String,
+    #[serde(default)]
+    date: Option<String>,
+    #[serde(default)]
+    config: Option<String>,
+}
+
+/// An answer to a caller's own mistake: 400 with what is wrong.
+fn bad_request(reason: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"status": "error", "error": reason.into()}))).into_response()
+}
+
+/// Authentication, body and config of a `/transfer` or `/verify` request.
+async fn copy_request(s: &ServeSettings, headers: &HeaderMap, body: Body) -> Result<(CopyRequest, ferry_core::config::Config), Response> {
+    if let Some(v) = &s.oidc {
+        if let Err(reason) = v.verify(headers.get(axum::http::header::AUTHORIZATION)).await {
+            tracing::warn!(reason = %reason, "request refused: authentication failed");
+            return Err((StatusCode::UNAUTHORIZED, Json(json!({"status": "unauthorized"}))).into_response());
+        }
+    }
+    let body = match read_body(body).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(bad_request(format!("the request body is larger than {MAX_BODY_BYTES} bytes"))),
+        Err(_) => return Err(bad_request("the request body could not be read")),
+    };
+    let req: CopyRequest = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("expected a JSON object with export_name and gcs_path (and optionally date, config): {e}")))?;
+    let path = match &req.config {
+        Some(name) if !trigger::valid_config_name(name) => return Err(bad_request("config: expected letters, digits, `_` and `-`")),
+        Some(name) => s.config_dir.join(format!("{name}.json")),
+        None => s.default_config.clone(),
+    };
+    if !path.exists() {
+        return Err(bad_request(format!(
+            "unknown config: there is no {} in the config directory",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        )));
+    }
+    let config = crate::components::load(&path).map_err(|e| {
+        tracing::error!(path = %path.display(), errors = %e, "configuration is invalid");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"status": "error", "error": "the service's configuration is invalid; see its log"})),
+        )
+            .into_response()
+    })?;
+    Ok((req, config))
+}
+
+/// `POST /transfer`: copies the objects under `gcs_path` to the export's destination, as
+/// `ferry transfer` does, and answers in the seed service's shape. 200 on success; 400 for a
+/// request that names no export of the config, or a path outside the staging bucket; 404 when
+/// the path holds no files; 503 when trying again may help; 500 otherwise.
+async fn transfer(State(s): State<Arc<ServeSettings>>, headers: HeaderMap, body: Body) -> Response {
+    let (req, config) = match copy_request(&s, &headers, body).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    let (spec, target) = match crate::transfer_target(&config, &req.export_name, &req.gcs_path) {
+        Ok(t) => t,
+        Err(e) => return bad_request(e),
+    };
+    let date = match req.date.as_deref() {
+        None | Some("") => None,
+        Some(d) => match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").or_else(|_| chrono::NaiveDate::parse_from_str(d, "%Y%m%d")) {
+            Ok(d) => Some(d),
+            Err(_) => return bad_request(format!("date: expected YYYY-MM-DD, found {d:?}")),
+        },
+    };
+    let mut opts = RunOptions::new();
+    opts.exports = Some(vec![spec.name.clone()]);
+    opts.run_date = date;
+    opts.lease_wait = s.lease_wait;
+    opts.lease_ttl = s.lease_ttl;
+    opts.transfer = Some(target.clone());
+    let spec = spec.clone();
+    let started = std::time::Instant::now();
+    let work = async move {
+        let report = crate::run(&config, &opts, None).await;
+        let answer = crate::transfer_answer(&spec, &report, started.elapsed().as_secs_f64());
+        (report.outcomes.first().and_then(|o| o.error.clone()), answer)
+    };
+    let (error, (ok, transient, mut answer)) = match s.runs.run(work).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(error = %e, "the transfer ended abnormally");
+            return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"status": "error", "error": "the transfer ended abnormally"})))
+                .into_response();
+        }
+    };
+    let code = if ok {
+        StatusCode::OK
+    } else if error.as_deref().is_some_and(|e| e.contains(crate::NO_FILES)) {
+        // The caller's own path: saying so leaks nothing.
+        answer["error"] = format!("no files under {}; nothing was transferred", target.uri).into();
+        StatusCode::NOT_FOUND
+    } else if transient {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    tracing::info!(export = %req.export_name, path = %target.uri, http_status = code.as_u16(), "transfer handled");
+    (code, Json(answer)).into_response()
+}
+
+/// `POST /verify`: compares the objects under `gcs_path` with the export's destination, as
+/// `ferry verify` does: 200 with `in_sync`, `gcs_file_count`, `sftp_file_count`,
+/// `missing_on_sftp`, `size_mismatches`, whatever the comparison found.
+async fn verify(State(s): State<Arc<ServeSettings>>, headers: HeaderMap, body: Body) -> Response {
+    let (req, config) = match copy_request(&s, &headers, body).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    let (spec, target) = match crate::transfer_target(&config, &req.export_name, &req.gcs_path) {
+        Ok(t) => t,
+        Err(e) => return bad_request(e),
+    };
+    match crate::verify(&config, spec, &target).await {
+        Ok(report) => {
+            let mut answer = serde_json::to_value(&report).unwrap_or_default();
+            answer["status"] = "success".into();
+            (StatusCode::OK, Json(answer)).into_response()
+        }
+        Err(e) => {
+            tracing::error!(export = %req.export_name, error = %config.redact(&e.to_string()), "verify failed");
+            let code = if e.class() == ErrorClass::Transient { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+            (code, Json(json!({"status": "error", "error": "the comparison could not be made; see the service's log"}))).into_response()
+        }
+    }
 }
 
 async fn push(State(s): State<Arc<ServeSettings>>, headers: HeaderMap, body: Body) -> Response {

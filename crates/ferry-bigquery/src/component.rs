@@ -1,13 +1,16 @@
-//! The `bigquery` source component: a table or a query, and the columns to read.
+//! The `bigquery` source component: a table or a query, and the columns to read; and the
+//! `bigquery_export` source, which has BigQuery write the same rows as files into the staging
+//! bucket (`EXPORT DATA`) in the format the partner wants.
 //!
 //! ```json
 //! "source": {"type": "bigquery", "table": "dataset.table", "columns": ["id", "updated_at"]}
 //! "source": {"type": "bigquery", "query": "SELECT … WHERE day = {date}"}
+//! "source": {"type": "bigquery_export", "query": "SELECT …", "format": "PARQUET", "compression": "SNAPPY"}
 //! ```
 
 use std::sync::Arc;
 
-use ferry_core::config::{Check, Component};
+use ferry_core::config::{Check, Component, StagedFiles};
 use ferry_core::ident::{is_column, TableName};
 use serde::Deserialize;
 use serde_json::Value;
@@ -58,6 +61,153 @@ pub struct SourceSettings {
 /// Checks a `bigquery` source; problems go to `cx` (which stands at the source).
 pub fn validate_source(value: &Value, cx: &Check<'_>) -> Option<Component> {
     let raw: RawBigQuerySource = cx.parse(value)?;
+    let settings = validate_rows(&raw, cx)?;
+    Some(Component {
+        type_name: "bigquery".into(),
+        describe: settings.source.describe(),
+        settings: Arc::new(settings),
+        secrets: Vec::new(),
+        staged: None,
+    })
+}
+
+/// The `bigquery_export` source as configured.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "bigquery_export source")]
+pub struct RawExportSource {
+    /// `dataset.table` or `project.dataset.table`; or use `query`.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// A SELECT whose result is exported; `{date}` becomes the `@run_date` DATE parameter.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Columns to export, in order; all columns when absent.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// `CSV` (default), `JSON` (newline-delimited), `AVRO` or `PARQUET`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// What BigQuery allows for the format: CSV and JSON `GZIP` (default) or `NONE`; AVRO
+    /// `DEFLATE`, `SNAPPY` (default) or `NONE`; PARQUET `SNAPPY` (default), `GZIP`, `ZSTD` or `NONE`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// CSV: a header row in each file; true by default.
+    #[serde(default)]
+    pub header: Option<bool>,
+    /// CSV: the field delimiter, one character; `,` by default.
+    #[serde(default)]
+    pub delimiter: Option<String>,
+}
+
+/// A file format of `EXPORT DATA`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+    Avro,
+    Parquet,
+}
+
+impl ExportFormat {
+    /// The name `EXPORT DATA` takes.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            Self::Csv => "CSV",
+            Self::Json => "JSON",
+            Self::Avro => "AVRO",
+            Self::Parquet => "PARQUET",
+        }
+    }
+
+    /// Compressions BigQuery accepts for the format; the first is ferry's default.
+    pub fn compressions(self) -> &'static [&'static str] {
+        match self {
+            Self::Csv | Self::Json => &["GZIP", "NONE"],
+            Self::Avro => &["SNAPPY", "DEFLATE", "NONE"],
+            Self::Parquet => &["SNAPPY", "GZIP", "ZSTD", "NONE"],
+        }
+    }
+}
+
+/// Validated settings of a `bigquery_export` source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSettings {
+    /// What is read, as a `bigquery` source reads it (bounds and counts use it).
+    pub rows: SourceSettings,
+    pub format: ExportFormat,
+    /// `NONE` or one of [`ExportFormat::compressions`].
+    pub compression: String,
+    pub header: bool,
+    pub delimiter: char,
+}
+
+impl ExportSettings {
+    /// The files' extension: `csv.gz`, `json`, `avro`, `parquet`.
+    pub fn extension(&self) -> String {
+        let base = self.format.sql_name().to_ascii_lowercase();
+        match (self.format, self.compression.as_str()) {
+            (ExportFormat::Csv | ExportFormat::Json, "GZIP") => format!("{base}.gz"),
+            _ => base,
+        }
+    }
+}
+
+/// Checks a `bigquery_export` source; problems go to `cx` (which stands at the source).
+pub fn validate_export_source(value: &Value, cx: &Check<'_>) -> Option<Component> {
+    let raw: RawExportSource = cx.parse(value)?;
+    let rows = validate_rows(&RawBigQuerySource { table: raw.table.clone(), query: raw.query.clone(), columns: raw.columns.clone() }, cx);
+    let format = match raw.format.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("CSV") => Some(ExportFormat::Csv),
+        Some("JSON" | "NEWLINE_DELIMITED_JSON") => Some(ExportFormat::Json),
+        Some("AVRO") => Some(ExportFormat::Avro),
+        Some("PARQUET") => Some(ExportFormat::Parquet),
+        Some(_) => {
+            cx.err("format", format!("expected CSV, JSON, AVRO or PARQUET, found {:?}", raw.format.as_deref().unwrap_or_default()));
+            None
+        }
+    };
+    let mut compression = String::new();
+    if let Some(f) = format {
+        let allowed = f.compressions();
+        compression = raw.compression.as_deref().map(str::to_ascii_uppercase).unwrap_or_else(|| allowed[0].to_owned());
+        if !allowed.contains(&compression.as_str()) {
+            cx.err(
+                "compression",
+                format!("BigQuery does not export {} with compression {compression}; expected {}", f.sql_name(), allowed.join(", ")),
+            );
+        }
+        if f != ExportFormat::Csv {
+            for (field, set) in [("header", raw.header.is_some()), ("delimiter", raw.delimiter.is_some())] {
+                if set {
+                    cx.err(field, format!("{field} applies to CSV only; this export's format is {}", f.sql_name()));
+                }
+            }
+        }
+    }
+    let delimiter = match raw.delimiter.as_deref() {
+        None => ',',
+        Some("\\t") => '\t',
+        Some(d) if d.chars().count() == 1 && !matches!(d, "\"" | "\r" | "\n" | "'" | "\\") => d.chars().next().unwrap_or(','),
+        Some(d) => {
+            cx.err("delimiter", format!("expected one character other than a quote, backslash or line break, found {d:?}"));
+            ','
+        }
+    };
+    let settings = ExportSettings { rows: rows?, format: format?, compression, header: raw.header.unwrap_or(true), delimiter };
+    let staged =
+        StagedFiles { extension: settings.extension(), describe: format!("{}, {}", settings.format.sql_name(), settings.compression) };
+    Some(Component {
+        type_name: "bigquery_export".into(),
+        describe: settings.rows.source.describe(),
+        settings: Arc::new(settings),
+        secrets: Vec::new(),
+        staged: Some(staged),
+    })
+}
+
+/// The table or query and the columns, shared by both sources.
+fn validate_rows(raw: &RawBigQuerySource, cx: &Check<'_>) -> Option<SourceSettings> {
     let (table, query) = (cx.name("table"), cx.name("query"));
     let source = match (&raw.table, &raw.query) {
         (Some(_), Some(_)) => {
@@ -99,11 +249,5 @@ pub fn validate_source(value: &Value, cx: &Check<'_>) -> Option<Component> {
             }
         }
     }
-    let source = source?;
-    Some(Component {
-        type_name: "bigquery".into(),
-        describe: source.describe(),
-        settings: Arc::new(SourceSettings { source, columns }),
-        secrets: Vec::new(),
-    })
+    Some(SourceSettings { source: source?, columns })
 }

@@ -19,5 +19,5 @@ pub use client::{BigQuery, Cell, Field, Page, QueryJob, QueryParam, TableInfo, T
 pub use error::BigQueryError;
 /// How requests are authorised; shared with the other Google clients.
 pub use ferry_google::Auth;
-pub use source::{BigQuerySource, Storage, StorageUse};
+pub use source::{BigQueryExport, BigQuerySource, Storage, StorageUse};
 pub use state::MetadataStore;

@@ -322,3 +322,75 @@ impl Drop for Reader {
         }
     }
 }
+
+/// A `bigquery_export` source: BigQuery writes the window's rows into the staging bucket
+/// itself, with `EXPORT DATA`, in the configured format. Bounds and counts are a
+/// [`BigQuerySource`]'s over the same table or query.
+#[derive(Debug, Clone)]
+pub struct BigQueryExport {
+    rows: BigQuerySource,
+    settings: crate::component::ExportSettings,
+}
+
+impl BigQueryExport {
+    /// The export of `settings` with `bq`.
+    pub fn new(bq: BigQuery, settings: crate::component::ExportSettings) -> Self {
+        Self { rows: BigQuerySource::new(bq, 1, settings.rows.clone()), settings }
+    }
+}
+
+/// A GoogleSQL string literal.
+fn sql_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[async_trait]
+impl ferry_core::StagedSource for BigQueryExport {
+    async fn export(&self, export: &ExportSpec, window: &Window, run_date: &str, uri: &str) -> Result<(), Failure> {
+        let sql = self.export_sql(export, window, uri);
+        let params = BigQuerySource::params(&sql, Some(window), run_date);
+        self.rows.bq.execute(&sql, &params).await.map_err(|e| {
+            Failure::with_class(ferry_core::Classify::class(&e), format!("export {}: EXPORT DATA to {uri}: {e}", export.name))
+        })?;
+        Ok(())
+    }
+
+    fn export_sql(&self, export: &ExportSpec, window: &Window, uri: &str) -> String {
+        use crate::component::ExportFormat;
+        let s = &self.settings;
+        // `overwrite`: the run's prefix is its own, so only a retry of this same export can
+        // have written there.
+        let mut options =
+            vec![format!("uri={}", sql_string(uri)), format!("format='{}'", s.format.sql_name()), "overwrite=true".to_owned()];
+        if s.format == ExportFormat::Csv {
+            options.push(format!("header={}", s.header));
+            options.push(format!("field_delimiter={}", sql_string(&s.delimiter.to_string())));
+        }
+        if s.compression != "NONE" {
+            options.push(format!("compression='{}'", s.compression));
+        }
+        format!("EXPORT DATA OPTIONS({}) AS {}", options.join(", "), self.rows.read_sql(export, window))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sql_string;
+
+    #[test]
+    fn string_literals() {
+        assert_eq!(sql_string("gs://b/p/x-*.csv"), "'gs://b/p/x-*.csv'");
+        assert_eq!(sql_string("a'b\\c\td"), "'a\\'b\\\\c\\td'");
+    }
+}

@@ -95,7 +95,17 @@ impl MetadataStore {
         let existing = match self.bq.table_schema(&table_ref).await.map_err(|e| self.fail(e))? {
             Some(fields) => fields,
             None => {
-                self.bq.execute(create, &[]).await.map_err(|e| self.fail(e))?;
+                if let Err(e) = self.bq.execute(create, &[]).await {
+                    // A missing dataset (the default `ferry.export_runs` on a first run) is
+                    // created, in the project's default location; then the table.
+                    if !matches!(&e, crate::BigQueryError::Api { api, .. } if api.status == 404) {
+                        return Err(self.fail(e));
+                    }
+                    let dataset = format!("`{}.{}`", table_ref.project, table_ref.dataset);
+                    tracing::info!(dataset = %dataset, "creating the metadata table's dataset");
+                    self.bq.execute(&format!("CREATE SCHEMA IF NOT EXISTS {dataset}"), &[]).await.map_err(|e| self.fail(e))?;
+                    self.bq.execute(create, &[]).await.map_err(|e| self.fail(e))?;
+                }
                 self.bq.table_schema(&table_ref).await.map_err(|e| self.fail(e))?.unwrap_or_default()
             }
         };

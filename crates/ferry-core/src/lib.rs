@@ -16,6 +16,7 @@ pub mod rows;
 pub mod run;
 pub mod secret;
 pub mod sink;
+pub mod staging;
 pub mod table;
 pub mod template;
 pub mod text;
@@ -28,4 +29,5 @@ pub use roles::{
 };
 pub use secret::Secret;
 pub use sink::{is_temp_of, temp_name, Leftover, PublishError, Published, PutMode, Sink, Upload, TEMP_SUFFIX};
+pub use staging::{ObjectReader, StagedObject, StagedSource, Staging};
 pub use table::{TableLoad, TableSink};

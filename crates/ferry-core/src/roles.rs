@@ -204,6 +204,24 @@ pub struct FileRecord {
     /// recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temp: Option<String>,
+    /// For a file copied from a staging bucket: the object it was copied from. (`sha256` and
+    /// `rows` are then empty and 0: the bytes are checked against the object's CRC32C.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRecord>,
+}
+
+/// The staged object a delivered file was copied from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectRecord {
+    /// `gs://bucket/name`.
+    pub uri: String,
+    pub generation: String,
+    /// CRC32C as GCS writes it (base64 of the big-endian bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    /// MD5 as GCS writes it (base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
 }
 
 /// Where runs and watermarks are recorded.

@@ -26,8 +26,14 @@ use crate::{Auth, HostKeyPolicy, SftpSettings};
 #[serde(deny_unknown_fields)]
 #[schemars(title = "sftp destination")]
 pub struct RawSftpDestination {
-    /// Target directory on the server.
-    pub path: String,
+    /// Target directory on the server; `SFTP_DIRECTORY` when absent.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Never accepted: a password does not belong in a config file. Refused with a message
+    /// that names `SFTP_PASSWORD`, `password_env` and `password_file`.
+    #[serde(default)]
+    #[schemars(skip)]
+    pub password: Option<Value>,
     /// Port; 22 by default.
     #[serde(default = "port22")]
     pub port: u16,
@@ -84,14 +90,28 @@ pub fn validate_destination(value: &Value, cx: &Check<'_>) -> Option<Destination
     if username.is_none() {
         cx.err("username", format!("missing: set {} or the SFTP_USERNAME environment variable", cx.path("username")));
     }
-    if s.path.is_empty() || s.path.contains('\0') {
+    if s.password.is_some() {
+        cx.err(
+            "password",
+            format!(
+                "a password does not belong in a config file: remove it and set the SFTP_PASSWORD environment variable \
+                 (or name another variable with {} or a mounted file with {})",
+                cx.path("password_env"),
+                cx.path("password_file")
+            ),
+        );
+    }
+    let path = s.path.clone().or_else(|| cx.env("SFTP_DIRECTORY")).or_else(|| placeholder("SFTP_DIRECTORY")).unwrap_or_default();
+    if s.path.is_none() && path.is_empty() {
+        cx.err("path", format!("missing: set {} (the target directory on the server) or SFTP_DIRECTORY", cx.path("path")));
+    } else if path.is_empty() || path.contains('\0') {
         cx.err("path", "expected the target directory on the server, e.g. \"/upload\"");
-    } else if s.path.len() > limits::MAX_PATH_BYTES {
+    } else if path.len() > limits::MAX_PATH_BYTES {
         cx.err(
             "path",
-            format!("{} is longer than {} bytes, the longest path a server accepts", limits::quote(&s.path), limits::MAX_PATH_BYTES),
+            format!("{} is longer than {} bytes, the longest path a server accepts", limits::quote(&path), limits::MAX_PATH_BYTES),
         );
-    } else if let Some(part) = s.path.split('/').find(|p| p.len() > limits::MAX_NAME_BYTES) {
+    } else if let Some(part) = path.split('/').find(|p| p.len() > limits::MAX_NAME_BYTES) {
         cx.err("path", format!("the directory name {} is longer than {} bytes", limits::quote(part), limits::MAX_NAME_BYTES));
     }
     if let Some(h) = host.as_deref().filter(|h| !cx.elsewhere() || !h.starts_with('<')) {
@@ -201,12 +221,12 @@ pub fn validate_destination(value: &Value, cx: &Check<'_>) -> Option<Destination
         username: username?,
         auth: auth?,
         host_key: host_key?,
-        directory: s.path.clone(),
+        directory: path,
         timeout: Duration::from_secs(s.timeout_secs),
     };
     let describe = format!("sftp://{}:{}{}", settings.host, settings.port, settings.directory);
     Some(Destination {
-        component: Component { type_name: "sftp".into(), describe, settings: Arc::new(settings), secrets },
+        component: Component { type_name: "sftp".into(), describe, settings: Arc::new(settings), secrets, staged: None },
         shape: Shape::File(file?),
     })
 }

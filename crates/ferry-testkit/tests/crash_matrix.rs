@@ -35,6 +35,8 @@ fn shape(kind: Kind) -> Shape {
             split: Split { max_rows: Some(10), max_bytes: None },
             on_existing: OnExisting::Fail,
             allow_repeating_names: false,
+            object_names: false,
+            encoding_fields: Vec::new(),
         }),
         Kind::Table => Shape::Table,
     }

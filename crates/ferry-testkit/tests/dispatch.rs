@@ -63,6 +63,8 @@ impl World {
             split: Split { max_rows: None, max_bytes: None },
             on_existing: OnExisting::Fail,
             allow_repeating_names: false,
+            object_names: false,
+            encoding_fields: Vec::new(),
         };
         let mut config = memory_config(EXPORT, Shape::File(file));
         config.exports[0].execution = ferry_core::config::Execution::Job;

@@ -49,6 +49,8 @@ impl Bench {
             split: Split::default(),
             on_existing: OnExisting::Fail,
             allow_repeating_names: false,
+            object_names: false,
+            encoding_fields: Vec::new(),
         });
         let wiring = MemoryWiring { source: self.source.clone(), sink: self.sink.clone(), table: MemoryTable::new() };
         let runner = Runner { config: &config, wiring: &wiring, state: &self.state, notifiers: Vec::new(), progress: None };

@@ -25,6 +25,18 @@ pub struct Component {
     pub settings: Arc<dyn Any + Send + Sync>,
     /// Every secret the settings resolved, for redaction.
     pub secrets: Vec<Secret>,
+    /// For a source that writes its files itself into the staging bucket (`bigquery_export`):
+    /// what they are. `None` for sources that rows are read from, and for destinations.
+    pub staged: Option<StagedFiles>,
+}
+
+/// The files a staged source writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFiles {
+    /// The file name extension, without the dot (`csv.gz`, `parquet`).
+    pub extension: String,
+    /// Format and compression, for plans and reports (`CSV, GZIP`).
+    pub describe: String,
 }
 
 impl Component {

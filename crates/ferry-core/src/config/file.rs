@@ -13,20 +13,22 @@ use crate::template::FileTemplate;
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
     /// File name template: `{date}`, `{datetime}`, `{datetime_ms}`, `{run_id}`, `{name}`, and
-    /// `{part}` for split exports.
-    pub name: String,
-    /// Output format; only `CSV` for now.
-    #[serde(default)]
-    pub format: Format,
-    /// `NONE` or `GZIP`.
-    #[serde(default)]
-    pub compression: Compression,
+    /// `{part}` for split exports. Required, except for a staged source (`bigquery_export`),
+    /// whose files keep their object names unless a template with `{part}` names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Output format; only `CSV` for now (a staged source sets its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// `NONE` or `GZIP` (a staged source sets its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
     /// Field delimiter, one ASCII character; `,` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delimiter: Option<String>,
-    /// Write a header row; true by default.
-    #[serde(default = "yes")]
-    pub header: bool,
+    /// Write a header row; true by default (a staged source sets its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<bool>,
     /// Start a new file after this many rows. Needs `{part}` in the file name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows_per_file: Option<u64>,
@@ -42,10 +44,6 @@ pub struct RawFile {
     /// of refusing. Only safe when the partner collects every file before the next run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_repeating_names: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// File format.
@@ -94,18 +92,35 @@ pub struct FileSettings {
     pub on_existing: OnExisting,
     /// See [`RawFile::allow_repeating_names`].
     pub allow_repeating_names: bool,
+    /// No `name` was given: a staged source's files keep their object names (a source that
+    /// rows come from needs a name; the export's check says so).
+    pub object_names: bool,
+    /// The encoding fields the file set (`format`, `compression`, `delimiter`, `header`,
+    /// `max_rows_per_file`, `max_bytes_per_file`), which a staged source's files cannot follow.
+    pub encoding_fields: Vec<&'static str>,
 }
 
 impl RawFile {
     /// Checks the settings; problems go to `cx` (which stands at `destination.file`).
     pub fn validate(&self, cx: &Check<'_>) -> Option<FileSettings> {
-        let template = match FileTemplate::parse(&self.name) {
+        let template = match FileTemplate::parse(self.name.as_deref().unwrap_or("{name}")) {
             Ok(t) => Some(t),
             Err(m) => {
                 cx.err("name", m);
                 None
             }
         };
+        let encoding_fields = [
+            ("format", self.format.is_some()),
+            ("compression", self.compression.is_some()),
+            ("delimiter", self.delimiter.is_some()),
+            ("header", self.header.is_some()),
+            ("max_rows_per_file", self.max_rows_per_file.is_some()),
+            ("max_bytes_per_file", self.max_bytes_per_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+        .collect();
         let delimiter = match self.delimiter.as_deref() {
             None => b',',
             Some(d) if d.len() == 1 && d.is_ascii() && !matches!(d, "\"" | "\r" | "\n") => d.as_bytes()[0],
@@ -136,12 +151,14 @@ impl RawFile {
         }
         Some(FileSettings {
             template: template?,
-            compression: self.compression,
+            compression: self.compression.unwrap_or_default(),
             delimiter,
-            header: self.header,
+            header: self.header.unwrap_or(true),
             split,
             on_existing: self.on_existing,
             allow_repeating_names: self.allow_repeating_names,
+            object_names: self.name.is_none(),
+            encoding_fields,
         })
     }
 }

@@ -23,6 +23,7 @@ pub mod legacy;
 pub mod limits;
 pub mod notify;
 pub mod schedule;
+pub mod staging;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -32,11 +33,12 @@ use serde_json::Value;
 
 pub use check::{Check, SecretField};
 pub use chrono_tz::Tz;
-pub use component::{Component, Components, Destination, Shape};
+pub use component::{Component, Components, Destination, Shape, StagedFiles};
 pub use file::{Compression, FileSettings, Format, OnExisting, RawFile, Split, MIN_FILE_BYTES};
 pub use job::{CloudRunJob, Execution, RawCloudRunJob};
 pub use notify::{EmailSpec, Notifications, RawNotifications, SlackSpec, SmtpTls, When};
 pub use schedule::RawSchedule;
+pub use staging::{Cleanup, RawStaging, StagingSpec};
 
 use crate::ident::{is_column, TableName};
 use crate::Secret;
@@ -102,8 +104,22 @@ pub enum Deployment {
 pub struct RawConfig {
     /// The exports this file defines.
     pub exports: Vec<RawExport>,
-    /// `project.dataset.table` (or `dataset.table`) of the run history and watermarks.
-    pub metadata_table: String,
+    /// `project.dataset.table` (or `dataset.table`) of the run history and watermarks;
+    /// `FERRY_METADATA_TABLE`, else `ferry.export_runs` (created, with its dataset, if missing).
+    #[serde(default)]
+    pub metadata_table: Option<String>,
+    /// The Cloud Storage bucket of staged exports (`bigquery_export` sources, `POST /transfer`).
+    #[serde(default)]
+    pub staging: Option<RawStaging>,
+    /// Exports one run delivers at once; 1 by default (one after the other), at most 16. Each
+    /// holds its own lease.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 16))]
+    pub parallel_exports: Option<u32>,
+    /// The service's URL (seed form: `cloud_run_url`): the audience push and `/transfer`
+    /// callers' ID tokens are checked against when `FERRY_PUSH_AUDIENCE` names none.
+    #[serde(default)]
+    pub service_url: Option<String>,
     /// The Google Cloud project and BigQuery endpoint: the metadata table, and BigQuery
     /// sources and destinations.
     #[serde(default)]
@@ -204,6 +220,14 @@ pub enum NullCursor {
     /// `(previous run's bound, source clock − settle]`, so each of them goes exactly once.
     ArrivalColumn(String),
 }
+
+/// Where runs are recorded when the file names no `metadata_table` and neither does
+/// [`METADATA_TABLE_ENV`].
+pub const DEFAULT_METADATA_TABLE: &str = "ferry.export_runs";
+/// The variable naming the metadata table when the file names none.
+pub const METADATA_TABLE_ENV: &str = "FERRY_METADATA_TABLE";
+/// The most exports one run delivers at once (`parallel_exports`).
+pub const MAX_PARALLEL_EXPORTS: u32 = 16;
 
 /// `settle` when the config names none: five minutes (see the README's "Windows").
 pub const DEFAULT_SETTLE_SECONDS: u64 = 300;
@@ -355,7 +379,12 @@ impl RawConfig {
         for (path, message) in &self.seed_errors {
             cx.err(path, message.clone());
         }
-        let metadata_table = TableName::parse(&self.metadata_table).map_err(|m| cx.err("metadata_table", m)).ok();
+        let (metadata_field, metadata_name) = match (&self.metadata_table, cx.env(METADATA_TABLE_ENV)) {
+            (Some(t), _) => ("metadata_table".to_owned(), t.clone()),
+            (None, Some(t)) => (format!("metadata_table ({METADATA_TABLE_ENV})"), t),
+            (None, None) => ("metadata_table".to_owned(), DEFAULT_METADATA_TABLE.to_owned()),
+        };
+        let metadata_table = TableName::parse(&metadata_name).map_err(|m| cx.err(&metadata_field, m)).ok();
         let bigquery = self.validate_bigquery(&cx.at("bigquery"), metadata_table.as_ref());
 
         if self.exports.is_empty() {
@@ -379,6 +408,18 @@ impl RawConfig {
             self.notifications.as_ref().map(|n| notify::validate_notifications(n, &cx.at("notifications"))).unwrap_or_default();
         let needs_job = self.exports.iter().any(|x| x.execution == Execution::Job);
         let cloud_run_job = job::validate(self.cloud_run_job.as_ref(), needs_job, &cx);
+        let staged =
+            exports.iter().find(|x| x.source.staged.is_some()).map(|x| format!("export {} (a {} source)", x.name, x.source.type_name));
+        let staging = staging::validate(self.staging.as_ref(), staged.as_deref(), &cx);
+        let parallel_exports = self.parallel_exports.unwrap_or(1);
+        if !(1..=MAX_PARALLEL_EXPORTS).contains(&parallel_exports) {
+            cx.err("parallel_exports", format!("expected 1 to {MAX_PARALLEL_EXPORTS}, found {parallel_exports}"));
+        }
+        if let Some(url) = &self.service_url {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                cx.err("service_url", format!("expected the service's http(s) URL, found {}", limits::quote(url)));
+            }
+        }
 
         let errors = cx.take_errors();
         if !errors.is_empty() {
@@ -387,7 +428,17 @@ impl RawConfig {
         let (Some(metadata_table), Some(bigquery)) = (metadata_table, bigquery) else {
             unreachable!("every missing piece recorded an error");
         };
-        Ok(Config { exports, metadata_table, bigquery, notifications, cloud_run_job, warnings: cx.take_warnings() })
+        Ok(Config {
+            exports,
+            metadata_table,
+            bigquery,
+            notifications,
+            cloud_run_job,
+            staging,
+            parallel_exports: parallel_exports as usize,
+            service_url: self.service_url.clone(),
+            warnings: cx.take_warnings(),
+        })
     }
 
     fn validate_bigquery(&self, cx: &Check<'_>, metadata_table: Option<&TableName>) -> Option<BigQuerySpec> {
@@ -558,6 +609,34 @@ fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, n
     let source = component(x.source.as_ref(), "source", &components.source_types(), cx, |t, v, c| components.source(t, v, c));
     let destination =
         component(x.destination.as_ref(), "destination", &components.destination_types(), cx, |t, v, c| components.destination(t, v, c));
+    if let (Some(Destination { shape: Shape::File(file), .. }), Some(src)) = (&destination, &source) {
+        let at = cx.at("destination").at("file");
+        match &src.staged {
+            None if file.object_names => at.err("name", "missing: the file name template, e.g. \"EXPORT_{datetime}.csv\""),
+            None => {}
+            Some(staged) => {
+                for field in &file.encoding_fields {
+                    at.err(
+                        field,
+                        format!(
+                            "the {} source writes the files itself ({}): set format, compression, delimiter and header in the source; \
+                             its files are not re-encoded or split",
+                            src.type_name, staged.describe
+                        ),
+                    );
+                }
+                if !file.object_names && !file.template.has_part() {
+                    at.err(
+                        "name",
+                        format!(
+                            "{} has no {{part}}: a staged export may write several files; leave name out to keep the object names",
+                            limits::quote(file.template.as_str())
+                        ),
+                    );
+                }
+            }
+        }
+    }
     if let Some(Destination { shape: Shape::File(file), .. }) = &destination {
         let at = cx.at("destination").at("file");
         file.check_repeating_names(x.incremental, &at);
@@ -634,6 +713,12 @@ pub struct Config {
     /// The Cloud Run Job for exports with `execution: job`; `None` when no export has it and
     /// the file has no `cloud_run_job` section.
     pub cloud_run_job: Option<CloudRunJob>,
+    /// The staging bucket; `None` when no export is staged and the file has no `staging`.
+    pub staging: Option<StagingSpec>,
+    /// Exports a run delivers at once.
+    pub parallel_exports: usize,
+    /// The service's URL (`service_url`, seed form `cloud_run_url`).
+    pub service_url: Option<String>,
     /// Valid but risky settings the user allowed (`allow_repeating_names`), with their paths.
     pub warnings: Vec<ConfigError>,
 }
@@ -669,6 +754,9 @@ impl Config {
             v.push(t);
         }
         if let Some(CloudRunJob { auth: BigQueryAuth::Token(t), .. }) = &self.cloud_run_job {
+            v.push(t);
+        }
+        if let Some(StagingSpec { auth: BigQueryAuth::Token(t), .. }) = &self.staging {
             v.push(t);
         }
         if let Some(e) = &self.notifications.email {

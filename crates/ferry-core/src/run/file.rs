@@ -189,23 +189,23 @@ const MAX_FILES: usize = 10_000;
 
 /// The files of one export run: the one being written and those written and verified, which
 /// are published together only once the last one is verified.
-struct Parts<'a> {
+pub(super) struct Parts<'a> {
     /// `None` in a dry run: files are counted and named, nothing is written.
-    sink: Option<&'a dyn Sink>,
-    mode: PutMode,
+    pub(super) sink: Option<&'a dyn Sink>,
+    pub(super) mode: PutMode,
     /// The export's name.
-    export: &'a str,
-    file: &'a FileSettings,
-    at: DateTime<Utc>,
+    pub(super) export: &'a str,
+    pub(super) file: &'a FileSettings,
+    pub(super) at: DateTime<Utc>,
     /// The run's id, for `{run_id}`.
-    run_id: &'a str,
+    pub(super) run_id: &'a str,
     /// The file being written, and its temporary name.
-    current: Option<(Box<dyn crate::Upload>, String)>,
+    pub(super) current: Option<(Box<dyn crate::Upload>, String)>,
     /// Files written and verified, in the order of `files` (which has their names).
-    sealed: Vec<Box<dyn crate::Upload>>,
-    files: Vec<FileRecord>,
+    pub(super) sealed: Vec<Box<dyn crate::Upload>>,
+    pub(super) files: Vec<FileRecord>,
     /// Bytes handed to the sink so far, for progress.
-    sent: u64,
+    pub(super) sent: u64,
 }
 
 impl Parts<'_> {
@@ -295,12 +295,12 @@ impl Parts<'_> {
             self.sealed.push(upload);
         }
         let name = self.next_name();
-        self.files.push(FileRecord { name, bytes: totals.bytes, rows: totals.rows, sha256: totals.sha256, temp });
+        self.files.push(FileRecord { name, bytes: totals.bytes, rows: totals.rows, sha256: totals.sha256, temp, object: None });
         Ok(())
     }
 
     /// Removes every temporary file.
-    async fn abort(&mut self) {
+    pub(super) async fn abort(&mut self) {
         for upload in self.current.take().map(|(u, _)| u).into_iter().chain(self.sealed.drain(..)) {
             upload.abort().await;
         }
@@ -311,7 +311,7 @@ impl Parts<'_> {
     /// Otherwise (an unknown outcome, or files already published) the remaining temporary
     /// files stay where they are and the PENDING record stays: the next run finishes the
     /// publish from them.
-    async fn publish(&mut self) -> Result<(), Stop> {
+    pub(super) async fn publish(&mut self) -> Result<(), Stop> {
         let mut published: Vec<String> = Vec::new();
         let mut uploads = std::mem::take(&mut self.sealed).into_iter().zip(&self.files);
         while let Some((upload, file)) = uploads.next() {

@@ -30,6 +30,7 @@ mod file;
 mod plan;
 mod reconcile;
 mod report;
+mod staged;
 mod table;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 pub use plan::ExportPlan;
 use report::{destinations, names_of};
 pub use report::{notify, ExportOutcome, Progress, RunReport, Skip, Stages};
+pub use staged::{SizeMismatch, SyncReport, Transfer};
 
 use crate::config::{Config, ExportSpec, Shape};
 use crate::cursor::CursorValue;
@@ -73,6 +75,9 @@ pub struct RunOptions {
     pub lease_ttl: Duration,
     /// How long to keep trying when another run holds an export's lease (0: give up at once).
     pub lease_wait: Duration,
+    /// Copy the objects under this path instead of reading the export's source (`ferry
+    /// transfer`, `POST /transfer`).
+    pub transfer: Option<Transfer>,
 }
 
 impl RunOptions {
@@ -88,6 +93,7 @@ impl RunOptions {
             execution: None,
             lease_ttl: Duration::from_secs(600),
             lease_wait: Duration::ZERO,
+            transfer: None,
         }
     }
 
@@ -123,6 +129,17 @@ pub trait Wiring: Send + Sync {
                 export.name, export.destination.component.type_name
             ),
         ))
+    }
+    /// The staged source of an export whose source writes its own files (`bigquery_export`).
+    fn staged(&self, export: &ExportSpec) -> Result<Box<dyn crate::StagedSource>, Failure> {
+        Err(Failure::with_class(
+            ErrorClass::Permanent,
+            format!("export {}: source type {} does not write staged files in this build", export.name, export.source.type_name),
+        ))
+    }
+    /// The staging bucket (`staging`).
+    async fn staging(&self) -> Result<Arc<dyn crate::Staging>, Failure> {
+        Err(Failure::with_class(ErrorClass::Permanent, "no staging bucket in this build"))
     }
     /// Closes every connection opened.
     async fn close(&self);
@@ -168,9 +185,14 @@ impl Runner<'_> {
                 outcomes.push(o);
             }
             Ok(exports) => {
-                for export in exports {
-                    outcomes.push(self.run_export(export, opts, &run_id).await);
-                }
+                // Up to `parallel_exports` at once, each under its own lease; reported in
+                // the config's order.
+                use futures::stream::StreamExt;
+                type Run<'r> = std::pin::Pin<Box<dyn std::future::Future<Output = ExportOutcome> + Send + 'r>>;
+                let run_id = &run_id;
+                let runs: Vec<Run<'_>> =
+                    exports.into_iter().map(|export| Box::pin(self.run_export(export, opts, run_id)) as Run<'_>).collect();
+                outcomes = futures::stream::iter(runs).buffered(self.config.parallel_exports.max(1)).collect().await;
             }
         }
         let mut report = RunReport {
@@ -332,6 +354,9 @@ impl Runner<'_> {
             if self.already_delivered(export, opts, o).await.map_err(Stop::quiet)? {
                 return Ok(());
             }
+            if let Some(transfer) = &opts.transfer {
+                return self.deliver_transfer(export, transfer, ctx, o).await;
+            }
         }
         let plan = self.plan_export(export, opts).await.map_err(Stop::record)?;
         o.stages.plan = ctx.started.elapsed();
@@ -348,6 +373,9 @@ impl Runner<'_> {
                 self.state.append(&rec).await.map_err(Stop::quiet)?;
             }
             return Ok(());
+        }
+        if let (Some(_), Shape::File(file)) = (&export.source.staged, &export.destination.shape) {
+            return self.deliver_staged(export, file, opts, ctx, &plan, o).await;
         }
         let run_date = plan.run_date.format("%Y-%m-%d").to_string();
         let t = Instant::now();

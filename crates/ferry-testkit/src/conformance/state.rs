@@ -106,8 +106,22 @@ pub async fn a_record_reads_back_as_appended(b: impl StateBackend) {
             rows: 100_000_000,
             sha256: "cd".repeat(32),
             temp: Some(".orders_1.csv.0a1b2c3d-0123456789ab.ferry-tmp".to_owned()),
+            // A file copied from a staging bucket keeps the object it came from.
+            object: Some(ferry_core::roles::ObjectRecord {
+                uri: "gs://acme-exports/ferry/orders/20250108/r1/orders-000000000000.csv.gz".to_owned(),
+                generation: "1796283233567561".to_owned(),
+                crc32c: Some("mnG7TA==".to_owned()),
+                md5: Some("XUFAKrxLKna5cZ2REBfFkg==".to_owned()),
+            }),
         },
-        FileRecord { name: "orders_2.csv".to_owned(), bytes: 1_000_000_000, rows: 23_456_789, sha256: "ef".repeat(32), temp: None },
+        FileRecord {
+            name: "orders_2.csv".to_owned(),
+            bytes: 1_000_000_000,
+            rows: 23_456_789,
+            sha256: "ef".repeat(32),
+            temp: None,
+            object: None,
+        },
     ];
     full.started_at += TimeDelta::microseconds(123_456);
     full.error_message = Some("sftp: \"quoted\" 'text'\nsecond line, caf\u{e9} \u{2713}".to_owned());
@@ -179,7 +193,7 @@ pub async fn pending_lists_the_runs_not_settled(b: impl StateBackend) {
     assert_eq!(pending().await, [], "nothing recorded");
 
     let mut p1 = record(E, "r1", RunStatus::Pending, Some("v1"), 1);
-    p1.files = vec![FileRecord { name: "a.csv".to_owned(), bytes: 10, rows: 2, sha256: "00".repeat(32), temp: None }];
+    p1.files = vec![FileRecord { name: "a.csv".to_owned(), bytes: 10, rows: 2, sha256: "00".repeat(32), temp: None, object: None }];
     let p2 = record(E, "r2", RunStatus::Pending, Some("v2"), 2);
     append(s, &[&p1]).await;
     assert_eq!(pending().await, [p1.clone()], "a PENDING record alone is pending, as appended");

@@ -36,7 +36,13 @@ impl Wiring for MemoryWiring {
 }
 
 fn component(type_name: &str) -> Component {
-    Component { type_name: type_name.into(), describe: format!("memory {type_name}"), settings: Arc::new(()), secrets: Vec::new() }
+    Component {
+        type_name: type_name.into(),
+        describe: format!("memory {type_name}"),
+        settings: Arc::new(()),
+        secrets: Vec::new(),
+        staged: None,
+    }
 }
 
 /// A config with one incremental export `name` on the INT64 cursor `seq` of a
@@ -72,6 +78,9 @@ pub fn memory_config(name: &str, shape: Shape) -> Config {
         },
         notifications: Notifications::default(),
         cloud_run_job: None,
+        staging: None,
+        parallel_exports: 1,
+        service_url: None,
         warnings: Vec::new(),
     }
 }

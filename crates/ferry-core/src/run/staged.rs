@@ -1,0 +1,484 @@
+//! Staged exports: the source writes the window's files into the staging bucket (BigQuery's
+//! `EXPORT DATA`), then each object streams to the sink through the file protocol: a temporary
+//! name, its size checked on the server and its bytes against the object's CRC32C as they pass,
+//! every file of the run verified before any is published. `ferry transfer` and `POST /transfer`
+//! copy the objects under a path someone else exported to, the same way.
+//!
+//! Before publishing, the objects are listed again: one that changed or vanished during the
+//! copy (another generation) fails the run, and nothing is published.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{StreamExt, TryStreamExt};
+
+use super::file::Parts;
+use super::{ExportOutcome, ExportPlan, RunCtx, RunOptions, Runner, Stop};
+use crate::config::{ExportSpec, FileSettings, OnExisting, StagingSpec};
+use crate::roles::{FileRecord, ObjectRecord, RunStatus};
+use crate::staging::{gs_uri, parse_gs_uri, StagedObject, Staging};
+use crate::{failpoint, ErrorClass, Failure, PutMode, Sink, Upload};
+
+/// Bytes gathered from the object before one write to the sink: the size of the SFTP sink's
+/// write requests, so that the small chunks of an HTTP download do not become small writes.
+const WRITE_BYTES: usize = 256 << 10;
+
+/// Objects under one `gs://` path, copied by `ferry transfer` / `POST /transfer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// The path as given, ending with `/`.
+    pub uri: String,
+    /// The object name prefix in the staging bucket.
+    pub prefix: String,
+}
+
+impl Transfer {
+    /// Checks `uri` against the staging bucket: `gs://BUCKET/some/folder/` (a missing final `/`
+    /// is added, so `…/2025010` never matches `…/20250108/`).
+    pub fn parse(uri: &str, staging: &StagingSpec) -> Result<Self, String> {
+        let Some((bucket, prefix)) = parse_gs_uri(uri) else {
+            return Err(format!("gcs_path {uri:?} is not a gs://BUCKET/PATH/ URI"));
+        };
+        if bucket != staging.bucket {
+            return Err(format!("gcs_path {uri:?} is outside the configured bucket {} (staging.bucket)", staging.bucket));
+        }
+        if prefix.trim_matches('/').is_empty() {
+            return Err(format!("gcs_path {uri:?} names the whole bucket; name the folder of one export's files"));
+        }
+        if prefix.starts_with('/') || prefix.split('/').any(|s| s == "." || s == "..") || prefix.chars().any(char::is_control) {
+            return Err(format!("gcs_path {uri:?} is not a plain folder path (no leading '/', '.' or '..')"));
+        }
+        let prefix = if prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+        Ok(Self { uri: gs_uri(bucket, &prefix), prefix })
+    }
+}
+
+/// What `ferry verify` / `POST /verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    pub in_sync: bool,
+    pub gcs_file_count: usize,
+    pub sftp_file_count: usize,
+    /// Files the destination does not have.
+    pub missing_on_sftp: Vec<String>,
+    pub size_mismatches: Vec<SizeMismatch>,
+}
+
+/// A file whose size on the destination is not its object's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SizeMismatch {
+    pub file: String,
+    pub gcs_size: u64,
+    pub sftp_size: u64,
+}
+
+impl Runner<'_> {
+    fn staging_spec(&self, export: &ExportSpec) -> Result<&StagingSpec, Failure> {
+        self.config.staging.as_ref().ok_or_else(|| {
+            Failure::with_class(ErrorClass::Permanent, format!("export {}: no staging bucket is configured (staging.bucket)", export.name))
+        })
+    }
+
+    /// `ferry run` of a staged source: the source exports the window into this run's prefix,
+    /// then its objects are copied.
+    pub(super) async fn deliver_staged(
+        &self,
+        export: &ExportSpec,
+        file: &FileSettings,
+        opts: &RunOptions,
+        ctx: &RunCtx<'_>,
+        plan: &ExportPlan,
+        o: &mut ExportOutcome,
+    ) -> Result<(), Stop> {
+        let spec = self.staging_spec(export).map_err(Stop::record)?;
+        let staged = export.source.staged.as_ref().expect("a staged source");
+        let prefix = spec.run_prefix(&export.name, plan.run_date, ctx.run_id);
+        let uri = gs_uri(&spec.bucket, &format!("{prefix}{}-*.{}", export.name, staged.extension));
+        let run_date = plan.run_date.format("%Y-%m-%d").to_string();
+        let source = self.wiring.staged(export).map_err(Stop::record)?;
+        if opts.dry_run {
+            o.file = Some(uri);
+            o.status = RunStatus::Success;
+            return Ok(());
+        }
+        let t = Instant::now();
+        // The rows the export writes: the same window, counted first (EXPORT DATA reports
+        // files, not rows).
+        let counter = self.wiring.source(export).map_err(Stop::record)?;
+        let rows = counter.count(export, &plan.window, &run_date).await.map_err(Stop::record)?;
+        source.export(export, &plan.window, &run_date, &uri).await.map_err(Stop::record)?;
+        o.stages.query = t.elapsed();
+        let staging = self.wiring.staging().await.map_err(Stop::record)?;
+        let objects = staging.list(&prefix).await.map_err(Stop::record)?;
+        if objects.is_empty() {
+            return Err(Stop::record(Failure::with_class(
+                ErrorClass::Permanent,
+                format!("export {}: the export wrote no files under {}", export.name, gs_uri(&spec.bucket, &prefix)),
+            )));
+        }
+        o.rows = rows;
+        self.copy_objects(export, file, spec, staging, &prefix, objects, ctx, plan.planned_at, o).await
+    }
+
+    /// `ferry transfer`: copies the objects under `transfer`'s path, unless the latest
+    /// delivery of that path already holds them (the same generations): then it answers with
+    /// that delivery's files and copies nothing.
+    pub(super) async fn deliver_transfer(
+        &self,
+        export: &ExportSpec,
+        transfer: &Transfer,
+        ctx: &RunCtx<'_>,
+        o: &mut ExportOutcome,
+    ) -> Result<(), Stop> {
+        let Some(file) = export.file() else {
+            return Err(Stop::record(Failure::with_class(
+                ErrorClass::Permanent,
+                format!("export {}: its destination is not a file destination; transfer copies files", export.name),
+            )));
+        };
+        let spec = self.staging_spec(export).map_err(Stop::record)?;
+        o.source = transfer.uri.clone();
+        let staging = self.wiring.staging().await.map_err(Stop::record)?;
+        let objects = staging.list(&transfer.prefix).await.map_err(Stop::record)?;
+        if objects.is_empty() {
+            return Err(Stop::record(Failure::with_class(
+                ErrorClass::Permanent,
+                format!(
+                    "export {}: no files under {}; nothing was transferred (did the export to this path run?)",
+                    export.name, transfer.uri
+                ),
+            )));
+        }
+        if let Some(done) = self.delivered(export, &transfer.uri, &objects).await.map_err(Stop::quiet)? {
+            tracing::info!(run_id = ctx.run_id, export = %export.name, path = %transfer.uri, earlier = %done.run_id, "these objects were delivered already");
+            o.files = done.files;
+            o.bytes = done.bytes;
+            o.file = done.file_name;
+            o.status = RunStatus::Success;
+            o.skipped = Some(super::Skip::AlreadyDelivered { run_id: done.run_id });
+            return Ok(());
+        }
+        self.copy_objects(export, file, spec, staging, &transfer.prefix, objects, ctx, chrono::Utc::now(), o).await
+    }
+
+    /// The latest SUCCESS record of `export` for `uri` whose files came from exactly these
+    /// objects (names and generations).
+    async fn delivered(&self, export: &ExportSpec, uri: &str, objects: &[StagedObject]) -> Result<Option<crate::RunRecord>, Failure> {
+        let now: HashSet<(String, &str)> = objects
+            .iter()
+            .map(|obj| (gs_uri(self.config.staging.as_ref().map_or("", |s| s.bucket.as_str()), &obj.name), obj.generation.as_str()))
+            .collect();
+        for r in self.state.history(Some(&export.name), 50).await? {
+            if r.status != RunStatus::Success || r.source_table != uri {
+                continue;
+            }
+            let then: HashSet<(String, &str)> =
+                r.files.iter().filter_map(|f| f.object.as_ref().map(|x| (x.uri.clone(), x.generation.as_str()))).collect();
+            if then == now {
+                return Ok(Some(r.clone()));
+            }
+            // The latest delivery of this path decides: older ones are not looked at.
+            return Ok(None);
+        }
+        Ok(None)
+    }
+
+    /// Copies `objects` to the export's sink (at most `parallel_objects` at once), checks that
+    /// none changed meanwhile, records PENDING, publishes every file, records SUCCESS, and
+    /// with `cleanup: after_delivery` deletes the objects.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_objects(
+        &self,
+        export: &ExportSpec,
+        file: &FileSettings,
+        spec: &StagingSpec,
+        staging: Arc<dyn Staging>,
+        prefix: &str,
+        objects: Vec<StagedObject>,
+        ctx: &RunCtx<'_>,
+        at: chrono::DateTime<chrono::Utc>,
+        o: &mut ExportOutcome,
+    ) -> Result<(), Stop> {
+        let names = file_names(export, file, &objects, at, ctx.run_id).map_err(Stop::record)?;
+        let sink = self.connected_sink(export).await?;
+        let mode = match file.on_existing {
+            OnExisting::Fail => PutMode::Create,
+            OnExisting::Overwrite => PutMode::Overwrite,
+        };
+        if mode == PutMode::Create {
+            taken(export, sink.as_ref(), &names).await.map_err(Stop::record)?;
+        }
+        let t = Instant::now();
+        let copies: Vec<_> =
+            objects.iter().zip(&names).map(|(obj, name)| copy_one(export, sink.as_ref(), staging.as_ref(), obj, name, mode, ctx)).collect();
+        let mut done = Vec::new();
+        let copied: Result<(), Failure> = futures::stream::iter(copies)
+            .buffered(spec.parallel_objects)
+            .try_for_each(|c| {
+                done.push(c);
+                futures::future::ready(Ok(()))
+            })
+            .await;
+        o.stages.upload = t.elapsed();
+        let mut parts = Parts {
+            sink: Some(sink.as_ref()),
+            mode,
+            export: &export.name,
+            file,
+            at,
+            run_id: ctx.run_id,
+            current: None,
+            sealed: Vec::new(),
+            files: Vec::new(),
+            sent: 0,
+        };
+        for (upload, record) in done {
+            parts.sealed.push(upload);
+            parts.files.push(record);
+        }
+        // Every upload still running when one failed was dropped with the stream above, and
+        // removed its temporary file (an unsealed upload does when dropped).
+        let checked = async {
+            copied?;
+            unchanged(export, staging.as_ref(), prefix, &objects).await?;
+            failpoint::hit("upload:after", &export.name).await?;
+            match ctx.lease {
+                Some(lease) => lease.confirm().await,
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = checked.await {
+            parts.abort().await;
+            return Err(Stop::record(e));
+        }
+        o.files = parts.files.clone();
+        o.bytes = o.files.iter().map(|f| f.bytes).sum();
+        o.file = Some(names.join(", "));
+        let pending = self.record(export, ctx, RunStatus::Pending, o, None);
+        let t = Instant::now();
+        if let Err(e) = self.state.append(&pending).await {
+            parts.abort().await;
+            return Err(Stop::record(e));
+        }
+        o.stages.record = t.elapsed();
+        let t = Instant::now();
+        parts.publish().await?;
+        o.stages.publish = t.elapsed();
+        failpoint::hit("publish:after", &export.name).await.map_err(Stop::quiet)?;
+        let success = self.record(export, ctx, RunStatus::Success, o, None);
+        let t = Instant::now();
+        let recorded = self.state.append(&success).await;
+        o.stages.record += t.elapsed();
+        recorded.map_err(|e| {
+            Stop::quiet(Failure::with_class(
+                e.class(),
+                format!(
+                    "{} delivered, but recording it failed ({e}); the next run reconciles it without sending the files twice",
+                    names.join(", ")
+                ),
+            ))
+        })?;
+        o.status = RunStatus::Success;
+        if spec.cleanup == crate::config::Cleanup::AfterDelivery {
+            for obj in &objects {
+                if let Err(e) = staging.delete(obj).await {
+                    tracing::warn!(run_id = ctx.run_id, export = %export.name, object = %obj.name, error = %self.config.redact(&e.to_string()), "could not delete a delivered object; the bucket's lifecycle rule removes it");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares the objects under `transfer`'s path with the export's destination: every
+    /// object must be there as a file of the same size. Names are those the latest delivery
+    /// of the path recorded, else the object names.
+    pub async fn verify(&self, export: &ExportSpec, transfer: &Transfer) -> Result<SyncReport, Failure> {
+        if export.file().is_none() {
+            return Err(Failure::with_class(
+                ErrorClass::Permanent,
+                format!("export {}: its destination is not a file destination", export.name),
+            ));
+        }
+        let staging = self.wiring.staging().await?;
+        let objects = staging.list(&transfer.prefix).await?;
+        let mut recorded: HashMap<String, String> = HashMap::new();
+        for r in self.state.history(Some(&export.name), 50).await? {
+            if r.status == RunStatus::Success && r.source_table == transfer.uri {
+                recorded = r.files.iter().filter_map(|f| f.object.as_ref().map(|x| (x.uri.clone(), f.name.clone()))).collect();
+                break;
+            }
+        }
+        let sink = self.wiring.sink(export).await?;
+        let mut report = SyncReport {
+            in_sync: false,
+            gcs_file_count: objects.len(),
+            sftp_file_count: 0,
+            missing_on_sftp: Vec::new(),
+            size_mismatches: Vec::new(),
+        };
+        for obj in &objects {
+            let name = recorded.get(&gs_uri(staging.bucket(), &obj.name)).cloned().unwrap_or_else(|| obj.base_name().to_owned());
+            match sink.stat(&name).await? {
+                None => report.missing_on_sftp.push(name),
+                Some(size) => {
+                    report.sftp_file_count += 1;
+                    if size != obj.bytes {
+                        report.size_mismatches.push(SizeMismatch { file: name, gcs_size: obj.bytes, sftp_size: size });
+                    }
+                }
+            }
+        }
+        report.in_sync = !objects.is_empty() && report.missing_on_sftp.is_empty() && report.size_mismatches.is_empty();
+        Ok(report)
+    }
+}
+
+/// The file name of each object: its own name, or the template with `{part}` in object order.
+fn file_names(
+    export: &ExportSpec,
+    file: &FileSettings,
+    objects: &[StagedObject],
+    at: chrono::DateTime<chrono::Utc>,
+    run_id: &str,
+) -> Result<Vec<String>, Failure> {
+    let bad = |m: String| Failure::with_class(ErrorClass::Permanent, format!("export {}: {m}", export.name));
+    let mut seen = HashSet::new();
+    let mut names = Vec::with_capacity(objects.len());
+    for (i, obj) in objects.iter().enumerate() {
+        let name = if file.object_names {
+            obj.base_name().to_owned()
+        } else {
+            file.template.render(&crate::template::NameContext { export: &export.name, at, run_id }, i as u32 + 1)
+        };
+        if name.is_empty()
+            || name.starts_with('.')
+            || name.chars().any(char::is_control)
+            || name.len() > crate::config::limits::MAX_NAME_BYTES
+        {
+            return Err(bad(format!(
+                "the object {} cannot be delivered under the name {name:?}; set destination.file.name with {{part}}",
+                obj.name
+            )));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(bad(format!("two objects would both be delivered as {name}; set destination.file.name with {{part}}")));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Fails before anything is written when a final name is already on the server.
+async fn taken(export: &ExportSpec, sink: &dyn Sink, names: &[String]) -> Result<(), Failure> {
+    let mut on_server = Vec::new();
+    for name in names {
+        if sink.stat(name).await?.is_some() {
+            on_server.push(name.as_str());
+        }
+    }
+    if on_server.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::with_class(
+        ErrorClass::Permanent,
+        format!(
+            "export {}: {} already on {} and on_existing is fail, so nothing was sent",
+            export.name,
+            on_server.join(", "),
+            sink.describe()
+        ),
+    ))
+}
+
+/// Streams one object into a sealed upload under a temporary name.
+async fn copy_one(
+    export: &ExportSpec,
+    sink: &dyn Sink,
+    staging: &dyn Staging,
+    obj: &StagedObject,
+    name: &str,
+    mode: PutMode,
+    ctx: &RunCtx<'_>,
+) -> Result<(Box<dyn Upload>, FileRecord), Failure> {
+    let temp = crate::sink::temp_name(&export.name, name);
+    let mut upload = sink.begin(name, &temp, mode).await?;
+    let copied: Result<u64, Failure> = async {
+        let mut reader = staging.open(obj).await?;
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BYTES);
+        let mut first = true;
+        while let Some(chunk) = reader.next_chunk().await? {
+            buf.extend_from_slice(&chunk);
+            if buf.len() >= WRITE_BYTES {
+                if let Some(lease) = ctx.lease {
+                    lease.held()?;
+                }
+                upload.write(&buf).await?;
+                buf.clear();
+                if std::mem::take(&mut first) {
+                    failpoint::hit("upload:during", &export.name).await?;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            upload.write(&buf).await?;
+        }
+        let size = upload.seal().await?;
+        if size != obj.bytes {
+            return Err(Failure::with_class(
+                ErrorClass::Transient,
+                format!(
+                    "export {}: {name} holds {size} bytes on {}, the object {} has {}",
+                    export.name,
+                    sink.describe(),
+                    obj.name,
+                    obj.bytes
+                ),
+            ));
+        }
+        Ok(size)
+    }
+    .await;
+    match copied {
+        Ok(bytes) => {
+            let record = FileRecord {
+                name: name.to_owned(),
+                bytes,
+                rows: 0,
+                sha256: String::new(),
+                temp: Some(temp),
+                object: Some(ObjectRecord {
+                    uri: gs_uri(staging.bucket(), &obj.name),
+                    generation: obj.generation.clone(),
+                    crc32c: obj.crc32c.map(|c| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.encode(c.to_be_bytes())
+                    }),
+                    md5: obj.md5.clone(),
+                }),
+            };
+            Ok((upload, record))
+        }
+        Err(e) => {
+            upload.abort().await;
+            Err(Failure::with_class(e.class(), format!("copying {} to {name}: {e}", gs_uri(staging.bucket(), &obj.name))))
+        }
+    }
+}
+
+/// Fails when an object changed (another generation) or vanished since it was listed.
+async fn unchanged(export: &ExportSpec, staging: &dyn Staging, prefix: &str, objects: &[StagedObject]) -> Result<(), Failure> {
+    let now: HashMap<String, String> = staging.list(prefix).await?.into_iter().map(|o| (o.name, o.generation)).collect();
+    for obj in objects {
+        let what = match now.get(&obj.name) {
+            Some(g) if *g == obj.generation => continue,
+            Some(g) => format!("was replaced during the copy (generation {} → {g})", obj.generation),
+            None => "was deleted during the copy".to_owned(),
+        };
+        return Err(Failure::with_class(
+            ErrorClass::Transient,
+            format!("export {}: {} {what}; nothing was published", export.name, gs_uri(staging.bucket(), &obj.name)),
+        ));
+    }
+    Ok(())
+}
