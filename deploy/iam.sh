@@ -4,8 +4,9 @@
 #   <service>-runtime   the identity ferry runs as on Cloud Run
 #     roles/bigquery.jobUser             (project)  run query jobs
 #     roles/bigquery.readSessionUser     (project)  create Storage Read sessions (read_api: storage)
-#     roles/bigquery.dataViewer          (each source dataset, from the configs' BigQuery sources
-#                                         and --read-dataset)  read the exported tables
+#     roles/bigquery.dataViewer          (each source dataset, from the configs' BigQuery sources,
+#                                         staged ones (bigquery_export) too, and --read-dataset)
+#                                         read the exported tables
 #     roles/bigquery.dataEditor          (the metadata dataset, from metadata_table)  create the
 #                                         metadata table, append run rows, take run leases
 #     roles/secretmanager.secretAccessor (each --secret)  read the mounted secrets
@@ -13,6 +14,10 @@
 #                                         exists)  start executions of it with a run's arguments; it
 #                                         cannot read executions, and ferry never does: the
 #                                         outcome is in the metadata table
+#     roles/storage.objectAdmin          (each staging bucket, "staging.bucket" or "gcs_bucket";
+#                                         granted by bucket.sh)  EXPORT DATA into it (a BigQuery
+#                                         export creates and deletes objects), read the staged
+#                                         files, delete them after delivery
 #   <service>-push      the identity Pub/Sub signs push requests as (OIDC token)
 #     roles/run.invoker                  (the service only; granted by service.sh once it exists)
 #   Pub/Sub service agent
@@ -33,8 +38,10 @@ need gcloud bq jq
 
 # `project:dataset` of a `dataset.table` or `project.dataset.table` name.
 ds='def ds: split(".") | if length == 3 then "\(.[0]):\(.[1])" elif length == 2 then "\($project):\(.[0])" else empty end;'
-source_datasets=$(config_values "$ds"' .exports[] | select(.enabled != false) | (.source_table // (.source | objects | select(.type == "bigquery") | .table) // empty) | ds')
-metadata_datasets=$(config_values "$ds"' .metadata_table | ds')
+source_datasets=$(config_values "$ds"' .exports[] | select(.enabled != false) | (.source_table // (.source | objects | select(.type == "bigquery" or .type == "bigquery_export") | .table) // empty) | ds')
+# A config without metadata_table records runs in ferry's default table, ferry.export_runs.
+metadata_datasets=$(config_values "$ds"' (.metadata_table // "ferry.export_runs") | ds')
+default_datasets=$(config_values "$ds"' select(.metadata_table == null) | "ferry.export_runs" | ds')
 
 lookup PROJECT_NUMBER gcloud projects describe "$PROJECT" --format=value\(projectNumber\)
 
@@ -51,6 +58,11 @@ while read -r ds; do
   [ -n "$ds" ] || continue
   run bq add-iam-policy-binding --member="serviceAccount:${RUNTIME_SA}" --role=roles/bigquery.dataViewer "$ds"
 done < <({ echo "$source_datasets"; printf '%s\n' "${READ_DATASETS[@]+"${READ_DATASETS[@]}"}"; } | sort -u)
+# The default table's dataset is made here, so that it can be granted (ferry would make it too).
+while read -r ds; do
+  [ -n "$ds" ] || continue
+  ensure bq show --dataset "$ds" -- bq mk --dataset "$ds"
+done < <(echo "$default_datasets" | sort -u)
 while read -r ds; do
   [ -n "$ds" ] || continue
   run bq add-iam-policy-binding --member="serviceAccount:${RUNTIME_SA}" --role=roles/bigquery.dataEditor "$ds"

@@ -197,6 +197,36 @@ lookup() {
   fi
 }
 
+# `scratch_dir VAR` sets VAR to a new temporary directory, removed when the script exits. Like
+# `lookup`, a dry run prints the assignment (and the removal) and sets VAR to the literal `${VAR}`;
+# a real run prints the directory it made.
+scratch_dir() {
+  local var="$1"
+  if [ "$DRY_RUN" = 1 ]; then
+    echo "$var=\"\$(mktemp -d)\""
+    echo "trap 'rm -rf \"\$$var\"' EXIT"
+    printf -v "$var" '${%s}' "$var"
+  else
+    local dir
+    dir="$(mktemp -d)" || die "cannot make a temporary directory"
+    # shellcheck disable=SC2064 # the path is expanded now, on purpose
+    trap "rm -rf $(quote "$dir")" EXIT
+    printf -v "$var" '%s' "$dir"
+    echo "$var=$(quote "$dir")"
+  fi
+}
+
+# `write_file PATH CONTENT` writes CONTENT (and a newline) to PATH, a file of a `scratch_dir`.
+# Both runs print it as a here-document, so that a dry run shows what the file will hold and its
+# printed script writes the same file.
+write_file() {
+  local path="$1" content="$2"
+  [[ $'\n'"$content"$'\n' != *$'\n'EOF$'\n'* ]] || die "cannot print $path: a line of it reads EOF"
+  echo "cat >$(quote "$path") <<'EOF'"
+  printf '%s\nEOF\n' "$content"
+  if [ "$DRY_RUN" = 0 ]; then printf '%s\n' "$content" >"$path"; fi
+}
+
 need() {
   local c
   for c in "$@"; do

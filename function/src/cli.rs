@@ -171,7 +171,8 @@ pub enum Command {
         /// `gs://BUCKET/PATH/` inside the configured staging bucket.
         #[arg(long)]
         gcs_path: String,
-        /// The date the files are for (recorded; `{date}` in a file name template).
+        /// The date the files are for, as the seed's callers send it; accepted and not used
+        /// (`{date}` in a file name is the day the transfer runs, in UTC).
         #[arg(long)]
         date: Option<NaiveDate>,
         #[command(flatten)]

@@ -213,6 +213,26 @@ pub fn json_schema() -> String {
     let bigquery_export = variants("bigquery_export", schemars::schema_for!(ferry_bigquery::component::RawExportSource), &mut defs);
     let sftp_schema = schemars::schema_for!(ferry_sftp::component::RawSftpDestination);
     let sftp = variants("sftp", sftp_schema.clone(), &mut defs);
+    // The seed's staged form: `exports` as a map of name → a bigquery_export source's fields.
+    let mut staged_seed = bigquery_export.clone();
+    if let Some(o) = staged_seed.as_object_mut() {
+        o.remove("required");
+        o.insert("title".into(), json!("staged export (seed form)"));
+    }
+    if let Some(p) = staged_seed["properties"].as_object_mut() {
+        p.remove("type");
+    }
+    let exports = root["properties"]["exports"].take();
+    root["properties"]["exports"] = json!({"description": exports["description"], "oneOf": [exports, {
+        "type": "object", "description": "Seed form (staged exports): export name → its query and file format.",
+        "additionalProperties": staged_seed}]});
+    for (field, schema) in [
+        ("gcs_bucket", json!({"type": "string", "description": "Seed form: the staging bucket (staging.bucket)."})),
+        ("gcs_expiration_days", json!({"type": "integer", "minimum": 1, "description": "Seed form: staging.expiration_days."})),
+        ("cloud_run_url", json!({"type": "string", "description": "Seed form: the service's URL (service_url)."})),
+    ] {
+        root["properties"][field] = schema;
+    }
     let export = &mut defs["RawExport"]["properties"];
     export["source"] = json!({"description": export["source"]["description"], "oneOf": [bigquery, bigquery_export]});
     export["destination"] = json!({"description": export["destination"]["description"], "oneOf": [sftp]});
@@ -236,7 +256,8 @@ pub fn json_schema() -> String {
     }
     seed_sftp["properties"]["on_existing"] =
         json!({"$ref": "#/$defs/OnExisting", "description": "`fail` (default) or `overwrite` when the final name exists."});
-    seed_sftp["required"] = json!(["path"]);
+    seed_sftp["required"] = json!([]);
+    seed_sftp["properties"]["directory"] = json!({"type": "string", "description": "Seed form (staged exports): the target directory, as `path`; `SFTP_DIRECTORY` when absent."});
     root["properties"]["sftp"] = json!({"description": "Seed form: the partner's SFTP server, shared by every export without a `destination`.", "allOf": [seed_sftp]});
     root["$defs"] = defs;
     serde_json::to_string_pretty(&root).expect("a JSON Schema serializes") + "\n"

@@ -37,7 +37,7 @@ pub fn bigquery(config: &Config) -> Result<BigQuery, Failure> {
 
 /// The metadata store on `bq`, with its table created if missing.
 pub async fn metadata_store(config: &Config, bq: &BigQuery) -> Result<MetadataStore, Failure> {
-    let store = MetadataStore::new(bq.clone(), &config.metadata_table);
+    let store = MetadataStore::new(bq.clone(), &config.metadata_table).creating_dataset(config.metadata_table_default);
     store.ensure().await?;
     Ok(store)
 }
@@ -210,6 +210,7 @@ pub fn transfer_target<'c>(
         return Err("the config has no staging bucket (staging.bucket, or gcs_bucket in the seed form)".into());
     };
     let transfer = ferry_core::run::Transfer::parse(gcs_path, staging)?;
+    transfer.check_export(&spec.name, staging)?;
     Ok((spec, transfer))
 }
 

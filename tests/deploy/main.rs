@@ -2,11 +2,15 @@
 //! input stops them before anything runs.
 //!
 //! A real run here talks to `gcloud` and `bq` stand-ins that only record their arguments
-//! (Google Cloud is not reachable from tests); `projects describe` answers a project number
-//! and every other `describe` answers "not found", as for a new project.
+//! (Google Cloud is not reachable from tests), and keep the lifecycle files they are given;
+//! `projects describe` answers a project number and every other `describe` answers "not
+//! found", as for a new project.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use serde_json::{json, Value};
 
 fn root() -> PathBuf {
     ferry_testkit::workspace_root()
@@ -37,12 +41,16 @@ impl Recorder {
 printf '%s' {tool} >> "{log}"
 for a in "$@"; do printf ' %q' "$a" >> "{log}"; done
 echo >> "{log}"
+for a in "$@"; do
+  case "$a" in --lifecycle-file=*) mkdir -p "{kept}"; cp "${{a#*=}}" "{kept}/${{4#gs://}}.json" ;; esac
+done
 case "$*" in
   "projects describe "*) echo 123456789012 ;;
   *" describe "*) exit {describe} ;;
 esac
 "#,
                 log = dir.join("calls").display(),
+                kept = dir.join("lifecycle").display(),
             );
             let path = dir.join("bin").join(tool);
             std::fs::write(&path, script).unwrap();
@@ -68,6 +76,28 @@ esac
     fn calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("calls")).unwrap_or_default().lines().map(str::to_owned).collect()
     }
+
+    /// The lifecycle files `gcloud storage buckets update gs://BUCKET` was given, by bucket.
+    fn lifecycles(&self) -> BTreeMap<String, Value> {
+        let mut kept = BTreeMap::new();
+        for entry in std::fs::read_dir(self.dir.join("lifecycle")).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            let bucket = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap();
+            kept.insert(bucket, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display())));
+        }
+        kept
+    }
+
+    /// A config directory of this recorder's, holding `files` (name, text).
+    fn configs(&self, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.join("configs");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        dir
+    }
 }
 
 impl Drop for Recorder {
@@ -81,11 +111,13 @@ fn text(o: &Output) -> String {
 }
 
 /// Commands of a printed script, each re-split into words by bash and `%q`-quoted like the
-/// recorder does, so both sides compare word for word.
-fn words_of(printed: &str, project_number: Option<&str>) -> Vec<String> {
+/// recorder does, so both sides compare word for word. `vars` (`NAME=value` lines) set the
+/// variables the commands use to the values a real run looked up or made.
+fn words_of(printed: &str, vars: &[String]) -> Vec<String> {
     let mut script = String::from("set -e\n");
-    if let Some(n) = project_number {
-        script.push_str(&format!("PROJECT_NUMBER={n}\n"));
+    for v in vars {
+        script.push_str(v);
+        script.push('\n');
     }
     script.push_str("show() { printf '%s' \"$1\"; shift; for a in \"$@\"; do printf ' %q' \"$a\"; done; echo; }\n");
     for line in printed.lines() {
@@ -100,15 +132,77 @@ fn words_of(printed: &str, project_number: Option<&str>) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
 
+/// What a real run printed for the values it looked up or made (`PROJECT_NUMBER=…`,
+/// `LIFECYCLE_DIR=…`), which a dry run prints as variables.
+fn assignments(real: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&real.stdout)
+        .lines()
+        .filter(|l| l.split_once('=').is_some_and(|(name, _)| !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The files a printed script writes as `cat >"${LIFECYCLE_DIR}/NAME.json" <<'EOF'` … `EOF`,
+/// parsed, by NAME.
+fn heredocs(printed: &str) -> BTreeMap<String, Value> {
+    let mut files = BTreeMap::new();
+    let mut lines = printed.lines();
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix("cat >\"${LIFECYCLE_DIR}/").and_then(|l| l.strip_suffix(".json\" <<'EOF'")) {
+            let text = lines.by_ref().take_while(|l| *l != "EOF").collect::<Vec<_>>().join("\n");
+            files.insert(name.to_owned(), serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{printed}")));
+        }
+    }
+    files
+}
+
+const PROJECT_NUMBER: &str = "PROJECT_NUMBER=123456789012";
+
 const BASE: &[&str] = &["--project", "acme-data", "--region", "europe-west1"];
 
 fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     BASE.iter().copied().chain(extra.iter().copied()).collect()
 }
 
+/// A config in component form whose export is staged in a bucket.
+const STAGED: &str = r#"{
+  "exports": [
+    {
+      "name": "orders_daily",
+      "source": {"type": "bigquery_export", "table": "warehouse.orders", "format": "CSV", "compression": "GZIP"},
+      "destination": {"type": "sftp", "host": "sftp.partner.example", "username": "acme", "password_env": "SFTP_PASSWORD",
+                      "known_hosts_file": "/secrets/known-hosts/known_hosts", "path": "/inbound/orders"}
+    }
+  ],
+  "staging": {"bucket": "acme-staging", "expiration_days": 30, "cleanup": "after_delivery"},
+  "metadata_table": "acme-data.ops.export_metadata"
+}"#;
+
+/// A config in the older seed form: a bucket, and exports as a map.
+const SEED: &str = r#"{
+  "gcs_bucket": "acme-exports",
+  "gcs_expiration_days": 30,
+  "cloud_run_url": "https://ferry-123456789012.europe-west1.run.app",
+  "sftp": {"host": "sftp.partner.example", "port": 22, "username": "acme", "directory": "/uploads"},
+  "exports": {
+    "product_data": {"query": "SELECT * FROM `acme-data.shop.products` WHERE DATE(created_at) = '{date}'", "format": "CSV", "compression": "GZIP"}
+  }
+}"#;
+
+/// The examples, and a config with a staging bucket.
+fn examples_and_staged(r: &Recorder) -> PathBuf {
+    let dir = r.configs(&[("staged.json", STAGED)]);
+    for entry in std::fs::read_dir(root().join("configs/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
 #[test]
 fn dry_runs_print_exactly_the_commands_a_real_run_executes() {
-    let examples = root().join("configs/examples");
+    let configs = Recorder::new();
+    let examples = examples_and_staged(&configs);
     let image = "europe-west1-docker.pkg.dev/acme-data/ferry/ferry:0123abc";
     let extra = [
         "--config-dir",
@@ -124,7 +218,7 @@ fn dry_runs_print_exactly_the_commands_a_real_run_executes() {
         "--github-repo",
         "acme/ferry",
     ];
-    for script in ["iam.sh", "service.sh", "pubsub.sh", "scheduler.sh", "github-wif.sh", "all.sh"] {
+    for script in ["iam.sh", "bucket.sh", "service.sh", "pubsub.sh", "scheduler.sh", "github-wif.sh", "all.sh"] {
         let dry = Recorder::new();
         let mut a = args(&extra);
         a.push("--dry-run");
@@ -138,7 +232,11 @@ fn dry_runs_print_exactly_the_commands_a_real_run_executes() {
         assert!(out.status.success(), "{script}: {}", text(&out));
         // The real run also asks (describe) before creating; only changes are compared.
         let changes: Vec<String> = real.calls().into_iter().filter(|c| !c.contains(" describe ")).collect();
-        assert_eq!(words_of(&printed, Some("123456789012")), changes, "{script}: printed vs run:\n{printed}");
+        let mut vars = vec![PROJECT_NUMBER.to_owned()];
+        vars.extend(assignments(&out));
+        assert_eq!(words_of(&printed, &vars), changes, "{script}: printed vs run:\n{printed}");
+        // And the files it writes, as the dry run shows them.
+        assert_eq!(heredocs(&printed), real.lifecycles(), "{script}: lifecycle files printed vs given:\n{printed}");
         assert!(!changes.is_empty(), "{script} ran nothing");
     }
 }
@@ -164,7 +262,7 @@ fn existing_subscriptions_and_jobs_are_updated_as_the_dry_run_says() {
         assert!(out.status.success(), "{script}: {}", text(&out));
         let ran: Vec<String> = real.calls().into_iter().filter(|c| c.contains(" update ")).collect();
         assert!(real.calls().iter().all(|c| !c.contains(" create ")), "{script} created what exists: {:?}", real.calls());
-        assert_eq!(words_of(&updates, Some("123456789012")), ran, "{script}");
+        assert_eq!(words_of(&updates, &[PROJECT_NUMBER.to_owned()]), ran, "{script}");
         assert!(!ran.is_empty(), "{script} updated nothing");
     }
 }
@@ -310,7 +408,7 @@ fn bad_input_stops_before_anything_runs() {
 
 #[test]
 fn a_config_that_is_not_json_stops_the_scripts_that_read_configs() {
-    for script in ["iam.sh", "scheduler.sh", "all.sh"] {
+    for script in ["iam.sh", "bucket.sh", "scheduler.sh", "all.sh"] {
         let r = Recorder::new();
         let dir = r.dir.join("configs");
         std::fs::create_dir_all(&dir).unwrap();
@@ -334,4 +432,192 @@ fn a_config_without_schedules_creates_no_jobs() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(r.calls().is_empty(), "{:?}", r.calls());
     assert!(text(&out).contains("nothing to schedule"), "{}", text(&out));
+}
+
+/// Runs bucket.sh over `files` for real and as a dry run, and checks that the dry run prints
+/// the commands the real run executed and the lifecycle files it gave them. Returns the real
+/// run's commands, its temporary directory written as `DIR`, and the lifecycle files by bucket.
+fn bucket_sh(files: &[(&str, &str)]) -> (Vec<String>, BTreeMap<String, Value>) {
+    let real = Recorder::new();
+    let dir = real.configs(files);
+    let a = args(&["--config-dir", dir.to_str().unwrap()]);
+    let out = real.run("bucket.sh", &a);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let dry = Recorder::new();
+    let mut d = a.clone();
+    d.push("--dry-run");
+    let printed = dry.run("bucket.sh", &d);
+    assert!(printed.status.success(), "{}", text(&printed));
+    assert!(dry.calls().is_empty(), "the dry run ran {:?}", dry.calls());
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    let made = assignments(&out);
+    assert_eq!(words_of(&printed, &made), real.calls(), "printed vs run:\n{printed}");
+    let lifecycles = real.lifecycles();
+    assert_eq!(heredocs(&printed), lifecycles, "the dry run shows other lifecycle files than gcloud was given:\n{printed}");
+
+    let dir = made.iter().find_map(|v| v.strip_prefix("LIFECYCLE_DIR=")).unwrap_or("-").to_owned();
+    (real.calls().into_iter().map(|c| c.replace(&dir, "DIR")).collect(), lifecycles)
+}
+
+fn grant(bucket: &str) -> String {
+    format!("gcloud storage buckets add-iam-policy-binding gs://{bucket} --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/storage.objectAdmin --condition=None --quiet")
+}
+
+fn update(bucket: &str) -> String {
+    format!("gcloud storage buckets update gs://{bucket} --lifecycle-file=DIR/{bucket}.json")
+}
+
+fn delete_after(days: u32, prefix: Option<&str>) -> Value {
+    match prefix {
+        Some(p) => json!({"action": {"type": "Delete"}, "condition": {"age": days, "matchesPrefix": [p]}}),
+        None => json!({"action": {"type": "Delete"}, "condition": {"age": days}}),
+    }
+}
+
+/// Component form: the rule covers the configured prefix (`ferry/` by default, a `/` added as
+/// ferry adds it), and the runtime identity may write, read and delete the bucket's objects.
+#[test]
+fn a_staging_bucket_gets_a_delete_rule_on_its_prefix_and_the_runtime_identity_access() {
+    let weekly = r#"{"exports": [], "metadata_table": "acme-data.ops.export_metadata",
+        "staging": {"bucket": "acme-reports", "prefix": "exports/weekly", "expiration_days": 7, "cleanup": "keep"}}"#;
+    let (calls, lifecycles) = bucket_sh(&[("staged.json", STAGED), ("weekly.json", weekly)]);
+    assert_eq!(calls, [grant("acme-reports"), update("acme-reports"), grant("acme-staging"), update("acme-staging")]);
+    assert_eq!(lifecycles["acme-staging"], json!({"rule": [delete_after(30, Some("ferry/"))]}));
+    assert_eq!(lifecycles["acme-reports"], json!({"rule": [delete_after(7, Some("exports/weekly/"))]}));
+    assert_eq!(lifecycles.len(), 2);
+}
+
+/// Seed form: its files are wherever the caller's EXPORT DATA put them, so the rule covers the
+/// whole bucket.
+#[test]
+fn a_seed_config_gets_a_delete_rule_on_the_whole_bucket() {
+    let (calls, lifecycles) = bucket_sh(&[("seed.json", SEED)]);
+    assert_eq!(calls, [grant("acme-exports"), update("acme-exports")]);
+    assert_eq!(lifecycles, BTreeMap::from([("acme-exports".to_owned(), json!({"rule": [delete_after(30, None)]}))]));
+}
+
+/// A bucket has one lifecycle configuration: configs that share a bucket get one, with a rule
+/// per prefix, set once. A bucket no config gives an expiration keeps its own.
+#[test]
+fn configs_sharing_a_bucket_get_one_lifecycle_configuration_with_a_rule_per_prefix() {
+    let invoices = r#"{"exports": [], "metadata_table": "acme-data.ops.export_metadata",
+        "staging": {"bucket": "acme-staging", "prefix": "invoices/", "expiration_days": 14}}"#;
+    let same = r#"{"exports": [], "metadata_table": "acme-data.ops.export_metadata",
+        "staging": {"bucket": "acme-staging", "prefix": "ferry/", "expiration_days": 30}}"#;
+    let no_expiration = r#"{"exports": [], "metadata_table": "acme-data.ops.export_metadata",
+        "staging": {"bucket": "acme-archive", "cleanup": "after_delivery"}}"#;
+    let (calls, lifecycles) =
+        bucket_sh(&[("staged.json", STAGED), ("invoices.json", invoices), ("same.json", same), ("archive.json", no_expiration)]);
+    assert_eq!(calls, [grant("acme-archive"), grant("acme-staging"), update("acme-staging")]);
+    assert_eq!(
+        lifecycles,
+        BTreeMap::from([(
+            "acme-staging".to_owned(),
+            json!({"rule": [delete_after(30, Some("ferry/")), delete_after(14, Some("invoices/"))]})
+        )])
+    );
+}
+
+#[test]
+fn a_config_without_staging_touches_no_bucket() {
+    for dry in [false, true] {
+        let r = Recorder::new();
+        let dir = r.configs(&[]);
+        std::fs::copy(root().join("configs/default.json"), dir.join("default.json")).unwrap();
+        std::fs::copy(root().join("configs/examples/schedules.json"), dir.join("schedules.json")).unwrap();
+        let mut a = args(&["--config-dir", dir.to_str().unwrap()]);
+        if dry {
+            a.push("--dry-run");
+        }
+        let out = r.run("bucket.sh", &a);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(r.calls().is_empty(), "{:?}", r.calls());
+        assert!(out.stdout.is_empty(), "{}", text(&out));
+        assert!(text(&out).contains("no config under") && text(&out).contains("nothing to do"), "{}", text(&out));
+    }
+}
+
+/// Rules of one bucket that would delete another config's files before its own expiration, and
+/// values that are no bucket or no expiration, stop bucket.sh before it changes anything.
+#[test]
+fn staging_rules_that_cut_each_other_short_stop_before_anything_runs() {
+    let staging = |bucket: &str, prefix: &str, days: &str| {
+        format!(r#"{{"exports": [], "staging": {{"bucket": {bucket:?}, "prefix": {prefix:?}, "expiration_days": {days}}}}}"#)
+    };
+    // The seed form's rule covers the whole bucket: its 7 days would cut staged.json's 30 short.
+    let seed_7_days = SEED.replace(r#""gcs_bucket": "acme-exports""#, r#""gcs_bucket": "acme-staging""#).replace(": 30,", ": 7,");
+    let cases: &[(String, &str)] = &[
+        (
+            seed_7_days,
+            "seed.json deletes what is under gs://acme-staging/ after 7 days, \
+             so what staged.json stages under gs://acme-staging/ferry/ would not last its 30 days",
+        ),
+        (
+            staging("acme-staging", "ferry/", "45"),
+            "staged.json deletes what is under gs://acme-staging/ferry/ after 30 days, \
+             so what seed.json stages under gs://acme-staging/ferry/ would not last its 45 days",
+        ),
+        (staging("acme-staging", "ferry/orders/", "60"), "would not last its 60 days"),
+        (staging("gs://acme-staging", "ferry/", "30"), r#"seed.json: the staging bucket "gs://acme-staging" is not a bucket name"#),
+        (staging("acme-other", "ferry/", "0"), "seed.json: the expiration 0 is not a whole number of days from 1 to 3650"),
+        (staging("acme-other", "ferry/", r#""30""#), r#"seed.json: the expiration "30" is not a whole number of days"#),
+    ];
+    for (other, expected) in cases {
+        let r = Recorder::new();
+        let dir = r.configs(&[("staged.json", STAGED), ("seed.json", other.as_str())]);
+        let out = r.run("bucket.sh", &args(&["--config-dir", dir.to_str().unwrap()]));
+        assert_eq!(out.status.code(), Some(2), "{other}: {}", text(&out));
+        assert!(text(&out).contains(expected), "{other}: expected {expected:?} in {}", text(&out));
+        assert!(r.calls().is_empty(), "{other}: ran {:?}", r.calls());
+    }
+}
+
+/// A staged export reads its table with EXPORT DATA as the runtime identity, which needs to read
+/// the dataset like any BigQuery source.
+#[test]
+fn a_staged_sources_dataset_is_readable_by_the_runtime_identity() {
+    let r = Recorder::new();
+    let dir = r.configs(&[("staged.json", STAGED)]);
+    let out = r.run("iam.sh", &args(&["--config-dir", dir.to_str().unwrap(), "--dry-run"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("bq add-iam-policy-binding --member=serviceAccount:ferry-runtime@acme-data.iam.gserviceaccount.com --role=roles/bigquery.dataViewer acme-data:warehouse"),
+        "{s}"
+    );
+}
+
+/// The Airflow example compiles, calls /transfer and /verify, and, run against stand-ins for
+/// Airflow, google-auth and requests (airflow_dag.py beside this file), builds one group per
+/// export and fails its tasks on the answers it should. Python's bytecode goes to a temporary
+/// directory, not beside the DAG.
+#[test]
+fn the_airflow_dag_compiles_and_judges_ferrys_answers() {
+    let dag = root().join("deploy/airflow/ferry_staged_exports.py");
+    let cache = std::env::temp_dir().join(ferry_testkit::unique("ferry-pycache"));
+    let python = |args: &[&str]| {
+        let out = Command::new("python3")
+            .arg("-X")
+            .arg(format!("pycache_prefix={}", cache.display()))
+            .args(args)
+            .current_dir(root())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .expect("run python3");
+        (out.status.success(), text(&out))
+    };
+    let compiled = python(&["-m", "py_compile", dag.to_str().unwrap()]);
+    let judged = python(&[root().join("tests/deploy/airflow_dag.py").to_str().unwrap(), dag.to_str().unwrap()]);
+    std::fs::remove_dir_all(&cache).ok();
+    assert!(compiled.0, "py_compile: {}", compiled.1);
+    assert!(judged.0, "{}", judged.1);
+    assert!(!root().join("deploy/airflow/__pycache__").exists() && !root().join("tests/deploy/__pycache__").exists());
+
+    let source = std::fs::read_to_string(&dag).unwrap();
+    for needle in
+        ["\"/transfer\"", "\"/verify\"", "fetch_id_token(", "TRANSFER_TIMEOUT_SECONDS = 1800", "\"slack_webhook_url\"", "TaskGroup("]
+    {
+        assert!(source.contains(needle), "the DAG lacks {needle}");
+    }
 }

@@ -15,6 +15,7 @@ mod schedules;
 mod secrets;
 mod serve;
 mod split;
+mod staged;
 mod storage;
 mod types;
 mod windows;

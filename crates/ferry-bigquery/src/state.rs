@@ -69,13 +69,22 @@ pub struct MetadataStore {
     table: String,
     leases: String,
     name: TableName,
+    /// Create the dataset too when it is missing (ferry's default table only).
+    create_dataset: bool,
 }
 
 impl MetadataStore {
     /// The store for `table` (queried through `bq`).
     pub fn new(bq: BigQuery, table: &TableName) -> Self {
         let leases = TableName { table: format!("{}_leases", table.table), ..table.clone() };
-        Self { table: table.quoted(bq.project()), leases: leases.quoted(bq.project()), bq, name: table.clone() }
+        Self { table: table.quoted(bq.project()), leases: leases.quoted(bq.project()), bq, name: table.clone(), create_dataset: false }
+    }
+
+    /// The same store, creating the table's dataset when it is missing: for ferry's default
+    /// table, never for a named one (a mistyped dataset must fail, not start a new history).
+    pub fn creating_dataset(mut self, create: bool) -> Self {
+        self.create_dataset = create;
+        self
     }
 
     fn fail(&self, e: BigQueryError) -> Failure {
@@ -98,7 +107,7 @@ impl MetadataStore {
                 if let Err(e) = self.bq.execute(create, &[]).await {
                     // A missing dataset (the default `ferry.export_runs` on a first run) is
                     // created, in the project's default location; then the table.
-                    if !matches!(&e, crate::BigQueryError::Api { api, .. } if api.status == 404) {
+                    if !self.create_dataset || !matches!(&e, crate::BigQueryError::Api { api, .. } if api.status == 404) {
                         return Err(self.fail(e));
                     }
                     let dataset = format!("`{}.{}`", table_ref.project, table_ref.dataset);

@@ -120,6 +120,10 @@ impl Gcs {
                 .await
                 .map_err(|g| g.into_inner())?;
             for item in body["items"].as_array().into_iter().flatten() {
+                // Folder placeholders (`a/b/`, zero bytes) are not files.
+                if item["name"].as_str().is_some_and(|n| n.ends_with('/')) {
+                    continue;
+                }
                 out.push(object_of(item).map_err(|reason| GcsError::Answer { what: what.clone(), reason })?);
             }
             match body["nextPageToken"].as_str() {
@@ -155,8 +159,10 @@ impl Gcs {
             .http
             .get(self.object_url(&object.name))
             .query(&[("alt", "media"), ("generation", object.generation.as_str())])
-            // The stored bytes as they are, never decompressed on the way (`Content-Encoding: gzip`).
-            .header(reqwest::header::ACCEPT_ENCODING, "identity");
+            // The stored bytes as they are: GCS decompresses an object stored with
+            // `Content-Encoding: gzip` unless the client accepts gzip (and this client does not
+            // decode it).
+            .header(reqwest::header::ACCEPT_ENCODING, "gzip");
         let resp = self.tokens.authorize(req).await?.send().await.map_err(self.transport(&what))?;
         let status = resp.status();
         if !status.is_success() {

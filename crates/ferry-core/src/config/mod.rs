@@ -435,6 +435,7 @@ impl RawConfig {
             notifications,
             cloud_run_job,
             staging,
+            metadata_table_default: self.metadata_table.is_none() && cx.env(METADATA_TABLE_ENV).is_none(),
             parallel_exports: parallel_exports as usize,
             service_url: self.service_url.clone(),
             warnings: cx.take_warnings(),
@@ -715,6 +716,10 @@ pub struct Config {
     pub cloud_run_job: Option<CloudRunJob>,
     /// The staging bucket; `None` when no export is staged and the file has no `staging`.
     pub staging: Option<StagingSpec>,
+    /// Whether `metadata_table` is ferry's default ([`DEFAULT_METADATA_TABLE`]): only then is
+    /// its dataset created when missing (a mistyped dataset name fails instead of starting an
+    /// empty history).
+    pub metadata_table_default: bool,
     /// Exports a run delivers at once.
     pub parallel_exports: usize,
     /// The service's URL (`service_url`, seed form `cloud_run_url`).

@@ -126,9 +126,12 @@ pub(super) fn validate(raw: Option<&RawStaging>, needed: Option<&str>, cx: &Chec
     if prefix.starts_with('/')
         || prefix.contains("//")
         || prefix.split('/').any(|s| s == "." || s == "..")
-        || prefix.chars().any(char::is_control)
+        || prefix.chars().any(|c| c.is_control() || c == '*')
     {
-        cx.err("prefix", format!("{} is not an object prefix: no leading '/', empty, '.' or '..' segments", limits::quote(&prefix)));
+        cx.err(
+            "prefix",
+            format!("{} is not an object prefix: no leading '/', empty, '.' or '..' segments, no '*'", limits::quote(&prefix)),
+        );
     }
     if let Some(d) = r.expiration_days.filter(|d| !(1..=3650).contains(d)) {
         cx.err("expiration_days", format!("expected 1 to 3650 days, found {d}"));

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::stream::{StreamExt, TryStreamExt};
+use futures::stream::StreamExt;
 
 use super::file::Parts;
 use super::{ExportOutcome, ExportPlan, RunCtx, RunOptions, Runner, Stop};
@@ -51,6 +51,25 @@ impl Transfer {
         }
         let prefix = if prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
         Ok(Self { uri: gs_uri(bucket, &prefix), prefix })
+    }
+
+    /// Refuses a path inside the run folders ferry's own staged exports write
+    /// (`staging.prefix`) unless they are `export`'s: one export's transfer never sends
+    /// another export's files to its partner.
+    pub fn check_export(&self, export: &str, staging: &StagingSpec) -> Result<(), String> {
+        if staging.prefix.is_empty() || !self.prefix.starts_with(&staging.prefix) {
+            return Ok(());
+        }
+        let own = format!("{}{export}/", staging.prefix);
+        if self.prefix.starts_with(&own) {
+            return Ok(());
+        }
+        Err(format!(
+            "gcs_path {:?} is in the staged files of other exports (under {}); export {export}'s are under {}",
+            self.uri,
+            gs_uri(&staging.bucket, &staging.prefix),
+            gs_uri(&staging.bucket, &own)
+        ))
     }
 }
 
@@ -94,7 +113,18 @@ impl Runner<'_> {
         let spec = self.staging_spec(export).map_err(Stop::record)?;
         let staged = export.source.staged.as_ref().expect("a staged source");
         let prefix = spec.run_prefix(&export.name, plan.run_date, ctx.run_id);
-        let uri = gs_uri(&spec.bucket, &format!("{prefix}{}-*.{}", export.name, staged.extension));
+        // The names carry the date and the run, so that each run's files are new names on the
+        // server too (`orders-20250108-1a2b3c4d5e6f-000000000000.csv.gz`).
+        let uri = gs_uri(
+            &spec.bucket,
+            &format!(
+                "{prefix}{}-{}-{}-*.{}",
+                export.name,
+                plan.run_date.format("%Y%m%d"),
+                crate::template::short_run_id(ctx.run_id),
+                staged.extension
+            ),
+        );
         let run_date = plan.run_date.format("%Y-%m-%d").to_string();
         let source = self.wiring.staged(export).map_err(Stop::record)?;
         if opts.dry_run {
@@ -118,7 +148,7 @@ impl Runner<'_> {
             )));
         }
         o.rows = rows;
-        self.copy_objects(export, file, spec, staging, &prefix, objects, ctx, plan.planned_at, o).await
+        self.copy_objects(export, file, spec, staging, &prefix, objects, ctx, plan.planned_at, true, o).await
     }
 
     /// `ferry transfer`: copies the objects under `transfer`'s path, unless the latest
@@ -140,6 +170,7 @@ impl Runner<'_> {
         let spec = self.staging_spec(export).map_err(Stop::record)?;
         o.source = transfer.uri.clone();
         let staging = self.wiring.staging().await.map_err(Stop::record)?;
+        transfer.check_export(&export.name, spec).map_err(|e| Stop::record(Failure::with_class(ErrorClass::Permanent, e)))?;
         let objects = staging.list(&transfer.prefix).await.map_err(Stop::record)?;
         if objects.is_empty() {
             return Err(Stop::record(Failure::with_class(
@@ -159,7 +190,8 @@ impl Runner<'_> {
             o.skipped = Some(super::Skip::AlreadyDelivered { run_id: done.run_id });
             return Ok(());
         }
-        self.copy_objects(export, file, spec, staging, &transfer.prefix, objects, ctx, chrono::Utc::now(), o).await
+        // The caller's objects stay: the caller verifies against them, and owns them.
+        self.copy_objects(export, file, spec, staging, &transfer.prefix, objects, ctx, chrono::Utc::now(), false, o).await
     }
 
     /// The latest SUCCESS record of `export` for `uri` whose files came from exactly these
@@ -198,6 +230,7 @@ impl Runner<'_> {
         objects: Vec<StagedObject>,
         ctx: &RunCtx<'_>,
         at: chrono::DateTime<chrono::Utc>,
+        own_objects: bool,
         o: &mut ExportOutcome,
     ) -> Result<(), Stop> {
         let names = file_names(export, file, &objects, at, ctx.run_id).map_err(Stop::record)?;
@@ -212,14 +245,18 @@ impl Runner<'_> {
         let t = Instant::now();
         let copies: Vec<_> =
             objects.iter().zip(&names).map(|(obj, name)| copy_one(export, sink.as_ref(), staging.as_ref(), obj, name, mode, ctx)).collect();
+        // Every copy runs to its end, so that when one fails the others' sealed uploads are
+        // all in hand and removed below (a dropped sealed upload keeps its temporary file).
+        let results: Vec<Result<Copied, Failure>> = futures::stream::iter(copies).buffered(spec.parallel_objects).collect().await;
         let mut done = Vec::new();
-        let copied: Result<(), Failure> = futures::stream::iter(copies)
-            .buffered(spec.parallel_objects)
-            .try_for_each(|c| {
-                done.push(c);
-                futures::future::ready(Ok(()))
-            })
-            .await;
+        let mut copied: Result<(), Failure> = Ok(());
+        for r in results {
+            match r {
+                Ok(c) => done.push(c),
+                Err(e) if copied.is_ok() => copied = Err(e),
+                Err(_) => {}
+            }
+        }
         o.stages.upload = t.elapsed();
         let mut parts = Parts {
             sink: Some(sink.as_ref()),
@@ -237,8 +274,6 @@ impl Runner<'_> {
             parts.sealed.push(upload);
             parts.files.push(record);
         }
-        // Every upload still running when one failed was dropped with the stream above, and
-        // removed its temporary file (an unsealed upload does when dropped).
         let checked = async {
             copied?;
             unchanged(export, staging.as_ref(), prefix, &objects).await?;
@@ -280,7 +315,7 @@ impl Runner<'_> {
             ))
         })?;
         o.status = RunStatus::Success;
-        if spec.cleanup == crate::config::Cleanup::AfterDelivery {
+        if own_objects && spec.cleanup == crate::config::Cleanup::AfterDelivery {
             for obj in &objects {
                 if let Err(e) = staging.delete(obj).await {
                     tracing::warn!(run_id = ctx.run_id, export = %export.name, object = %obj.name, error = %self.config.redact(&e.to_string()), "could not delete a delivered object; the bucket's lifecycle rule removes it");
@@ -373,23 +408,29 @@ fn file_names(
 async fn taken(export: &ExportSpec, sink: &dyn Sink, names: &[String]) -> Result<(), Failure> {
     let mut on_server = Vec::new();
     for name in names {
-        if sink.stat(name).await?.is_some() {
-            on_server.push(name.as_str());
+        match sink.stat(name).await {
+            Ok(Some(_)) => on_server.push(name.as_str()),
+            Ok(None) => {}
+            // A server that does not answer stat: publishing still refuses a taken name.
+            Err(e) => tracing::warn!(export = %export.name, file = %name, error = %e, "could not check whether the file name is taken"),
         }
     }
     if on_server.is_empty() {
         return Ok(());
     }
     Err(Failure::with_class(
-        ErrorClass::Permanent,
+        ErrorClass::Transient,
         format!(
-            "export {}: {} already on {} and on_existing is fail, so nothing was sent",
+            "export {}: {} already on {} and on_existing is fail, so nothing was sent; the next run tries again (after the partner collects them)",
             export.name,
             on_server.join(", "),
             sink.describe()
         ),
     ))
 }
+
+/// A sealed upload and the record of its file.
+type Copied = (Box<dyn Upload>, FileRecord);
 
 /// Streams one object into a sealed upload under a temporary name.
 async fn copy_one(
@@ -400,7 +441,7 @@ async fn copy_one(
     name: &str,
     mode: PutMode,
     ctx: &RunCtx<'_>,
-) -> Result<(Box<dyn Upload>, FileRecord), Failure> {
+) -> Result<Copied, Failure> {
     let temp = crate::sink::temp_name(&export.name, name);
     let mut upload = sink.begin(name, &temp, mode).await?;
     let copied: Result<u64, Failure> = async {

@@ -79,6 +79,7 @@ pub fn memory_config(name: &str, shape: Shape) -> Config {
         notifications: Notifications::default(),
         cloud_run_job: None,
         staging: None,
+        metadata_table_default: false,
         parallel_exports: 1,
         service_url: None,
         warnings: Vec::new(),
