@@ -34,6 +34,10 @@
 //! | `table.commit`     | load id                | the load's rows become visible at once      |
 //! | `table.committed`  | load id                | none                                        |
 //! | `dispatch.start`   | export                 | an execution is started                     |
+//! | `staging.list`     | prefix                 | none                                        |
+//! | `staging.open`     | object name            | none                                        |
+//! | `staging.delete`   | object name            | the object is deleted                       |
+//! | `staged.export`    | URI                    | the window's files are written              |
 //!
 //! After an injected error a backend is left as its contract says a real error leaves it: an
 //! upload whose write or seal fails has removed its temporary file; a failed commit or publish
@@ -74,6 +78,10 @@ pub const POINTS: &[&str] = &[
     "table.commit",
     "table.committed",
     "dispatch.start",
+    "staging.list",
+    "staging.open",
+    "staging.delete",
+    "staged.export",
 ];
 
 /// What happens at an armed point.

@@ -1,7 +1,8 @@
 //! The run skeleton's crash matrix, on the in-memory backends: a fault (an error before the
 //! effect, or after it: a lost reply) at every call a run makes, the lease taken away at every
 //! step, and faults while the next run finishes an interrupted one, for both destination
-//! shapes, and for files also with a partner that collects files as they arrive. After the
+//! shapes, for files also with a partner that collects files as they arrive, and for a staged
+//! export (its source writes files into a bucket, the run copies them). After the
 //! faulty runs, later runs must converge: every source row delivered exactly once, no
 //! temporary file left, the watermark at the last row. Runs follow each other within the same
 //! second, so file names with `{datetime}` must not collide either.
@@ -14,7 +15,9 @@ use ferry_core::run::{RunOptions, Runner};
 use ferry_core::template::FileTemplate;
 use ferry_core::StateStore;
 use ferry_testkit::faults::{Fault, Faults, Rule};
-use ferry_testkit::memory::{memory_config, MemorySink, MemorySource, MemoryStateStore, MemoryTable, MemoryWiring};
+use ferry_testkit::memory::{
+    memory_config, staged_config, MemorySink, MemorySource, MemoryStaging, MemoryStateStore, MemoryTable, MemoryWiring, StagedWiring,
+};
 
 const EXPORT: &str = "orders";
 
@@ -22,11 +25,13 @@ const EXPORT: &str = "orders";
 enum Kind {
     File,
     Table,
+    /// Files of 10 rows written by the source into a bucket, copied by the run.
+    Staged,
 }
 
 fn shape(kind: Kind) -> Shape {
     match kind {
-        Kind::File => Shape::File(FileSettings {
+        Kind::File | Kind::Staged => Shape::File(FileSettings {
             // Three files of at most 10 rows for the first 25 rows.
             template: FileTemplate::parse("{name}_{datetime}_{part}.csv").expect("template"),
             compression: Compression::None,
@@ -71,9 +76,15 @@ async fn case(kind: Kind, plan: impl FnOnce(&MemoryStateStore) -> Plan) -> Resul
     let sink = MemorySink::new().with_faults(faults.clone());
     let table = MemoryTable::new().with_faults(faults.clone());
     let state = MemoryStateStore::new().with_faults(faults.clone());
-    let wiring = MemoryWiring { source: source.clone(), sink: sink.clone(), table: table.clone() };
-    let config = memory_config(EXPORT, shape(kind));
-    let runner = Runner { config: &config, wiring: &wiring, state: &state, notifiers: Vec::new(), progress: None };
+    let memory = MemoryWiring { source: source.clone(), sink: sink.clone(), table: table.clone() };
+    let (config, wiring): (_, Box<dyn ferry_core::run::Wiring>) = match (kind, shape(kind)) {
+        (Kind::Staged, Shape::File(file)) => (
+            staged_config(EXPORT, file),
+            Box::new(StagedWiring { inner: memory, staging: MemoryStaging::new().with_faults(faults.clone()), rows_per_file: 10 }),
+        ),
+        (_, shape) => (memory_config(EXPORT, shape), Box::new(memory)),
+    };
+    let runner = Runner { config: &config, wiring: wiring.as_ref(), state: &state, notifiers: Vec::new(), progress: None };
     let mut opts = RunOptions::new();
     opts.lease_ttl = Duration::from_secs(60);
     let plan = plan(&state);
@@ -107,7 +118,7 @@ async fn case(kind: Kind, plan: impl FnOnce(&MemoryStateStore) -> Plan) -> Resul
         }
     }
     let mut got = match kind {
-        Kind::File => delivered_files(&sink),
+        Kind::File | Kind::Staged => delivered_files(&sink),
         Kind::Table => table.rows(),
     };
     got.sort_unstable();
@@ -153,6 +164,22 @@ async fn every_fault_at_every_call_converges_to_each_row_once() {
         ("upload.commit", None, 2),
         ("upload.commit", None, 3),
     ];
+    // A staged run: the export, both listings (before the copy, and the check after it), the
+    // downloads, the deletes after delivery, and every sink call of the copies.
+    let staged_points: &[(&str, Option<&str>, u32)] = &[
+        ("staged.export", None, 1),
+        ("staging.list", None, 1),
+        ("staging.list", None, 2),
+        ("staging.open", None, 1),
+        ("staging.open", None, 3),
+        ("staging.delete", None, 1),
+        ("sink.stat", None, 1),
+        ("sink.begin", None, 2),
+        ("upload.write", None, 1),
+        ("upload.seal", None, 3),
+        ("upload.commit", None, 1),
+        ("upload.commit", None, 2),
+    ];
     let table_points: &[(&str, Option<&str>, u32)] =
         &[("table.begin", None, 1), ("table.write", None, 1), ("table.write", None, 3), ("table.commit", None, 1)];
     let state_points: &[(&str, Option<&str>, u32)] = &[
@@ -190,6 +217,7 @@ async fn every_fault_at_every_call_converges_to_each_row_once() {
         (Kind::File, "file", file_points, false),
         (Kind::File, "file+partner", file_points, true),
         (Kind::Table, "table", table_points, false),
+        (Kind::Staged, "staged", staged_points, false),
     ];
     for (kind, name, own, partner) in kinds {
         for &(point, detail, nth) in own.iter().chain(state_points) {
@@ -201,7 +229,7 @@ async fn every_fault_at_every_call_converges_to_each_row_once() {
         }
         for &(point, detail, nth) in theft_points {
             let file_only = point.starts_with("upload.") || point.starts_with("sink.");
-            if (kind == Kind::Table && file_only) || (kind == Kind::File && point.starts_with("table.")) {
+            if (kind == Kind::Table && file_only) || (kind != Kind::Table && point.starts_with("table.")) {
                 continue;
             }
             let label = format!("{name} lease lost at {point}{}#{nth}", detail.map(|d| format!("({d})")).unwrap_or_default());
@@ -212,7 +240,7 @@ async fn every_fault_at_every_call_converges_to_each_row_once() {
             };
             cases.push((label, tokio::spawn(case(kind, plan))));
         }
-        if kind == Kind::File {
+        if kind != Kind::Table {
             for &(point, detail, nth) in finish_points {
                 for fault in [Fault::ErrorBefore, Fault::ErrorAfter] {
                     let label =
@@ -227,7 +255,7 @@ async fn every_fault_at_every_call_converges_to_each_row_once() {
             }
         }
     }
-    assert_eq!(cases.len(), 130, "cases");
+    assert_eq!(cases.len(), 188, "cases");
     let mut broken = Vec::new();
     for (label, handle) in cases {
         if let Err(why) = handle.await.expect("case") {

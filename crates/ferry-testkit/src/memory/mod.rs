@@ -8,6 +8,7 @@
 mod dispatch;
 mod sink;
 mod source;
+mod staging;
 mod state;
 mod table;
 mod wiring;
@@ -21,9 +22,10 @@ use ferry_core::{Classify, ErrorClass};
 pub use dispatch::MemoryDispatcher;
 pub use sink::MemorySink;
 pub use source::MemorySource;
+pub use staging::{MemoryExporter, MemoryStaging};
 pub use state::MemoryStateStore;
 pub use table::MemoryTable;
-pub use wiring::{memory_config, MemoryWiring};
+pub use wiring::{memory_config, staged_config, MemoryWiring, StagedWiring};
 
 /// Errors of the in-memory backends, worded like the real ones'.
 #[derive(Debug, thiserror::Error)]

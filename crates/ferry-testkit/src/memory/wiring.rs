@@ -8,7 +8,7 @@ use ferry_core::ident::TableName;
 use ferry_core::run::Wiring;
 use ferry_core::{Failure, Sink, Source, TableSink};
 
-use super::{MemorySink, MemorySource, MemoryTable};
+use super::{MemoryExporter, MemorySink, MemorySource, MemoryStaging, MemoryTable};
 
 /// Every export reads `source` and writes to `sink` (file destinations) or `table`.
 #[derive(Debug, Clone)]
@@ -33,6 +33,54 @@ impl Wiring for MemoryWiring {
     }
 
     async fn close(&self) {}
+}
+
+/// [`MemoryWiring`] with a staging bucket: every export is staged by a [`MemoryExporter`] of
+/// its source into `staging`, files of `rows_per_file` rows.
+#[derive(Debug, Clone)]
+pub struct StagedWiring {
+    pub inner: MemoryWiring,
+    pub staging: MemoryStaging,
+    pub rows_per_file: usize,
+}
+
+#[async_trait]
+impl Wiring for StagedWiring {
+    fn source(&self, export: &ExportSpec) -> Result<Box<dyn Source>, Failure> {
+        self.inner.source(export)
+    }
+
+    fn staged(&self, _export: &ExportSpec) -> Result<Box<dyn ferry_core::StagedSource>, Failure> {
+        Ok(Box::new(MemoryExporter { source: self.inner.source.clone(), staging: self.staging.clone(), rows_per_file: self.rows_per_file }))
+    }
+
+    async fn staging(&self) -> Result<Arc<dyn ferry_core::Staging>, Failure> {
+        Ok(Arc::new(self.staging.clone()))
+    }
+
+    async fn sink(&self, export: &ExportSpec) -> Result<Arc<dyn Sink>, Failure> {
+        self.inner.sink(export).await
+    }
+
+    async fn close(&self) {}
+}
+
+/// [`memory_config`] for a staged export: its source writes CSV files into the bucket
+/// `memory`, delivered under their object names (`file` stands for the destination's other
+/// settings).
+pub fn staged_config(name: &str, file: ferry_core::config::FileSettings) -> Config {
+    let mut config = memory_config(name, Shape::File(ferry_core::config::FileSettings { object_names: true, ..file }));
+    config.exports[0].source.staged = Some(ferry_core::config::StagedFiles { extension: "csv".into(), describe: "CSV, NONE".into() });
+    config.staging = Some(ferry_core::config::StagingSpec {
+        bucket: "memory".into(),
+        prefix: "ferry/".into(),
+        expiration_days: None,
+        cleanup: ferry_core::config::Cleanup::AfterDelivery,
+        parallel_objects: 2,
+        endpoint: String::new(),
+        auth: BigQueryAuth::None,
+    });
+    config
 }
 
 fn component(type_name: &str) -> Component {
