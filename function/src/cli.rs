@@ -129,6 +129,10 @@ pub enum Command {
         /// Accept push tokens only for this service account email.
         #[arg(long, env = "FERRY_PUSH_SERVICE_ACCOUNT", requires = "push_audience")]
         push_service_account: Option<String>,
+        /// Further service accounts whose ID tokens `POST /transfer` and `POST /verify` accept
+        /// besides the push account (comma-separated; an Airflow worker's, say).
+        #[arg(long, env = "FERRY_CALLER_SERVICE_ACCOUNTS", value_delimiter = ',')]
+        caller_service_accounts: Vec<String>,
         /// Where the token signing keys are published.
         #[arg(long, env = "FERRY_PUSH_JWKS_URL", default_value = ferry::oidc::GOOGLE_JWKS_URL)]
         push_jwks_url: String,

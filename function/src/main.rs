@@ -81,6 +81,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             grace,
             push_audience,
             push_service_account,
+            caller_service_accounts,
             push_jwks_url,
             reject_report_window,
         } => {
@@ -89,10 +90,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(std::path::PathBuf::from)
                 .unwrap_or_else(|| config_dir.join("default.json"));
             // The seed form's `cloud_run_url` is the audience its callers' ID tokens carry.
-            let push_audience = push_audience.or_else(|| {
-                let url = ferry::components::load(&default_config).ok()?.service_url?;
-                tracing::info!(audience = %url, "checking ID tokens for the config's service_url");
-                Some(url)
+            let push_audience = push_audience.or_else(|| match ferry::components::load(&default_config) {
+                Ok(c) => {
+                    let url = c.service_url?;
+                    tracing::info!(audience = %url, "checking ID tokens for the config's service_url");
+                    Some(url)
+                }
+                Err(e) => {
+                    if default_config.exists() {
+                        tracing::warn!(path = %default_config.display(), errors = %e, "the default config is invalid: its service_url cannot turn on the ID token check");
+                    }
+                    None
+                }
             });
             let settings = ferry::serve::ServeSettings {
                 addr: std::net::SocketAddr::new(listen, port),
@@ -101,7 +110,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 lease_wait: lease.wait(),
                 lease_ttl: lease.ttl(),
                 grace: std::time::Duration::from_secs(grace),
-                oidc: push_audience.map(|aud| ferry::oidc::Verifier::new(aud, push_service_account, push_jwks_url)),
+                oidc: push_audience.map(|aud| {
+                    let callers = caller_service_accounts.into_iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
+                    ferry::oidc::Verifier::new(aud, push_service_account, push_jwks_url).with_callers(callers)
+                }),
                 rejections: ferry::serve::Rejections::new(std::time::Duration::from_secs(reject_report_window)),
                 runs: ferry::serve::Detached::default(),
             };

@@ -39,6 +39,8 @@ const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(30);
 pub struct Verifier {
     audience: String,
     service_account: Option<String>,
+    /// Further accounts whose tokens `/transfer` and `/verify` accept (an Airflow worker's).
+    callers: Vec<String>,
     keys: Arc<KeyCache>,
 }
 
@@ -169,7 +171,13 @@ impl Verifier {
             refreshing: AtomicBool::new(false),
             min_ttl: MIN_KEYS_TTL,
         };
-        Self { audience, service_account, keys: Arc::new(keys) }
+        Self { audience, service_account, callers: Vec::new(), keys: Arc::new(keys) }
+    }
+
+    /// The same check, where [`Verifier::verify_caller`] also accepts tokens of `callers`.
+    pub fn with_callers(mut self, callers: Vec<String>) -> Self {
+        self.callers = callers;
+        self
     }
 
     async fn key(&self, kid: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
@@ -209,6 +217,16 @@ impl Verifier {
 
     /// Verifies the `Authorization: Bearer` header; the error says why a token was refused.
     pub async fn verify(&self, header: Option<&HeaderValue>) -> Result<(), String> {
+        self.check(header, false).await
+    }
+
+    /// As [`Verifier::verify`], also accepting the tokens of the caller accounts (`POST
+    /// /transfer`, `POST /verify`).
+    pub async fn verify_caller(&self, header: Option<&HeaderValue>) -> Result<(), String> {
+        self.check(header, true).await
+    }
+
+    async fn check(&self, header: Option<&HeaderValue>, callers: bool) -> Result<(), String> {
         let value = header.and_then(|h| h.to_str().ok()).ok_or("no Authorization header")?;
         let token = value.strip_prefix("Bearer ").ok_or("Authorization is not a Bearer token")?;
         let mut parts = token.split('.');
@@ -238,8 +256,11 @@ impl Verifier {
             return Err("token issued in the future".into());
         }
         if let Some(sa) = &self.service_account {
-            if claims.email.as_deref() != Some(sa.as_str()) || claims.email_verified != Some(true) {
-                return Err(format!("token email {} is not the push service account", quote(&claims.email.unwrap_or_default())));
+            let email = claims.email.as_deref().unwrap_or_default();
+            let allowed = email == sa || (callers && self.callers.iter().any(|c| c == email));
+            if !allowed || claims.email_verified != Some(true) {
+                let who = if callers { "the push service account or a caller account" } else { "the push service account" };
+                return Err(format!("token email {} is not {who}", quote(email)));
             }
         }
         Ok(())
@@ -299,6 +320,32 @@ mod tests {
         let now = chrono::Utc::now().timestamp();
         let claims = json!({"iss": "https://accounts.google.com", "aud": "aud", "iat": now, "exp": now + 600});
         format!("Bearer {}", signer.token(&claims)).parse().unwrap()
+    }
+
+    /// `/transfer` and `/verify` accept the caller accounts besides the push account; `POST /`
+    /// only the push account.
+    #[tokio::test]
+    async fn caller_accounts_pass_only_the_caller_check() {
+        let dir = std::env::temp_dir();
+        let signer = TokenSigner::new(&dir);
+        let k = keys(signer.jwks()).await;
+        let v = Verifier::new("aud".into(), Some("push@p.iam.gserviceaccount.com".into()), k.url.clone())
+            .with_callers(vec!["airflow@p.iam.gserviceaccount.com".into()]);
+        let token = |email: &str| -> HeaderValue {
+            let now = chrono::Utc::now().timestamp();
+            let claims = json!({"iss": "https://accounts.google.com", "aud": "aud", "iat": now, "exp": now + 600,
+                                "email": email, "email_verified": true});
+            format!("Bearer {}", signer.token(&claims)).parse().unwrap()
+        };
+        let (push, airflow, other) =
+            (token("push@p.iam.gserviceaccount.com"), token("airflow@p.iam.gserviceaccount.com"), token("x@p.iam.gserviceaccount.com"));
+        assert!(v.verify(Some(&push)).await.is_ok());
+        assert!(v.verify_caller(Some(&push)).await.is_ok());
+        assert!(v.verify_caller(Some(&airflow)).await.is_ok());
+        let refused = v.verify(Some(&airflow)).await.expect_err("a caller account does not push");
+        assert!(refused.contains("is not the push service account"), "{refused}");
+        let refused = v.verify_caller(Some(&other)).await.expect_err("not a caller");
+        assert!(refused.contains("is not the push service account or a caller account"), "{refused}");
     }
 
     #[test]

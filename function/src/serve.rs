@@ -258,7 +258,7 @@ fn bad_request(reason: impl Into<String>) -> Response {
 /// Authentication, body and config of a `/transfer` or `/verify` request.
 async fn copy_request(s: &ServeSettings, headers: &HeaderMap, body: Body) -> Result<(CopyRequest, ferry_core::config::Config), Response> {
     if let Some(v) = &s.oidc {
-        if let Err(reason) = v.verify(headers.get(axum::http::header::AUTHORIZATION)).await {
+        if let Err(reason) = v.verify_caller(headers.get(axum::http::header::AUTHORIZATION)).await {
             tracing::warn!(reason = %reason, "request refused: authentication failed");
             return Err((StatusCode::UNAUTHORIZED, Json(json!({"status": "unauthorized"}))).into_response());
         }

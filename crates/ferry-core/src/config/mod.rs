@@ -226,6 +226,8 @@ pub enum NullCursor {
 pub const DEFAULT_METADATA_TABLE: &str = "ferry.export_runs";
 /// The variable naming the metadata table when the file names none.
 pub const METADATA_TABLE_ENV: &str = "FERRY_METADATA_TABLE";
+/// The most staged files copied at once by one run: `parallel_exports` × `staging.parallel_objects`.
+pub const MAX_COPIES: usize = 32;
 /// The most exports one run delivers at once (`parallel_exports`).
 pub const MAX_PARALLEL_EXPORTS: u32 = 16;
 
@@ -414,6 +416,16 @@ impl RawConfig {
         let parallel_exports = self.parallel_exports.unwrap_or(1);
         if !(1..=MAX_PARALLEL_EXPORTS).contains(&parallel_exports) {
             cx.err("parallel_exports", format!("expected 1 to {MAX_PARALLEL_EXPORTS}, found {parallel_exports}"));
+        }
+        if let Some(st) = staging.as_ref().filter(|st| parallel_exports as usize * st.parallel_objects > MAX_COPIES) {
+            cx.err(
+                "parallel_exports",
+                format!(
+                    "{parallel_exports} exports at once with staging.parallel_objects = {} copy up to {} files at once; keep the product at most {MAX_COPIES} (each copy holds up to 8 MiB in flight)",
+                    st.parallel_objects,
+                    parallel_exports as usize * st.parallel_objects
+                ),
+            );
         }
         if let Some(url) = &self.service_url {
             if !url.starts_with("https://") && !url.starts_with("http://") {

@@ -132,17 +132,24 @@ impl Runner<'_> {
             None => false,
             Some(b) => !self.holds_rows(export, &*source, &window, b, &run_date_text).await?,
         };
-        let file_name = match export.file() {
-            Some(file) => (!nothing_new).then(|| {
-                // `ferry plan` has no run: its names show a fresh id where a run shows its own.
-                let run_id = opts.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                file.template.render(&NameContext { export: &export.name, at: planned_at, run_id: &run_id }, 1)
-            }),
+        // `ferry plan` has no run: its names show a fresh id where a run shows its own.
+        let run_id = opts.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut sql = source.read_sql(export, &window);
+        let mut file_name = match export.file() {
+            Some(file) => {
+                (!nothing_new).then(|| file.template.render(&NameContext { export: &export.name, at: planned_at, run_id: &run_id }, 1))
+            }
             None => None,
         };
+        // A staged export: the statement that writes its files, and where they go.
+        if let (Some(_), Some(spec)) = (&export.source.staged, &self.config.staging) {
+            let (_, uri) = super::staged::staged_target(spec, export, run_date, &run_id);
+            sql = self.wiring.staged(export)?.export_sql(export, &window, &uri);
+            file_name = (!nothing_new).then_some(uri);
+        }
         Ok(ExportPlan {
             export: export.name.clone(),
-            sql: source.read_sql(export, &window),
+            sql,
             window,
             file_name,
             planned_at,

@@ -111,20 +111,7 @@ impl Runner<'_> {
         o: &mut ExportOutcome,
     ) -> Result<(), Stop> {
         let spec = self.staging_spec(export).map_err(Stop::record)?;
-        let staged = export.source.staged.as_ref().expect("a staged source");
-        let prefix = spec.run_prefix(&export.name, plan.run_date, ctx.run_id);
-        // The names carry the date and the run, so that each run's files are new names on the
-        // server too (`orders-20250108-1a2b3c4d5e6f-000000000000.csv.gz`).
-        let uri = gs_uri(
-            &spec.bucket,
-            &format!(
-                "{prefix}{}-{}-{}-*.{}",
-                export.name,
-                plan.run_date.format("%Y%m%d"),
-                crate::template::short_run_id(ctx.run_id),
-                staged.extension
-            ),
-        );
+        let (prefix, uri) = staged_target(spec, export, plan.run_date, ctx.run_id);
         let run_date = plan.run_date.format("%Y-%m-%d").to_string();
         let source = self.wiring.staged(export).map_err(Stop::record)?;
         if opts.dry_run {
@@ -367,6 +354,17 @@ impl Runner<'_> {
         report.in_sync = !objects.is_empty() && report.missing_on_sftp.is_empty() && report.size_mismatches.is_empty();
         Ok(report)
     }
+}
+
+/// The prefix of a staged run's objects, and the URI its source writes them to: the names
+/// carry the date and the run, so that each run's files are new names on the server too
+/// (`orders-20250108-1a2b3c4d5e6f-000000000000.csv.gz`).
+pub(super) fn staged_target(spec: &StagingSpec, export: &ExportSpec, run_date: chrono::NaiveDate, run_id: &str) -> (String, String) {
+    let prefix = spec.run_prefix(&export.name, run_date, run_id);
+    let extension = export.source.staged.as_ref().map_or("", |s| s.extension.as_str());
+    let name = format!("{prefix}{}-{}-{}-*.{extension}", export.name, run_date.format("%Y%m%d"), crate::template::short_run_id(run_id));
+    let uri = gs_uri(&spec.bucket, &name);
+    (prefix, uri)
 }
 
 /// The file name of each object: its own name, or the template with `{part}` in object order.
