@@ -140,6 +140,12 @@ async fn every_format_lands_byte_identical() {
     let mut v = f.staged_config(&bucket, exports, json!({}));
     v["parallel_exports"] = json!(4);
     let config = f.load(&v).expect("valid config");
+    // `ferry plan` shows the statement that writes the files, and where they go.
+    let plans = ferry::plan(&config, &RunOptions::new()).await.expect("plan");
+    let p = &plans[0];
+    assert!(p.sql.starts_with(&format!("EXPORT DATA OPTIONS(uri='gs://{}/ferry/{}/", bucket.name, p.export)), "{}", p.sql);
+    assert!(p.sql.contains("format='CSV'") && p.sql.contains("compression='GZIP'") && p.sql.contains(" AS SELECT * FROM "), "{}", p.sql);
+    assert!(p.file_name.as_deref().is_some_and(|n| n.starts_with("gs://") && n.ends_with("-*.csv.gz")), "{:?}", p.file_name);
     let report = ferry::run(&config, &RunOptions::new(), None).await;
     for o in &report.outcomes {
         assert_eq!(o.status, RunStatus::Success, "{}: {:?}", o.export, o.error);
