@@ -433,9 +433,10 @@ async fn a_killed_transfer_converges() {
     for (i, o) in objects.iter().enumerate() {
         bucket.put(&format!("k/{i}.bin"), o.clone()).await;
     }
+    // Files named by a template: the objects' number in name order.
     let v = f.staged_config(
         &bucket,
-        vec![json!({"name": export, "source": {"type": "bigquery_export", "table": "d.t"}})],
+        vec![json!({"name": export, "source": {"type": "bigquery_export", "table": "d.t"}, "file": {"name": "K_{part}.bin"}})],
         json!({"parallel_objects": 2}),
     );
     let cfg = std::env::temp_dir().join(format!("{}.json", unique("staged-kill")));
@@ -471,6 +472,7 @@ async fn a_killed_transfer_converges() {
     let out = transfer("").output().await.expect("second transfer");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (i, o) in objects.iter().enumerate() {
-        assert_eq!(&f.dir.read(&format!("{i}.bin")), o, "{i}.bin is the object's bytes");
+        assert_eq!(&f.dir.read(&format!("K_{:03}.bin", i + 1)), o, "K_{:03}.bin is the bytes of k/{i}.bin", i + 1);
     }
+    assert_eq!(f.dir.names().iter().filter(|n| !n.starts_with('.')).count(), 4);
 }

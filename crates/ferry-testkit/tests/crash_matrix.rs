@@ -293,3 +293,31 @@ async fn a_run_that_lost_its_lease_publishes_nothing() {
         assert_eq!(lease.map(|l| l.holder), Some("another run".to_owned()), "{point}: the thief keeps it");
     }
 }
+
+/// A staged run with `cleanup: after_delivery` deletes its objects once SUCCESS is recorded,
+/// and a failed one keeps them (the next run exports afresh under a prefix of its own).
+#[tokio::test]
+async fn a_delivered_staged_run_deletes_its_objects() {
+    let faults = Faults::new();
+    let source = MemorySource::new(7);
+    let sink = MemorySink::new().with_faults(faults.clone());
+    let state = MemoryStateStore::new();
+    let staging = MemoryStaging::new();
+    let memory = MemoryWiring { source: source.clone(), sink: sink.clone(), table: MemoryTable::new() };
+    let wiring = StagedWiring { inner: memory, staging: staging.clone(), rows_per_file: 10 };
+    let Shape::File(file) = shape(Kind::Staged) else { unreachable!() };
+    let config = staged_config(EXPORT, file);
+    let runner = Runner { config: &config, wiring: &wiring, state: &state, notifiers: Vec::new(), progress: None };
+    source.push((1..=25).map(|i| (i, i)));
+    faults.arm(Rule::at("upload.commit", Fault::ErrorBefore).nth(1));
+    let failed = runner.run(&RunOptions::new()).await;
+    assert!(!failed.succeeded());
+    assert_eq!(staging.names().len(), 3, "a failed run keeps its objects: {:?}", staging.names());
+    faults.disarm();
+    let done = runner.run(&RunOptions::new()).await;
+    assert!(done.succeeded(), "{:?}", done.outcomes[0].error);
+    assert_eq!(staging.names().len(), 3, "only the delivered run's objects are deleted: {:?}", staging.names());
+    let mut ids = delivered_files(&sink);
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=25).collect::<Vec<i64>>());
+}

@@ -182,25 +182,30 @@ impl Runner<'_> {
     }
 
     /// The latest SUCCESS record of `export` for `uri` whose files came from exactly these
-    /// objects (names and generations).
+    /// objects (names and generations), while every one of its files is still on the
+    /// destination with its size. A file gone (collected, removed, or a destination that
+    /// changed since) makes the request a new delivery.
     async fn delivered(&self, export: &ExportSpec, uri: &str, objects: &[StagedObject]) -> Result<Option<crate::RunRecord>, Failure> {
-        let now: HashSet<(String, &str)> = objects
-            .iter()
-            .map(|obj| (gs_uri(self.config.staging.as_ref().map_or("", |s| s.bucket.as_str()), &obj.name), obj.generation.as_str()))
-            .collect();
-        for r in self.state.history(Some(&export.name), 50).await? {
-            if r.status != RunStatus::Success || r.source_table != uri {
-                continue;
-            }
-            let then: HashSet<(String, &str)> =
-                r.files.iter().filter_map(|f| f.object.as_ref().map(|x| (x.uri.clone(), x.generation.as_str()))).collect();
-            if then == now {
-                return Ok(Some(r.clone()));
-            }
-            // The latest delivery of this path decides: older ones are not looked at.
+        let bucket = self.config.staging.as_ref().map_or("", |s| s.bucket.as_str());
+        let now: HashSet<(String, &str)> = objects.iter().map(|obj| (gs_uri(bucket, &obj.name), obj.generation.as_str())).collect();
+        let Some(r) =
+            self.state.history(Some(&export.name), 50).await?.into_iter().find(|r| r.status == RunStatus::Success && r.source_table == uri)
+        else {
+            return Ok(None);
+        };
+        let then: HashSet<(String, &str)> =
+            r.files.iter().filter_map(|f| f.object.as_ref().map(|x| (x.uri.clone(), x.generation.as_str()))).collect();
+        if then != now {
             return Ok(None);
         }
-        Ok(None)
+        let sink = self.wiring.sink(export).await?;
+        for f in &r.files {
+            if sink.stat(&f.name).await? != Some(f.bytes) {
+                tracing::info!(export = %export.name, file = %f.name, earlier = %r.run_id, "delivered before but no longer on the destination: delivering again");
+                return Ok(None);
+            }
+        }
+        Ok(Some(r))
     }
 
     /// Copies `objects` to the export's sink (at most `parallel_objects` at once), checks that
