@@ -24,6 +24,7 @@ TOPIC="${FERRY_TOPIC:-ferry-trigger}"
 CONFIG_DIR="${FERRY_CONFIG_DIR:-$REPO_DIR/configs}"
 GITHUB_REPO="${FERRY_GITHUB_REPO:-}"
 TASK_TIMEOUT="${FERRY_TASK_TIMEOUT:-24h}"
+CALLER_ACCOUNT="${FERRY_CALLER_ACCOUNT:-}"
 SECRETS=()
 READ_DATASETS=()
 
@@ -47,6 +48,8 @@ Flags shared by every deploy script (environment variables in brackets):
   --task-timeout DURATION
                          service.sh: how long one attempt of a job execution may run, in seconds or
                          with s, m or h (1s to 168h) [FERRY_TASK_TIMEOUT] (default 24h)
+  --caller-account EMAIL service.sh: a service account (an Airflow worker's) whose ID tokens
+                         POST /transfer and POST /verify accept besides the push account [FERRY_CALLER_ACCOUNT]
   --revision-only        service.sh: deploy a new revision and the job, and leave IAM alone (what CI does)
   --dry-run              print the commands, run nothing
   -h, --help             this text
@@ -64,7 +67,7 @@ parse_flags() {
       --dry-run) DRY_RUN=1 ;;
       --revision-only) REVISION_ONLY=1 ;;
       -h | --help) usage; exit 0 ;;
-      --project | --region | --service | --image | --topic | --config-dir | --secret | --read-dataset | --github-repo | --task-timeout)
+      --project | --region | --service | --image | --topic | --config-dir | --secret | --read-dataset | --github-repo | --task-timeout | --caller-account)
         [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value"
         case "$1" in
           --project) PROJECT="$2" ;;
@@ -77,6 +80,7 @@ parse_flags() {
           --read-dataset) READ_DATASETS+=("$2") ;;
           --github-repo) GITHUB_REPO="$2" ;;
           --task-timeout) TASK_TIMEOUT="$2" ;;
+          --caller-account) CALLER_ACCOUNT="$2" ;;
         esac
         shift
         ;;
@@ -103,6 +107,9 @@ parse_flags() {
   fi
   # Cloud Run's task timeout: 1 s to 168 h (7 days), in seconds, minutes or hours.
   local secs=0
+  if [ -n "$CALLER_ACCOUNT" ] && ! [[ "$CALLER_ACCOUNT" =~ ^[a-z0-9._%+-]+@[a-z0-9.-]+$ ]]; then
+    die "--caller-account '$CALLER_ACCOUNT' must be one service account's email"
+  fi
   if [[ "$TASK_TIMEOUT" =~ ^([0-9]{1,6})([smh]?)$ ]]; then
     secs=$((10#${BASH_REMATCH[1]}))
     case "${BASH_REMATCH[2]}" in h) secs=$((secs * 3600)) ;; m) secs=$((secs * 60)) ;; esac

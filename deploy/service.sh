@@ -37,6 +37,8 @@ fi
 # and waits up to 5 minutes (not 8 s) for the lease of an export another run is delivering: its
 # message is acknowledged, so a busy attempt costs a task retry, and the last one is a failure.
 env_vars="FERRY_PUSH_AUDIENCE=${SERVICE_URL},FERRY_PUSH_SERVICE_ACCOUNT=${PUSH_SA},GOOGLE_CLOUD_PROJECT=${PROJECT},FERRY_CLOUD_RUN_JOB=${JOB_NAME}"
+# An Airflow worker that calls /transfer and /verify (deploy/airflow/).
+if [ -n "$CALLER_ACCOUNT" ]; then env_vars+=",FERRY_CALLER_SERVICE_ACCOUNTS=${CALLER_ACCOUNT}"; fi
 
 run gcloud run jobs deploy "$JOB" --project="$PROJECT" --region="$REGION" --image="$IMAGE" \
   --service-account="$RUNTIME_SA" --args=run \
@@ -48,11 +50,16 @@ run gcloud run deploy "$SERVICE" --project="$PROJECT" --region="$REGION" --image
   --cpu=1 --memory=512Mi --concurrency=4 --max-instances=3 --timeout=3600 \
   --set-env-vars="$env_vars" \
   "${secret_flags[@]+"${secret_flags[@]}"}" --quiet
-# Only the push identity may call the service; only the runtime identity (the service's) may
-# start executions of the job, with overrides. CI (--revision-only) cannot and need not set IAM.
+# Only the push identity (and --caller-account) may call the service; only the runtime identity
+# (the service's) may start executions of the job, with overrides. CI (--revision-only) cannot
+# and need not set IAM.
 if [ "$REVISION_ONLY" = 0 ]; then
   run gcloud run services add-iam-policy-binding "$SERVICE" --project="$PROJECT" --region="$REGION" \
     --member="serviceAccount:${PUSH_SA}" --role=roles/run.invoker --quiet
+  if [ -n "$CALLER_ACCOUNT" ]; then
+    run gcloud run services add-iam-policy-binding "$SERVICE" --project="$PROJECT" --region="$REGION" \
+      --member="serviceAccount:${CALLER_ACCOUNT}" --role=roles/run.invoker --quiet
+  fi
   run gcloud run jobs add-iam-policy-binding "$JOB" --project="$PROJECT" --region="$REGION" \
     --member="serviceAccount:${RUNTIME_SA}" --role=roles/run.jobsExecutorWithOverrides --quiet
 fi

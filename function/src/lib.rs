@@ -210,7 +210,8 @@ pub fn transfer_target<'c>(
         return Err("the config has no staging bucket (staging.bucket, or gcs_bucket in the seed form)".into());
     };
     let transfer = ferry_core::run::Transfer::parse(gcs_path, staging)?;
-    transfer.check_export(&spec.name, staging)?;
+    let names: Vec<&str> = config.exports.iter().map(|x| x.name.as_str()).collect();
+    transfer.check_export(&spec.name, staging, &names)?;
     Ok((spec, transfer))
 }
 

@@ -111,6 +111,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 lease_ttl: lease.ttl(),
                 grace: std::time::Duration::from_secs(grace),
                 oidc: push_audience.map(|aud| {
+                    if push_service_account.is_none() && !caller_service_accounts.is_empty() {
+                        tracing::warn!("FERRY_CALLER_SERVICE_ACCOUNTS has no effect without FERRY_PUSH_SERVICE_ACCOUNT: any account's token with the audience passes");
+                    }
                     let callers = caller_service_accounts.into_iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
                     ferry::oidc::Verifier::new(aud, push_service_account, push_jwks_url).with_callers(callers)
                 }),

@@ -621,3 +621,27 @@ fn the_airflow_dag_compiles_and_judges_ferrys_answers() {
         assert!(source.contains(needle), "the DAG lacks {needle}");
     }
 }
+
+/// `--caller-account` (an Airflow worker calling `/transfer` and `/verify`): the account may
+/// invoke the service, and the service accepts its ID tokens; an address that is not one
+/// account's email stops the script before anything runs.
+#[test]
+fn a_caller_account_may_invoke_and_is_accepted_by_the_service() {
+    let image = "europe-west1-docker.pkg.dev/acme-data/ferry/ferry:0123abc";
+    let airflow = "airflow@acme-data.iam.gserviceaccount.com";
+    let r = Recorder::new();
+    let out = r.run("service.sh", &args(&["--image", image, "--caller-account", airflow]));
+    assert!(out.status.success(), "{}", text(&out));
+    let calls = r.calls();
+    let service = calls.iter().find(|c| c.starts_with("gcloud run deploy ferry ")).expect("the service is deployed");
+    assert!(service.contains(&format!("FERRY_CALLER_SERVICE_ACCOUNTS={airflow}")), "{service}");
+    let invokers: Vec<&String> = calls.iter().filter(|c| c.contains("--role=roles/run.invoker")).collect();
+    assert!(invokers.iter().any(|c| c.contains(&format!("--member=serviceAccount:{airflow}"))), "{invokers:#?}");
+    assert_eq!(invokers.len(), 2, "the push account and the caller: {invokers:#?}");
+
+    let r = Recorder::new();
+    let out = r.run("service.sh", &args(&["--image", image, "--caller-account", "a@x.com,b@y.com"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("must be one service account's email"), "{}", text(&out));
+    assert!(r.calls().is_empty(), "nothing ran: {:?}", r.calls());
+}

@@ -12,7 +12,7 @@ use crate::Failure;
 /// One object of a staging bucket, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedObject {
-    /// The full object name (`ferry/orders/20250108/<run id>/orders-000000000000.csv.gz`).
+    /// The full object name (`ferry/orders/20250108/<run id>/orders-20250108-1a2b3c4d5e6f-000000000000.csv.gz`).
     pub name: String,
     /// Size in bytes.
     pub bytes: u64,

@@ -135,23 +135,6 @@ impl Gcs {
         Ok(out)
     }
 
-    /// The object `name` as it is now; `None` when there is none.
-    pub async fn object(&self, name: &str) -> Result<Option<StagedObject>, GcsError> {
-        let what = format!("reading gs://{}/{name}", self.bucket);
-        let req = self.tokens.authorize(self.http.get(self.object_url(name))).await?;
-        let resp = req.send().await.map_err(self.transport(&what))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(self.transport(&what))?;
-        if status.as_u16() == 404 {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(GcsError::Api { what, api: ApiError::parse(status.as_u16(), &bytes) });
-        }
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| GcsError::Answer { what: what.clone(), reason: e.to_string() })?;
-        object_of(&v).map(Some).map_err(|reason| GcsError::Answer { what, reason })
-    }
-
     /// Starts a download of `object`'s listed generation.
     pub async fn download(&self, object: &StagedObject) -> Result<Download, GcsError> {
         let what = format!("downloading gs://{}/{} (generation {})", self.bucket, object.name, object.generation);

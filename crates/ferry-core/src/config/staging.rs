@@ -6,8 +6,8 @@
 //!             "cleanup": "after_delivery", "parallel_objects": 4}
 //! ```
 //!
-//! A run's objects are `PREFIX<export>/<YYYYMMDD>/<run id>/<export>-<n>.<ext>`: every run has
-//! a prefix of its own, so a rerun never mixes its files with another run's.
+//! A run's objects are `PREFIX<export>/<YYYYMMDD>/<run id>/<export>-<YYYYMMDD>-<short run id>-<n>.<ext>`:
+//! every run has a prefix of its own, so a rerun never mixes its files with another run's.
 
 use serde::Deserialize;
 

@@ -56,8 +56,21 @@ impl Transfer {
     /// Refuses a path inside the run folders ferry's own staged exports write
     /// (`staging.prefix`) unless they are `export`'s: one export's transfer never sends
     /// another export's files to its partner.
-    pub fn check_export(&self, export: &str, staging: &StagingSpec) -> Result<(), String> {
-        if staging.prefix.is_empty() || !self.prefix.starts_with(&staging.prefix) {
+    pub fn check_export(&self, export: &str, staging: &StagingSpec, exports: &[&str]) -> Result<(), String> {
+        if staging.prefix.is_empty() {
+            // Runs write to `<export>/…` at the bucket's root: a folder named after another
+            // export is that export's.
+            let first = self.prefix.split('/').next().unwrap_or_default();
+            if first != export && exports.contains(&first) {
+                return Err(format!(
+                    "gcs_path {:?} is in the staged files of export {first}; export {export}'s are under {}",
+                    self.uri,
+                    gs_uri(&staging.bucket, &format!("{export}/"))
+                ));
+            }
+            return Ok(());
+        }
+        if !self.prefix.starts_with(&staging.prefix) {
             return Ok(());
         }
         let own = format!("{}{export}/", staging.prefix);
@@ -139,8 +152,9 @@ impl Runner<'_> {
     }
 
     /// `ferry transfer`: copies the objects under `transfer`'s path, unless the latest
-    /// delivery of that path already holds them (the same generations): then it answers with
-    /// that delivery's files and copies nothing.
+    /// delivery of that path holds them (the same generations) and its files are all still on
+    /// the destination with their sizes: then it answers with that delivery's files and copies
+    /// nothing.
     pub(super) async fn deliver_transfer(
         &self,
         export: &ExportSpec,
@@ -157,7 +171,8 @@ impl Runner<'_> {
         let spec = self.staging_spec(export).map_err(Stop::record)?;
         o.source = transfer.uri.clone();
         let staging = self.wiring.staging().await.map_err(Stop::record)?;
-        transfer.check_export(&export.name, spec).map_err(|e| Stop::record(Failure::with_class(ErrorClass::Permanent, e)))?;
+        let names: Vec<&str> = self.config.exports.iter().map(|x| x.name.as_str()).collect();
+        transfer.check_export(&export.name, spec, &names).map_err(|e| Stop::record(Failure::with_class(ErrorClass::Permanent, e)))?;
         let objects = staging.list(&transfer.prefix).await.map_err(Stop::record)?;
         if objects.is_empty() {
             return Err(Stop::record(Failure::with_class(
@@ -168,7 +183,7 @@ impl Runner<'_> {
                 ),
             )));
         }
-        if let Some(done) = self.delivered(export, &transfer.uri, &objects).await.map_err(Stop::quiet)? {
+        if let Some(done) = self.delivered(export, &transfer.uri, &objects).await.map_err(Stop::record)? {
             tracing::info!(run_id = ctx.run_id, export = %export.name, path = %transfer.uri, earlier = %done.run_id, "these objects were delivered already");
             o.files = done.files;
             o.bytes = done.bytes;
@@ -210,7 +225,8 @@ impl Runner<'_> {
 
     /// Copies `objects` to the export's sink (at most `parallel_objects` at once), checks that
     /// none changed meanwhile, records PENDING, publishes every file, records SUCCESS, and
-    /// with `cleanup: after_delivery` deletes the objects.
+    /// with `cleanup: after_delivery` deletes the objects when they are the run's own
+    /// (`own_objects`: a staged run's, never a transfer caller's).
     #[allow(clippy::too_many_arguments)]
     async fn copy_objects(
         &self,
@@ -525,4 +541,47 @@ async fn unchanged(export: &ExportSpec, staging: &dyn Staging, prefix: &str, obj
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BigQueryAuth, Cleanup};
+
+    fn staging(prefix: &str) -> StagingSpec {
+        StagingSpec {
+            bucket: "acme".into(),
+            prefix: prefix.into(),
+            expiration_days: None,
+            cleanup: Cleanup::Keep,
+            parallel_objects: 4,
+            endpoint: String::new(),
+            auth: BigQueryAuth::None,
+        }
+    }
+
+    #[test]
+    fn transfer_paths_stay_in_the_bucket_and_out_of_other_exports_runs() {
+        let st = staging("ferry/");
+        let t = Transfer::parse("gs://acme/product_data/20250108", &st).unwrap();
+        assert_eq!((t.uri.as_str(), t.prefix.as_str()), ("gs://acme/product_data/20250108/", "product_data/20250108/"));
+        assert!(Transfer::parse("gs://other/x/", &st).unwrap_err().contains("outside the configured bucket acme"));
+        assert!(Transfer::parse("gs://acme/", &st).unwrap_err().contains("whole bucket"));
+        assert!(Transfer::parse("gs://acme/a/../b/", &st).is_err());
+        let exports = ["orders", "customers"];
+        let own = Transfer::parse("gs://acme/ferry/orders/20250108/", &st).unwrap();
+        assert!(own.check_export("orders", &st, &exports).is_ok());
+        let other = Transfer::parse("gs://acme/ferry/customers/20250108/", &st).unwrap();
+        assert!(other.check_export("orders", &st, &exports).unwrap_err().contains("staged files of other exports"));
+        let all = Transfer::parse("gs://acme/ferry/", &st).unwrap();
+        assert!(all.check_export("orders", &st, &exports).is_err(), "ferry's whole run tree is no export's");
+        // At the bucket's root, runs write to `<export>/`.
+        let root = staging("");
+        let other = Transfer::parse("gs://acme/customers/20250108/", &root).unwrap();
+        assert!(other.check_export("orders", &root, &exports).unwrap_err().contains("export customers"));
+        let mine = Transfer::parse("gs://acme/orders/20250108/", &root).unwrap();
+        assert!(mine.check_export("orders", &root, &exports).is_ok());
+        let elsewhere = Transfer::parse("gs://acme/airflow/orders/", &root).unwrap();
+        assert!(elsewhere.check_export("orders", &root, &exports).is_ok());
+    }
 }
