@@ -152,6 +152,18 @@ impl Runner<'_> {
             parts.abort().await;
             return Err(Stop::record(e));
         }
+        self.commit_parts(export, ctx, &mut parts, o).await
+    }
+
+    /// The files of `parts` are all written and verified: records PENDING, publishes them and
+    /// records SUCCESS (a staged copy ends the same way).
+    pub(super) async fn commit_parts(
+        &self,
+        export: &ExportSpec,
+        ctx: &RunCtx<'_>,
+        parts: &mut Parts<'_>,
+        o: &mut ExportOutcome,
+    ) -> Result<(), Stop> {
         let pending = self.record(export, ctx, RunStatus::Pending, o, None);
         let t = Instant::now();
         if let Err(e) = self.state.append(&pending).await {
@@ -174,7 +186,7 @@ impl Runner<'_> {
             Stop::quiet(Failure::with_class(
                 e.class(),
                 format!(
-                    "{} delivered, but recording it failed ({e}); the next run reconciles it without sending the rows twice",
+                    "{} delivered, but recording it failed ({e}); the next run reconciles it without sending them twice",
                     o.file.as_deref().unwrap_or_default()
                 ),
             ))

@@ -298,31 +298,7 @@ impl Runner<'_> {
         o.files = parts.files.clone();
         o.bytes = o.files.iter().map(|f| f.bytes).sum();
         o.file = Some(names.join(", "));
-        let pending = self.record(export, ctx, RunStatus::Pending, o, None);
-        let t = Instant::now();
-        if let Err(e) = self.state.append(&pending).await {
-            parts.abort().await;
-            return Err(Stop::record(e));
-        }
-        o.stages.record = t.elapsed();
-        let t = Instant::now();
-        parts.publish().await?;
-        o.stages.publish = t.elapsed();
-        failpoint::hit("publish:after", &export.name).await.map_err(Stop::quiet)?;
-        let success = self.record(export, ctx, RunStatus::Success, o, None);
-        let t = Instant::now();
-        let recorded = self.state.append(&success).await;
-        o.stages.record += t.elapsed();
-        recorded.map_err(|e| {
-            Stop::quiet(Failure::with_class(
-                e.class(),
-                format!(
-                    "{} delivered, but recording it failed ({e}); the next run reconciles it without sending the files twice",
-                    names.join(", ")
-                ),
-            ))
-        })?;
-        o.status = RunStatus::Success;
+        self.commit_parts(export, ctx, &mut parts, o).await?;
         if own_objects && spec.cleanup == crate::config::Cleanup::AfterDelivery {
             for obj in &objects {
                 if let Err(e) = staging.delete(obj).await {
