@@ -149,7 +149,7 @@ impl BigQuery {
 
     /// Runs one HTTP call under the retry policy: again after a transport error or an answer
     /// that asks for a retry; never after an answer about the job itself.
-    async fn retried<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, BigQueryError>
+    pub(crate) async fn retried<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, BigQueryError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, BigQueryError>>,
@@ -188,6 +188,83 @@ impl BigQuery {
             return Err(BigQueryError::Api { op, api: ApiError::parse(status.as_u16(), &bytes) });
         }
         Ok(bytes)
+    }
+
+    /// `<endpoint>/bigquery/v2`.
+    pub(crate) fn api_root(&self) -> &str {
+        &self.api
+    }
+
+    /// `<endpoint>/bigquery/v2/projects/<project>`.
+    pub(crate) fn project_base(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) fn table_url_of(&self, t: &TableRef) -> String {
+        self.table_url(t)
+    }
+
+    /// One attempt; the answer as JSON, whatever job status it reports.
+    pub(crate) async fn call_json_once(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, BigQueryError> {
+        let bytes = self.call_bytes(op, method, url.to_owned(), body).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| BigQueryError::Decode { op, reason: e.to_string() })
+    }
+
+    /// One attempt with raw bytes as the body (an upload); the answer as JSON.
+    pub(crate) async fn call_json_raw_once(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        url: &str,
+        body: bytes::Bytes,
+    ) -> Result<Value, BigQueryError> {
+        let req = self.tokens.authorize(self.http.request(method, url)).await?;
+        let resp = req
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| BigQueryError::Transport { op, endpoint: self.base.clone(), reason: e.without_url().to_string() })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| BigQueryError::Transport {
+            op,
+            endpoint: self.base.clone(),
+            reason: e.without_url().to_string(),
+        })?;
+        if !status.is_success() {
+            return Err(BigQueryError::Api { op, api: ApiError::parse(status.as_u16(), &bytes) });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| BigQueryError::Decode { op, reason: e.to_string() })
+    }
+
+    /// Starts a resumable upload: the session URI (`Location`) to send the bytes to.
+    pub(crate) async fn start_upload(&self, op: &'static str, url: &str, body: &Value) -> Result<String, BigQueryError> {
+        let req = self.tokens.authorize(self.http.post(url)).await?;
+        let resp = req.json(body).send().await.map_err(|e| BigQueryError::Transport {
+            op,
+            endpoint: self.base.clone(),
+            reason: e.without_url().to_string(),
+        })?;
+        let status = resp.status();
+        let location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = resp.bytes().await.map_err(|e| BigQueryError::Transport {
+            op,
+            endpoint: self.base.clone(),
+            reason: e.without_url().to_string(),
+        })?;
+        if !status.is_success() {
+            return Err(BigQueryError::Api { op, api: ApiError::parse(status.as_u16(), &bytes) });
+        }
+        location.ok_or(BigQueryError::Decode { op, reason: "the upload session has no Location".into() })
     }
 
     /// One attempt; the answer as JSON, a job error reported with HTTP 200 as an error.

@@ -251,3 +251,111 @@ fn validate_rows(raw: &RawBigQuerySource, cx: &Check<'_>) -> Option<SourceSettin
     }
     Some(SourceSettings { source: source?, columns })
 }
+
+/// The `bigquery` destination as configured: a table that each run's rows are loaded into.
+///
+/// ```json
+/// "destination": {"type": "bigquery", "table": "raw.orders", "mode": "append", "batch_rows": 10000}
+/// ```
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "bigquery destination")]
+pub struct RawTableDestination {
+    /// `dataset.table` or `project.dataset.table`; created with the rows' schema when missing.
+    pub table: String,
+    /// `replace` (each run's rows become the table, swapped in atomically; also `catalog`),
+    /// `append` (each run's new rows are added, all at once; also `transactional`) or `hourly`
+    /// (each complete hour of the timestamp_column replaces that hour, stamped in `hour_column`).
+    pub mode: String,
+    /// Rows per load job; 10000 by default (`ETL_BATCH_SIZE` when set).
+    #[serde(default)]
+    pub batch_rows: Option<u64>,
+    /// `hourly`: the column that holds each row's hour; `import_hour` by default.
+    #[serde(default)]
+    pub hour_column: Option<String>,
+    /// `hourly`: load every complete hour since the last one loaded, oldest first (default
+    /// true); false loads only the last complete hour.
+    #[serde(default)]
+    pub recover_missed: Option<bool>,
+    /// `hourly`: delete an hour's rows from the source once the table holds exactly as many
+    /// (default false). The source must be a table.
+    #[serde(default)]
+    pub delete_from_source: Option<bool>,
+}
+
+/// Rows per load job unless the destination or `ETL_BATCH_SIZE` says.
+pub const DEFAULT_BATCH_ROWS: usize = 10_000;
+/// The most rows one load job may carry (they are held in memory until loaded).
+pub const MAX_BATCH_ROWS: u64 = 1_000_000;
+
+/// Validated settings of a `bigquery` destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSettings {
+    pub table: TableName,
+    pub mode: ferry_core::config::TableMode,
+    pub batch_rows: usize,
+}
+
+/// Checks a `bigquery` destination; problems go to `cx` (which stands at the destination).
+pub fn validate_table_destination(value: &Value, cx: &Check<'_>) -> Option<ferry_core::config::Destination> {
+    use ferry_core::config::{Destination, Shape, TableMode};
+    let raw: RawTableDestination = cx.parse(value)?;
+    let table = TableName::parse(&raw.table).map_err(|m| cx.err("table", m)).ok();
+    let mode = match raw.mode.to_ascii_lowercase().as_str() {
+        "replace" | "catalog" => Some(TableMode::Replace),
+        "append" | "transactional" => Some(TableMode::Append),
+        "hourly" => {
+            let column = raw.hour_column.clone().unwrap_or_else(|| "import_hour".to_owned());
+            if !is_column(&column) {
+                cx.err(
+                    "hour_column",
+                    format!("{column:?} is not a valid column name (letters, digits and '_', not starting with a digit)"),
+                );
+            }
+            Some(TableMode::Hourly(ferry_core::config::HourlyLoad {
+                column,
+                recover_missed: raw.recover_missed.unwrap_or(true),
+                delete_from_source: raw.delete_from_source.unwrap_or(false),
+            }))
+        }
+        _ => {
+            cx.err("mode", format!("expected replace (catalog), append (transactional) or hourly, found {:?}", raw.mode));
+            None
+        }
+    };
+    if !matches!(mode, Some(TableMode::Hourly(_))) {
+        for (field, set) in [
+            ("hour_column", raw.hour_column.is_some()),
+            ("recover_missed", raw.recover_missed.is_some()),
+            ("delete_from_source", raw.delete_from_source.is_some()),
+        ] {
+            if set {
+                cx.err(field, format!("{field} applies to mode hourly only"));
+            }
+        }
+    }
+    let (batch_field, batch) = match (raw.batch_rows, cx.env("ETL_BATCH_SIZE")) {
+        (Some(n), _) => ("batch_rows".to_owned(), Some(n.to_string())),
+        (None, Some(v)) => ("batch_rows (ETL_BATCH_SIZE)".to_owned(), Some(v)),
+        (None, None) => (String::new(), None),
+    };
+    let batch_rows = match batch.as_deref().map(|s| s.trim().parse::<u64>()) {
+        None => Some(DEFAULT_BATCH_ROWS),
+        Some(Ok(n)) if (1..=MAX_BATCH_ROWS).contains(&n) => Some(n as usize),
+        Some(_) => {
+            cx.err(&batch_field, format!("expected 1 to {MAX_BATCH_ROWS} rows, found {}", batch.unwrap_or_default()));
+            None
+        }
+    };
+    let (table, mode, batch_rows) = (table?, mode?, batch_rows?);
+    Some(Destination {
+        component: Component {
+            type_name: "bigquery".into(),
+            describe: format!("bigquery://{table} ({})", mode.name()),
+            settings: Arc::new(TableSettings { table, mode: mode.clone(), batch_rows }),
+            secrets: Vec::new(),
+            staged: None,
+        },
+        shape: Shape::Table(mode),
+    })
+}

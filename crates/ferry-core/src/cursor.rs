@@ -85,6 +85,42 @@ impl CursorValue {
         }
     }
 
+    /// Parses `s` into `ty` leniently, for values written by other tools: what
+    /// [`CursorValue::parse`] takes, and besides a TIMESTAMP without a zone (UTC), a date for a
+    /// TIMESTAMP or DATETIME (its midnight), and a timestamp for a DATE (its day).
+    pub fn parse_loose(ty: CursorType, s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(v) = Self::parse(ty, s) {
+            return Ok(v);
+        }
+        let bad = || format!("{s:?} is not a valid {} value", ty.sql_name());
+        let naive = Self::parse(CursorType::Datetime, s)
+            .ok()
+            .and_then(|v| match v {
+                Self::Datetime(dt) => Some(dt),
+                _ => None,
+            })
+            .or_else(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+            .or_else(|| DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc).naive_utc()));
+        let naive = naive.ok_or_else(bad)?;
+        match ty {
+            CursorType::Timestamp => Ok(Self::Timestamp(naive.and_utc().timestamp_micros())),
+            CursorType::Datetime => Ok(Self::Datetime(naive)),
+            CursorType::Date => Ok(Self::Date(naive.date())),
+            CursorType::Int64 => Err(bad()),
+        }
+    }
+
+    /// The value one unit (microsecond, day, integer) below this one.
+    pub fn minus_one_unit(&self) -> Self {
+        match self {
+            Self::Timestamp(us) => Self::Timestamp(us.saturating_sub(1)),
+            Self::Datetime(dt) => Self::Datetime(dt.checked_sub_signed(chrono::TimeDelta::microseconds(1)).unwrap_or(*dt)),
+            Self::Date(d) => Self::Date(d.pred_opt().unwrap_or(*d)),
+            Self::Int64(i) => Self::Int64(i.saturating_sub(1)),
+        }
+    }
+
     /// The canonical text form.
     pub fn canonical(&self) -> String {
         match self {
@@ -180,6 +216,21 @@ pub fn parse_rest_timestamp(s: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn loose_values_of_other_tools_parse_into_the_cursor_type() {
+        let ts = |s| CursorValue::parse_loose(CursorType::Timestamp, s).map(|v| v.canonical());
+        assert_eq!(ts("2024-01-01T00:00:05").as_deref(), Ok("2024-01-01T00:00:05.000000Z"));
+        assert_eq!(ts("2024-01-01 00:00:05.5").as_deref(), Ok("2024-01-01T00:00:05.500000Z"));
+        assert_eq!(ts("2024-01-01").as_deref(), Ok("2024-01-01T00:00:00.000000Z"));
+        assert_eq!(ts("2024-01-01T02:00:00+02:00").as_deref(), Ok("2024-01-01T00:00:00.000000Z"));
+        let day = CursorValue::parse_loose(CursorType::Date, "2024-03-01T10:00:00").unwrap();
+        assert_eq!(day.canonical(), "2024-03-01");
+        assert_eq!(day.minus_one_unit().canonical(), "2024-02-29");
+        assert!(CursorValue::parse_loose(CursorType::Int64, "2024-01-01").is_err());
+        assert!(ts("yesterday").unwrap_err().contains("\"yesterday\""));
+    }
+
     use super::*;
 
     #[test]

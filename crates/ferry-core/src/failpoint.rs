@@ -35,8 +35,17 @@ mod armed {
     static FROM_ENV: Once = Once::new();
 
     /// Every point a run passes, in order.
-    pub const POINTS: &[&str] =
-        &["upload:during", "upload:after", "lease:confirm", "publish:part", "publish:after", "dispatch:start", "dispatch:record"];
+    pub const POINTS: &[&str] = &[
+        "upload:during",
+        "upload:after",
+        "lease:confirm",
+        "publish:part",
+        "publish:after",
+        "dispatch:start",
+        "dispatch:record",
+        "load:batch",
+        "load:commit",
+    ];
 
     /// Points of a destination's connection (set-up, and a drop after a publish), armed by the
     /// server (`host:port`) instead of an export.

@@ -24,8 +24,8 @@ pub mod text;
 pub use error::{BoxError, Classify, ErrorClass, Failure};
 pub use retry::{GaveUp, RetryPolicy, Verdict};
 pub use roles::{
-    BatchReader, Bounds, Claim, Dispatcher, FileRecord, HolderProcess, Lease, Notifier, NullRows, RunRecord, RunStatus, Source, StateStore,
-    Window,
+    BatchReader, Bounds, Claim, DeleteFailure, Dispatcher, FileRecord, HolderProcess, Lease, Notifier, NullRows, RunRecord, RunStatus,
+    Source, StateStore, Window,
 };
 pub use secret::Secret;
 pub use sink::{is_temp_of, temp_name, Leftover, PublishError, Published, PutMode, Sink, Upload, TEMP_SUFFIX};

@@ -105,11 +105,34 @@ pub trait Source: Send + Sync {
     /// Starts reading the window.
     async fn read(&self, export: &ExportSpec, window: &Window, run_date: &str) -> Result<Box<dyn BatchReader>, Failure>;
 
+    /// Deletes exactly the rows [`Source::read`] returns for `window`, when they are
+    /// `expected` rows, in one transaction; any other number deletes nothing and fails. Returns
+    /// the rows deleted. A failure says whether the rows may have gone all the same (the answer
+    /// to the commit was lost). Sources that cannot delete refuse.
+    async fn delete(&self, export: &ExportSpec, window: &Window, expected: u64) -> Result<u64, DeleteFailure> {
+        let _ = (window, expected);
+        Err(DeleteFailure {
+            failure: Failure::with_class(
+                crate::ErrorClass::Permanent,
+                format!("export {}: source type {} cannot delete rows", export.name, export.source.type_name),
+            ),
+            maybe_deleted: false,
+        })
+    }
+
     /// The statement [`Source::read`] runs, for `ferry plan`.
     fn read_sql(&self, export: &ExportSpec, window: &Window) -> String;
 
     /// The source's display name (table, or `query`).
     fn describe(&self, export: &ExportSpec) -> String;
+}
+
+/// Why [`Source::delete`] failed, and whether the rows may have been deleted all the same.
+#[derive(Debug)]
+pub struct DeleteFailure {
+    pub failure: Failure,
+    /// `false`: nothing was deleted, for certain. `true`: the delete may have committed.
+    pub maybe_deleted: bool,
 }
 
 /// Status of a run, as recorded in the metadata table.

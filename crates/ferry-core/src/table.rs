@@ -21,6 +21,15 @@ use crate::Failure;
 pub trait TableSink: Send + Sync {
     /// Starts a load named `load_id` of rows of `schema`.
     async fn begin(&self, load_id: &str, schema: SchemaRef) -> Result<Box<dyn TableLoad>, Failure>;
+    /// Starts a load named `load_id` that replaces one hour of the table: every row committed
+    /// gets `hour` (the hour's first instant, typed like the cursor) in the hourly column, and
+    /// the commit removes the rows that hour had before, in the same transaction, so loading an
+    /// hour again is idempotent. [`TableLoad::commit`] returns the rows the table holds for
+    /// that hour afterwards. Sinks without hourly loads refuse.
+    async fn begin_hour(&self, load_id: &str, schema: SchemaRef, hour: &crate::cursor::CursorValue) -> Result<Box<dyn TableLoad>, Failure> {
+        let _ = (load_id, schema, hour);
+        Err(Failure::with_class(crate::ErrorClass::Permanent, format!("{} does not load hours", self.describe())))
+    }
     /// Whether the load named `load_id` committed.
     async fn committed(&self, load_id: &str) -> Result<bool, Failure>;
     /// Human-readable destination, e.g. `bigquery://project.dataset.table`.

@@ -77,6 +77,7 @@ pub const POINTS: &[&str] = &[
     "table.write",
     "table.commit",
     "table.committed",
+    "source.delete",
     "dispatch.start",
     "staging.list",
     "staging.open",

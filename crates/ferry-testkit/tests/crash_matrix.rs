@@ -43,7 +43,7 @@ fn shape(kind: Kind) -> Shape {
             object_names: false,
             encoding_fields: Vec::new(),
         }),
-        Kind::Table => Shape::Table,
+        Kind::Table => Shape::Table(ferry_core::config::TableMode::Append),
     }
 }
 

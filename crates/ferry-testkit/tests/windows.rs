@@ -23,7 +23,7 @@ struct Bench {
 
 impl Bench {
     fn new(ty: CursorType) -> Self {
-        let mut config = memory_config(EXPORT, Shape::Table);
+        let mut config = memory_config(EXPORT, Shape::Table(ferry_core::config::TableMode::Append));
         config.exports[0].settle = 300;
         Self { source: MemorySource::typed(100, ty), sink: MemorySink::new(), state: MemoryStateStore::new(), config, runs: 0 }
     }
@@ -424,7 +424,7 @@ async fn plan_shows_how_hi_was_chosen() {
 
 #[test]
 fn the_run_date_is_today_in_the_schedules_time_zone() {
-    let mut config = memory_config(EXPORT, Shape::Table);
+    let mut config = memory_config(EXPORT, Shape::Table(ferry_core::config::TableMode::Append));
     let at = Utc.with_ymd_and_hms(2026, 6, 1, 20, 0, 0).unwrap();
     let opts = RunOptions::new();
     assert_eq!(opts.date_for(&config.exports[0], at), NaiveDate::from_ymd_opt(2026, 6, 1).unwrap());

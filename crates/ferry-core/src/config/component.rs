@@ -59,7 +59,42 @@ pub enum Shape {
     /// of a [`Sink`](crate::Sink).
     File(FileSettings),
     /// A database table, loaded with an atomic or idempotent commit.
-    Table,
+    Table(TableMode),
+}
+
+/// What a load does to its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableMode {
+    /// Each run's rows replace the table's, atomically (a full snapshot; the seed's "catalog").
+    Replace,
+    /// Each run's rows are added, all at once (incremental; the seed's "transactional").
+    Append,
+    /// Each complete hour of the cursor is loaded on its own and replaces that hour in the
+    /// table, stamped with the hour's start in a column of its own.
+    Hourly(HourlyLoad),
+}
+
+/// The settings of [`TableMode::Hourly`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourlyLoad {
+    /// The column holding each row's hour (`import_hour`), added to the source's columns.
+    pub column: String,
+    /// Load every complete hour since the last one loaded, in order (else only the last).
+    pub recover_missed: bool,
+    /// After an hour is loaded and the table holds exactly as many of its rows as were read,
+    /// delete them from the source.
+    pub delete_from_source: bool,
+}
+
+impl TableMode {
+    /// The config's name of the mode.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Replace => "replace",
+            Self::Append => "append",
+            Self::Hourly(_) => "hourly",
+        }
+    }
 }
 
 /// A validated destination.

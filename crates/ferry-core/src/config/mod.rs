@@ -33,7 +33,7 @@ use serde_json::Value;
 
 pub use check::{Check, SecretField};
 pub use chrono_tz::Tz;
-pub use component::{Component, Components, Destination, Shape, StagedFiles};
+pub use component::{Component, Components, Destination, HourlyLoad, Shape, StagedFiles, TableMode};
 pub use file::{Compression, FileSettings, Format, OnExisting, RawFile, Split, MIN_FILE_BYTES};
 pub use job::{CloudRunJob, Execution, RawCloudRunJob};
 pub use notify::{EmailSpec, Notifications, RawNotifications, SlackSpec, SmtpTls, When};
@@ -650,6 +650,31 @@ fn validate_export(x: &RawExport, components: &dyn Components, cx: &Check<'_>, n
             }
         }
     }
+    match (&destination, x.incremental) {
+        (Some(Destination { shape: Shape::Table(TableMode::Replace), .. }), true) => cx.at("destination").err(
+            "mode",
+            "replace makes each run's rows the whole table, and an incremental export reads only the new rows: \
+             use mode append, or make the export non-incremental",
+        ),
+        (Some(Destination { shape: Shape::Table(TableMode::Append), .. }), false) => cx.at("destination").warn(
+            "mode",
+            "append to a non-incremental export adds every row again on each run; set incremental and timestamp_column \
+             to add only new rows, or use mode replace",
+        ),
+        (Some(Destination { shape: Shape::Table(TableMode::Hourly(_)), .. }), false) => cx
+            .at("destination")
+            .err("mode", "hourly loads each complete hour of the timestamp_column once: set incremental and timestamp_column"),
+        (Some(Destination { shape: Shape::Table(TableMode::Append | TableMode::Hourly(_)), .. }), true)
+            if x.lookback.is_some_and(|l| l > 0) =>
+        {
+            cx.err(
+                "lookback",
+                "a table destination in mode append or hourly would take the rows lookback reads again a second time; \
+                 leave lookback out (a table load is never partial, so nothing needs reading again)",
+            )
+        }
+        _ => {}
+    }
     if let Some(Destination { shape: Shape::File(file), .. }) = &destination {
         let at = cx.at("destination").at("file");
         file.check_repeating_names(x.incremental, &at);
@@ -823,7 +848,7 @@ impl ExportSpec {
     pub fn file(&self) -> Option<&FileSettings> {
         match &self.destination.shape {
             Shape::File(f) => Some(f),
-            Shape::Table => None,
+            Shape::Table(_) => None,
         }
     }
 }

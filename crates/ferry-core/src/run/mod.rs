@@ -27,6 +27,7 @@
 
 pub mod dispatch;
 mod file;
+mod hourly;
 mod plan;
 mod reconcile;
 mod report;
@@ -78,6 +79,19 @@ pub struct RunOptions {
     /// Copy the objects under this path instead of reading the export's source (`ferry
     /// transfer`, `POST /transfer`).
     pub transfer: Option<Transfer>,
+    /// Where an incremental export's first window starts when it has no watermark yet (a job
+    /// taken over from another tool); `None`: at the beginning.
+    pub first_start: Option<FirstStart>,
+}
+
+/// Where an incremental export's first window starts, as text in (or convertible to) the
+/// cursor's type: a timestamp without a zone is UTC, a date is its midnight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstStart {
+    /// Rows whose cursor is greater than this (the other tool's last synced value).
+    After(String),
+    /// Rows whose cursor is this or later (a historical start date).
+    From(String),
 }
 
 impl RunOptions {
@@ -94,6 +108,7 @@ impl RunOptions {
             lease_ttl: Duration::from_secs(600),
             lease_wait: Duration::ZERO,
             transfer: None,
+            first_start: None,
         }
     }
 
@@ -341,7 +356,7 @@ impl Runner<'_> {
             // wrong credentials or an untrusted host fail every run, not only runs with rows.
             match &export.destination.shape {
                 Shape::File(_) => drop(self.connected_sink(export).await?),
-                Shape::Table => drop(self.wiring.table(export).await.map_err(Stop::record)?),
+                Shape::Table(_) => drop(self.wiring.table(export).await.map_err(Stop::record)?),
             }
             self.reconcile(export, o).await.map_err(Stop::record)?;
             if let (Shape::File(_), Some(lease)) = (&export.destination.shape, ctx.lease) {
@@ -357,6 +372,9 @@ impl Runner<'_> {
             if let Some(transfer) = &opts.transfer {
                 return self.deliver_transfer(export, transfer, ctx, o).await;
             }
+        }
+        if let Shape::Table(crate::config::TableMode::Hourly(hourly)) = &export.destination.shape {
+            return self.deliver_hours(export, hourly, opts, ctx, o).await;
         }
         let plan = self.plan_export(export, opts).await.map_err(Stop::record)?;
         o.stages.plan = ctx.started.elapsed();
@@ -384,7 +402,7 @@ impl Runner<'_> {
         o.stages.query = t.elapsed();
         match &export.destination.shape {
             Shape::File(file) => self.deliver_files(export, file, opts, ctx, &plan, reader, o).await,
-            Shape::Table => self.deliver_table(export, opts, ctx, reader, o).await,
+            Shape::Table(_) => self.deliver_table(export, opts, ctx, reader, o, None).await,
         }
     }
 }

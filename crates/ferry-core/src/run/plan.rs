@@ -120,6 +120,11 @@ impl Runner<'_> {
                 ));
             }
         }
+        let first_lo = match (&opts.first_start, &watermark, &hi) {
+            (Some(start), None, Some(h)) if !full => Some(first_lo(export, start, h.ty())?),
+            _ => None,
+        };
+        let watermark = watermark.or(first_lo);
         let lo = match (&watermark, &hi) {
             // The watermark is ahead of `hi` (recorded before `settle`, or a day not yet
             // complete): nothing to deliver, and `lo` stays, so the watermark never moves back.
@@ -213,7 +218,7 @@ impl Runner<'_> {
         Ok(NullRows::Arrived { column: column.to_owned(), lo, hi: lo.map_or(hi, |lo| lo.max(hi)) })
     }
 
-    async fn watermark(&self, export: &ExportSpec, column_type: Option<CursorType>) -> Result<Option<CursorValue>, Failure> {
+    pub(super) async fn watermark(&self, export: &ExportSpec, column_type: Option<CursorType>) -> Result<Option<CursorValue>, Failure> {
         let Some((ty, value)) = self.state.watermark(&export.name).await? else { return Ok(None) };
         // Rows written by the seed deployment carry no cursor type: take the column's.
         let stored = (if ty.is_empty() { column_type } else { CursorType::from_bigquery(&ty) }).ok_or_else(|| {
@@ -271,4 +276,17 @@ pub fn settled_hi(export: &ExportSpec, b: &Bounds) -> (Option<CursorValue>, Stri
         Some((cap, rule)) if cap.compare(max) == Some(std::cmp::Ordering::Less) => (Some(cap), rule),
         _ => (Some(max.clone()), max_rule),
     }
+}
+
+/// The exclusive lower bound of a first window starting at `start`, in the cursor's type.
+fn first_lo(export: &ExportSpec, start: &super::FirstStart, ty: CursorType) -> Result<CursorValue, Failure> {
+    let (text, inclusive) = match start {
+        super::FirstStart::After(t) => (t.as_str(), false),
+        super::FirstStart::From(t) => (t.as_str(), true),
+    };
+    let value = CursorValue::parse_loose(ty, text).map_err(|m| {
+        Failure::with_class(ErrorClass::Permanent, format!("export {}: the first window's start: {m}", export.name))
+    })?;
+    // `(lo, …]` holds `start` itself when lo is one unit below it.
+    Ok(if inclusive { value.minus_one_unit() } else { value })
 }

@@ -4,8 +4,9 @@
 use chrono::Utc;
 
 use super::{ExportOutcome, RunOptions, Runner, Skip};
-use crate::config::{ExportSpec, OnExisting, Shape};
-use crate::roles::{RunRecord, RunStatus};
+use crate::config::{ExportSpec, HourlyLoad, OnExisting, Shape, TableMode};
+use crate::cursor::{CursorType, CursorValue};
+use crate::roles::{RunRecord, RunStatus, Window};
 use crate::{Failure, PublishError, PutMode, Sink};
 
 impl Runner<'_> {
@@ -36,7 +37,7 @@ impl Runner<'_> {
         for pending in pending {
             let rec = match &export.destination.shape {
                 Shape::File(_) => self.settle_files(export, &pending).await?,
-                Shape::Table => self.settle_load(export, &pending).await?,
+                Shape::Table(_) => self.settle_load(export, &pending).await?,
             };
             tracing::warn!(export = %export.name, run_id = %pending.run_id, status = rec.status.as_str(), "reconciled an interrupted run");
             self.state.append(&rec).await?;
@@ -204,10 +205,36 @@ impl Runner<'_> {
         if table.committed(&pending.run_id).await? {
             rec.status = RunStatus::Success;
             rec.error_message = Some(format!("reconciled: load {} had committed before the run was interrupted", pending.run_id));
+            if let Shape::Table(TableMode::Hourly(HourlyLoad { delete_from_source: true, .. })) = &export.destination.shape {
+                let note = self.delete_settled_hour(export, pending).await;
+                rec.error_message = rec.error_message.map(|m| format!("{m}; {note}"));
+            }
         } else {
             rec.status = RunStatus::Failed;
             rec.error_message = Some(format!("interrupted before load {} committed; its rows are loaded again", pending.run_id));
         }
         Ok(rec)
+    }
+
+    /// The delete of an hour whose load committed before its run stopped: the rows the load
+    /// read, if the source still holds exactly that many for the hour (none when an earlier
+    /// delete went through, more when rows arrived late: then nothing is deleted and they stay).
+    /// The hour is loaded either way; the answer is a note for its record.
+    async fn delete_settled_hour(&self, export: &ExportSpec, pending: &RunRecord) -> String {
+        let window = (|| {
+            let ty = CursorType::from_bigquery(pending.cursor_type.as_deref()?)?;
+            let lo = CursorValue::parse(ty, pending.window_lo.as_deref()?).ok()?;
+            let hi = CursorValue::parse(ty, pending.last_exported_value.as_deref()?).ok()?;
+            Some(Window::between(Some(lo), Some(hi)))
+        })();
+        let Some(window) = window else { return "the hour's window is not in its record; nothing deleted from the source".into() };
+        let source = match self.wiring.source(export) {
+            Ok(s) => s,
+            Err(e) => return format!("nothing deleted from the source ({e})"),
+        };
+        match source.delete(export, &window, pending.rows_exported).await {
+            Ok(n) => format!("deleted {n} rows of the hour from the source"),
+            Err(e) => format!("rows of the hour stay in the source ({})", self.config.redact(&e.failure.to_string())),
+        }
     }
 }

@@ -10,7 +10,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use ferry_core::config::ExportSpec;
 use ferry_core::cursor::{CursorType, CursorValue};
-use ferry_core::{BatchReader, Bounds, Failure, NullRows, Source, Window};
+use ferry_core::{BatchReader, Bounds, DeleteFailure, Failure, NullRows, Source, Window};
+
+use crate::faults::Faults;
 
 use super::Clock;
 
@@ -27,6 +29,8 @@ pub struct MemorySource {
     batch_rows: usize,
     ty: CursorType,
     clock: Clock,
+    /// Consulted by [`Source::delete`] (`source.delete`).
+    faults: Faults,
 }
 
 impl MemorySource {
@@ -37,7 +41,20 @@ impl MemorySource {
 
     /// An empty source whose cursor has type `ty`.
     pub fn typed(batch_rows: usize, ty: CursorType) -> Self {
-        Self { rows: Arc::default(), arrived: Arc::default(), batch_rows: batch_rows.max(1), ty, clock: Clock::default() }
+        Self {
+            rows: Arc::default(),
+            arrived: Arc::default(),
+            batch_rows: batch_rows.max(1),
+            ty,
+            clock: Clock::default(),
+            faults: Faults::default(),
+        }
+    }
+
+    /// The same source, consulting `faults` when it deletes rows.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// The source's clock (what [`Source::bounds`] reports as `now`); move or set it.
@@ -128,6 +145,20 @@ impl Source for MemorySource {
 
     async fn read(&self, _export: &ExportSpec, window: &Window, _run_date: &str) -> Result<Box<dyn BatchReader>, Failure> {
         Ok(Box::new(Reader { rows: self.window_rows(window), at: 0, batch_rows: self.batch_rows, ty: self.ty }))
+    }
+
+    async fn delete(&self, _export: &ExportSpec, window: &Window, expected: u64) -> Result<u64, DeleteFailure> {
+        let sure = |failure: Failure| DeleteFailure { failure, maybe_deleted: false };
+        let pass = self.faults.enter("source.delete", &window.to_string()).await.map_err(sure)?;
+        let doomed: Vec<i64> = self.window_rows(window).iter().map(|r| r.0).collect();
+        if doomed.len() as u64 != expected {
+            return Err(sure(Failure::with_class(
+                ferry_core::ErrorClass::Transient,
+                format!("the window holds {} rows, not {expected}; nothing was deleted", doomed.len()),
+            )));
+        }
+        self.rows.lock().unwrap_or_else(|e| e.into_inner()).retain(|r| !doomed.contains(&r.0));
+        pass.reply(Ok(expected)).map_err(|failure| DeleteFailure { failure, maybe_deleted: true })
     }
 
     fn read_sql(&self, _export: &ExportSpec, window: &Window) -> String {

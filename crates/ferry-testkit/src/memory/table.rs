@@ -1,13 +1,14 @@
 //! A table in memory, keeping the [`TableSink`] contract: loads are invisible until they
 //! commit, and commit all at once; committed load ids are remembered.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
+use ferry_core::cursor::CursorValue;
 use ferry_core::rows::SchemaRef;
 use ferry_core::{Failure, TableLoad, TableSink};
 
@@ -17,6 +18,8 @@ use crate::faults::Faults;
 struct Shared {
     /// The first column of every committed row, in commit order.
     rows: Vec<i64>,
+    /// Hourly loads: the rows of each hour (by its canonical start), replaced as a whole.
+    hours: BTreeMap<String, Vec<i64>>,
     committed: BTreeSet<String>,
 }
 
@@ -43,6 +46,11 @@ impl MemoryTable {
     pub fn rows(&self) -> Vec<i64> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).rows.clone()
     }
+
+    /// Hourly loads: each hour's rows (first column), by the hour's canonical start.
+    pub fn hours(&self) -> BTreeMap<String, Vec<i64>> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).hours.clone()
+    }
 }
 
 #[async_trait]
@@ -50,7 +58,13 @@ impl TableSink for MemoryTable {
     async fn begin(&self, load_id: &str, _schema: SchemaRef) -> Result<Box<dyn TableLoad>, Failure> {
         let pass = self.faults.enter("table.begin", load_id).await?;
         pass.reply(Ok(()))?;
-        Ok(Box::new(Load { table: self.clone(), id: load_id.to_owned(), rows: Vec::new() }))
+        Ok(Box::new(Load { table: self.clone(), id: load_id.to_owned(), rows: Vec::new(), hour: None }))
+    }
+
+    async fn begin_hour(&self, load_id: &str, _schema: SchemaRef, hour: &CursorValue) -> Result<Box<dyn TableLoad>, Failure> {
+        let pass = self.faults.enter("table.begin", load_id).await?;
+        pass.reply(Ok(()))?;
+        Ok(Box::new(Load { table: self.clone(), id: load_id.to_owned(), rows: Vec::new(), hour: Some(hour.canonical()) }))
     }
 
     async fn committed(&self, load_id: &str) -> Result<bool, Failure> {
@@ -68,6 +82,8 @@ struct Load {
     table: MemoryTable,
     id: String,
     rows: Vec<i64>,
+    /// An hourly load's hour: the commit replaces its rows and answers how many it holds.
+    hour: Option<String>,
 }
 
 #[async_trait]
@@ -82,10 +98,21 @@ impl TableLoad for Load {
         let pass = self.table.faults.enter("table.commit", &self.id).await?;
         let n = {
             let mut t = self.table.shared.lock().unwrap_or_else(|e| e.into_inner());
-            if t.committed.insert(self.id.clone()) {
-                t.rows.extend(&self.rows);
+            let first = t.committed.insert(self.id.clone());
+            match &self.hour {
+                Some(hour) => {
+                    if first {
+                        t.hours.insert(hour.clone(), self.rows.clone());
+                    }
+                    t.hours.get(hour).map_or(0, Vec::len) as u64
+                }
+                None => {
+                    if first {
+                        t.rows.extend(&self.rows);
+                    }
+                    self.rows.len() as u64
+                }
             }
-            self.rows.len() as u64
         };
         pass.reply(Ok(n))
     }
