@@ -67,6 +67,85 @@ impl LeaseSettings {
     }
 }
 
+/// Seed 004's ETL runner flags, in its spellings too (`--data_source_id=123`): the job's config
+/// comes from the API at `DJANGO_API_URL`, and the run's status goes back to it.
+#[derive(clap::Args, Clone, Copy)]
+pub struct EtlArgs {
+    /// Run the ETL job of this data source: its config comes from `GET
+    /// {DJANGO_API_URL}/api/etl/job-config/{ID}/`; --config is not read.
+    #[arg(long = "data-source-id", alias = "data_source_id", value_name = "ID", value_parser = clap::value_parser!(u64).range(1..),
+          conflicts_with_all = ["exports", "message_id"])]
+    pub data_source_id: Option<u64>,
+    /// Report the run's status to `PATCH {DJANGO_API_URL}/api/etl/runs/{ID}/update/` (running,
+    /// progress, then completed or failed).
+    #[arg(long = "etl-run-id", alias = "etl_run_id", value_name = "ID", requires = "data_source_id", value_parser = clap::value_parser!(u64).range(1..))]
+    pub etl_run_id: Option<u64>,
+    /// Log level: debug, info, warning, error or critical (the seed's names); else `FERRY_LOG`,
+    /// else (with --data-source-id) the seed's `LOG_LEVEL`.
+    #[arg(long = "log-level", alias = "log_level", value_enum, ignore_case = true, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+    /// JSON log lines on stdout, as Cloud Logging reads them (`--json-logs false`: text on
+    /// stderr). On by default with --data-source-id, as in the seed; off otherwise.
+    #[arg(long = "json-logs", alias = "json_logs", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub json_logs: Option<bool>,
+}
+
+/// A log level as the seed names it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    #[value(alias = "warn")]
+    Warning,
+    Error,
+    /// As `error`: ferry has no level above it.
+    Critical,
+}
+
+impl LogLevel {
+    /// The level as a log filter.
+    pub fn filter(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warning => "warn",
+            Self::Error | Self::Critical => "error",
+        }
+    }
+
+    /// The seed's `LOG_LEVEL` value (`INFO`, `warning`, …); `None` when it names no level.
+    pub fn parse(s: &str) -> Option<Self> {
+        <Self as clap::ValueEnum>::from_str(s.trim(), true).ok()
+    }
+}
+
+/// The process's arguments, with `run` put in front when they start with one of the seed's
+/// runner flags: an existing Cloud Run Job definition passes `--data_source_id=123,--etl_run_id=456`
+/// as the container's whole argument list.
+pub fn args() -> Vec<std::ffi::OsString> {
+    with_run_for_seed_flags(std::env::args_os().collect())
+}
+
+/// [`args`] on a given argument list (the program's name first).
+pub fn with_run_for_seed_flags(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const SEED_FLAGS: [&str; 8] = [
+        "--data_source_id",
+        "--data-source-id",
+        "--etl_run_id",
+        "--etl-run-id",
+        "--log_level",
+        "--log-level",
+        "--json_logs",
+        "--json-logs",
+    ];
+    let seed_flag = args.get(1).and_then(|a| a.to_str()).is_some_and(|a| SEED_FLAGS.contains(&a.split('=').next().unwrap_or(a)));
+    if seed_flag {
+        args.insert(1, "run".into());
+    }
+    args
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run exports: all enabled ones, or those named with --export.
@@ -80,6 +159,8 @@ pub enum Command {
         /// delivered again.
         #[arg(long, value_parser = message_id)]
         message_id: Option<String>,
+        #[command(flatten)]
+        etl: EtlArgs,
     },
     /// Show what a run would do: window, SQL, file names.
     Plan {

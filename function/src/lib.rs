@@ -2,6 +2,7 @@
 //! (BigQuery source and metadata store, SFTP sink, notifiers) and a run.
 
 pub mod components;
+pub mod etl_api;
 pub mod logging;
 pub mod oidc;
 pub mod serve;
@@ -287,7 +288,7 @@ mod tests {
     use ferry_core::config::Shape;
 
     fn config() -> Config {
-        let mut c = ferry_testkit::memory::memory_config("big", Shape::Table);
+        let mut c = ferry_testkit::memory::memory_config("big", Shape::Table(ferry_core::config::TableMode::Append));
         let mut small = c.exports[0].clone();
         small.name = "small".into();
         let mut off = c.exports[0].clone();

@@ -15,21 +15,31 @@ use tracing_subscriber::EnvFilter;
 
 /// Text logs on stderr, `warn` and above unless `FERRY_LOG` says otherwise.
 pub fn init_text() {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init(false, None);
 }
 
 /// JSON lines on stdout, `info` and above unless `FERRY_LOG` says otherwise.
 pub fn init_json() {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into()))
-        .fmt_fields(JsonFields::new())
-        .event_format(CloudLogging)
-        .with_writer(std::io::stdout)
-        .init();
+    init(true, None);
+}
+
+/// JSON lines on stdout (`json`) or text on stderr, at `level` (a filter such as `debug`) when
+/// given, else as `FERRY_LOG` says, else `info` (JSON) or `warn` (text).
+pub fn init(json: bool, level: Option<&str>) {
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| if json { "info" } else { "warn" }.into()),
+    };
+    if json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .fmt_fields(JsonFields::new())
+            .event_format(CloudLogging)
+            .with_writer(std::io::stdout)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 /// Formats an event as a Cloud Logging structured entry.

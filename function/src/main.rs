@@ -56,11 +56,19 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
-    let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve { .. }) {
-        ferry::logging::init_json();
-    } else {
-        ferry::logging::init_text();
+    let cli = Cli::parse_from(cli::args());
+    match &cli.command {
+        Command::Serve { .. } => ferry::logging::init_json(),
+        Command::Run { etl, .. } => {
+            let seed = etl.data_source_id.is_some();
+            // The seed's LOG_LEVEL counts only for its job definitions; FERRY_LOG comes first.
+            let level = etl.log_level.or_else(|| {
+                let set = seed && std::env::var_os("FERRY_LOG").is_none();
+                set.then(|| std::env::var("LOG_LEVEL").ok()).flatten().and_then(|l| cli::LogLevel::parse(&l))
+            });
+            ferry::logging::init(etl.json_logs.unwrap_or(seed), level.map(cli::LogLevel::filter));
+        }
+        _ => ferry::logging::init_text(),
     }
     match dispatch(cli).await {
         Ok(code) => code,
@@ -157,6 +165,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema => {
             print!("{}", ferry::components::json_schema());
             return Ok(ExitCode::SUCCESS);
+        }
+        Command::Run { what, lease, etl: cli::EtlArgs { data_source_id: Some(id), etl_run_id, .. }, .. } => {
+            return etl(id, etl_run_id, what, lease).await;
         }
         Command::Check { no_secrets, explain, now } => {
             let deployment = if no_secrets { Deployment::Elsewhere } else { Deployment::Here };
@@ -274,7 +285,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&answer)?);
             Ok(if report.in_sync { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Run { what: Selection { exports, full, dry_run, date }, lease, message_id } => {
+        Command::Run { what: Selection { exports, full, dry_run, date }, lease, message_id, .. } => {
             let mut opts = options(exports, full, dry_run, date);
             opts.lease_ttl = lease.ttl();
             opts.lease_wait = lease.wait();
@@ -288,6 +299,35 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if show {
                 eprintln!();
             }
+            print::report(&report);
+            Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+/// `ferry run --data-source-id`: a job definition of seed 004's ETL runner. Its config comes from
+/// the API (`DJANGO_API_URL`), its status goes back there with --etl-run-id. Exit code 2 when
+/// the settings or the job config are wrong (or the API refuses them), 1 when the API cannot be
+/// reached or the run failed.
+async fn etl(data_source_id: u64, etl_run_id: Option<u64>, what: Selection, lease: cli::LeaseSettings) -> anyhow::Result<ExitCode> {
+    let Selection { exports: _, full, dry_run, date } = what;
+    let mut opts = options(Vec::new(), full, dry_run, date);
+    opts.lease_ttl = lease.ttl();
+    opts.lease_wait = lease.wait();
+    opts.execution = std::env::var("CLOUD_RUN_EXECUTION").ok().filter(|e| !e.is_empty() && e.len() <= 200);
+    let show = std::io::stderr().is_terminal();
+    let progress: Option<&(dyn Fn(Progress<'_>) + Sync)> = if show { Some(&print::progress) } else { None };
+    let job = ferry::etl_api::EtlJob { data_source_id, etl_run_id };
+    let result = ferry::etl_api::run(job, opts, progress).await;
+    if show {
+        eprintln!();
+    }
+    match result {
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(e.exit_code()))
+        }
+        Ok(report) => {
             print::report(&report);
             Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -362,11 +402,60 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    fn parse(args: &[&str]) -> Result<cli::Cli, clap::Error> {
+        let args = cli::with_run_for_seed_flags(std::iter::once("ferry").chain(args.iter().copied()).map(Into::into).collect());
+        cli::Cli::try_parse_from(args)
+    }
+
+    fn etl_args(args: &[&str]) -> cli::EtlArgs {
+        match parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).command {
+            cli::Command::Run { etl, .. } => etl,
+            _ => panic!("not run: {args:?}"),
+        }
+    }
+
+    /// Seed 004's job definitions pass their own spellings, without `run` (a Cloud Run Job's
+    /// `--args="--data_source_id=123,--etl_run_id=456"` replaces the container's arguments).
+    #[test]
+    fn the_seeds_runner_arguments_parse_as_ferry_run() {
+        for args in [
+            &["--data_source_id=123", "--etl_run_id=456"][..],
+            &["--data_source_id", "123", "--etl_run_id", "456"],
+            &["run", "--data-source-id", "123", "--etl-run-id=456"],
+            &["run", "--etl_run_id=456", "--data_source_id=123"],
+            &["--etl_run_id=456", "--data_source_id=123"],
+        ] {
+            let e = etl_args(args);
+            assert_eq!((e.data_source_id, e.etl_run_id), (Some(123), Some(456)), "{args:?}");
+            assert_eq!((e.log_level, e.json_logs), (None, None));
+        }
+        let e = etl_args(&["--data_source_id", "7", "--log_level", "DEBUG", "--json_logs", "False"]);
+        assert_eq!((e.data_source_id, e.etl_run_id, e.log_level, e.json_logs), (Some(7), None, Some(cli::LogLevel::Debug), Some(false)));
+        let e = etl_args(&["--log_level=critical", "--json_logs", "--data_source_id=7"]);
+        assert_eq!((e.log_level.map(cli::LogLevel::filter), e.json_logs), (Some("error"), Some(true)));
+        assert_eq!(etl_args(&["run", "--log-level", "warn"]).log_level, Some(cli::LogLevel::Warning));
+        assert_eq!(cli::LogLevel::parse(" INFO "), Some(cli::LogLevel::Info));
+        assert_eq!(cli::LogLevel::parse("verbose"), None);
+        // A plain `ferry run` is untouched.
+        let e = etl_args(&["run", "--export", "x"]);
+        assert_eq!((e.data_source_id, e.json_logs), (None, None));
+        for bad in [
+            &["--data_source_id=0"][..],
+            &["--data_source_id=abc"],
+            &["--etl_run_id=4"],
+            &["--data_source_id=1", "--export", "x"],
+            &["run", "--data_source_id=1", "--message-id", "m"],
+            &["--data_source_id=1", "--log_level", "loud"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
     /// What the service hands to the job, `ferry run` takes: odd export names and message ids
     /// included.
     #[test]
     fn the_job_arguments_parse_as_ferry_run() {
-        let mut c = ferry_testkit::memory::memory_config("-off", ferry_core::config::Shape::Table);
+        let mut c = ferry_testkit::memory::memory_config("-off", ferry_core::config::Shape::Table(ferry_core::config::TableMode::Append));
         c.exports[0].execution = ferry_core::config::Execution::Job;
         let export = &c.exports[0];
         for (message_id, full, dry_run) in [("-1", true, false), ("12345678901234", false, true), ("ce id with spaces/ü", false, false)] {
