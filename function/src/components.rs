@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ferry_bigquery::component::{ExportSettings, SourceSettings};
+use ferry_bigquery::component::{ExportSettings, SourceSettings, TableSettings};
 use ferry_bigquery::storage::StorageRead;
-use ferry_bigquery::{BigQuery, BigQueryExport, BigQuerySource};
+use ferry_bigquery::{BigQuery, BigQueryExport, BigQuerySource, BigQueryTable};
 use ferry_bigquery::{Storage, StorageUse};
 use ferry_core::config::ReadApi;
 use ferry_core::config::{Check, Component, Components, Config, ConfigErrors, Deployment, Destination, RawConfig};
@@ -25,17 +25,19 @@ pub struct Registry;
 
 impl Components for Registry {
     fn source_types(&self) -> Vec<&'static str> {
-        vec!["bigquery", "bigquery_export"]
+        vec!["bigquery", "bigquery_export", "postgres", "mysql"]
     }
 
     fn destination_types(&self) -> Vec<&'static str> {
-        vec!["sftp"]
+        vec!["sftp", "bigquery"]
     }
 
     fn source(&self, type_name: &str, value: &Value, cx: &Check<'_>) -> Option<Option<Component>> {
         match type_name {
             "bigquery" => Some(ferry_bigquery::component::validate_source(value, cx)),
             "bigquery_export" => Some(ferry_bigquery::component::validate_export_source(value, cx)),
+            "postgres" => Some(ferry_postgres::validate_source(value, cx)),
+            "mysql" => Some(ferry_mysql::validate_source(value, cx)),
             _ => None,
         }
     }
@@ -43,6 +45,7 @@ impl Components for Registry {
     fn destination(&self, type_name: &str, value: &Value, cx: &Check<'_>) -> Option<Option<Destination>> {
         match type_name {
             "sftp" => Some(ferry_sftp::component::validate_destination(value, cx)),
+            "bigquery" => Some(ferry_bigquery::component::validate_table_destination(value, cx)),
             _ => None,
         }
     }
@@ -113,6 +116,14 @@ impl Wiring for Wired {
                     None => source,
                 }))
             }
+            "postgres" => {
+                let settings = c.settings::<ferry_postgres::PostgresSettings>().ok_or_else(|| mismatch(c))?;
+                Ok(Box::new(ferry_postgres::PostgresSource::new(settings.clone())))
+            }
+            "mysql" => {
+                let settings = c.settings::<ferry_mysql::MySqlSettings>().ok_or_else(|| mismatch(c))?;
+                Ok(Box::new(ferry_mysql::MySqlSource::new(settings.clone())))
+            }
             // Bounds and counts of a staged export read the same table or query.
             "bigquery_export" => {
                 let settings = c.settings::<ExportSettings>().ok_or_else(|| mismatch(c))?;
@@ -172,8 +183,19 @@ impl Wiring for Wired {
     }
 
     async fn table(&self, export: &ferry_core::config::ExportSpec) -> Result<Arc<dyn TableSink>, Failure> {
-        // No table destination type yet: the loaders add their arms here.
-        Err(mismatch(&export.destination.component))
+        let c = &export.destination.component;
+        match c.type_name.as_str() {
+            "bigquery" => {
+                let s = c.settings::<TableSettings>().ok_or_else(|| mismatch(c))?;
+                let table = ferry_bigquery::TableRef {
+                    project: s.table.project.clone().unwrap_or_else(|| self.bq.project().to_owned()),
+                    dataset: s.table.dataset.clone(),
+                    table: s.table.table.clone(),
+                };
+                Ok(Arc::new(BigQueryTable::new(self.bq.clone(), table, s.mode.clone(), s.batch_rows, &export.name)))
+            }
+            _ => Err(mismatch(c)),
+        }
     }
 
     async fn close(&self) {
@@ -211,8 +233,11 @@ pub fn json_schema() -> String {
     };
     let bigquery = variants("bigquery", schemars::schema_for!(ferry_bigquery::component::RawBigQuerySource), &mut defs);
     let bigquery_export = variants("bigquery_export", schemars::schema_for!(ferry_bigquery::component::RawExportSource), &mut defs);
+    let postgres = variants("postgres", schemars::schema_for!(ferry_postgres::RawPostgresSource), &mut defs);
+    let mysql = variants("mysql", schemars::schema_for!(ferry_mysql::RawMySqlSource), &mut defs);
     let sftp_schema = schemars::schema_for!(ferry_sftp::component::RawSftpDestination);
     let sftp = variants("sftp", sftp_schema.clone(), &mut defs);
+    let bigquery_table = variants("bigquery", schemars::schema_for!(ferry_bigquery::component::RawTableDestination), &mut defs);
     // The seed's staged form: `exports` as a map of name → a bigquery_export source's fields.
     let mut staged_seed = bigquery_export.clone();
     if let Some(o) = staged_seed.as_object_mut() {
@@ -234,8 +259,8 @@ pub fn json_schema() -> String {
         root["properties"][field] = schema;
     }
     let export = &mut defs["RawExport"]["properties"];
-    export["source"] = json!({"description": export["source"]["description"], "oneOf": [bigquery, bigquery_export]});
-    export["destination"] = json!({"description": export["destination"]["description"], "oneOf": [sftp]});
+    export["source"] = json!({"description": export["source"]["description"], "oneOf": [bigquery, bigquery_export, postgres, mysql]});
+    export["destination"] = json!({"description": export["destination"]["description"], "oneOf": [sftp, bigquery_table]});
     // The seed form: file settings and the BigQuery source's fields beside the export's own,
     // and one `sftp` section (without `file`) shared by every export.
     let seed = schemars::schema_for!(SeedExport).to_value();
