@@ -13,15 +13,15 @@ mod error;
 mod jobs;
 mod source;
 mod state;
-mod table;
 pub mod storage;
+mod table;
 
 pub use arrow::{rest_to_batch, schema_of};
 pub use client::{BigQuery, Cell, Field, Page, QueryJob, QueryParam, TableInfo, TableRef};
 pub use error::BigQueryError;
-pub use jobs::{JobDone, JobState, WriteDisposition};
 /// How requests are authorised; shared with the other Google clients.
 pub use ferry_google::Auth;
+pub use jobs::{JobDone, JobState, WriteDisposition};
 pub use source::{BigQueryExport, BigQuerySource, Storage, StorageUse};
 pub use state::MetadataStore;
 pub use table::{schema_fields, BigQueryTable};

@@ -284,9 +284,8 @@ fn first_lo(export: &ExportSpec, start: &super::FirstStart, ty: CursorType) -> R
         super::FirstStart::After(t) => (t.as_str(), false),
         super::FirstStart::From(t) => (t.as_str(), true),
     };
-    let value = CursorValue::parse_loose(ty, text).map_err(|m| {
-        Failure::with_class(ErrorClass::Permanent, format!("export {}: the first window's start: {m}", export.name))
-    })?;
+    let value = CursorValue::parse_loose(ty, text)
+        .map_err(|m| Failure::with_class(ErrorClass::Permanent, format!("export {}: the first window's start: {m}", export.name)))?;
     // `(lo, …]` holds `start` itself when lo is one unit below it.
     Ok(if inclusive { value.minus_one_unit() } else { value })
 }
