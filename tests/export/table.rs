@@ -196,6 +196,7 @@ async fn a_lost_answer_after_the_commit_is_settled_by_the_next_run_without_loadi
     assert_ne!(r.outcomes[0].status, RunStatus::Success);
     assert_eq!(count(&f, "facts").await, 6);
     assert_eq!(f.watermark().await, None);
+    assert!(tables_like(&f, "facts__ferry_").await.is_empty(), "the staging table was left behind");
 
     // The next run finds the commit job done: SUCCESS for the first load, nothing loaded again.
     let r = f.run(&config, false).await;

@@ -244,6 +244,24 @@ impl Load {
 }
 
 impl Load {
+    /// Loads the last batch, waits for every batch, then runs the commit job.
+    async fn commit_all(&mut self) -> Result<u64, Failure> {
+        self.finish_batches().await?;
+        if let Some((hour, column)) = self.hour.clone() {
+            return self.commit_hour(&hour, &column).await;
+        }
+        let write = match self.mode {
+            TableMode::Replace => WriteDisposition::Truncate,
+            TableMode::Append | TableMode::Hourly(_) => WriteDisposition::Append,
+        };
+        let done = self.bq.copy_table(&self.commit_job, &self.staging, &self.table, write).await.map_err(|e| self.failure(e))?;
+        failpoint::hit("load:commit", &self.export).await?;
+        if done.rows != self.loaded {
+            tracing::warn!(table = %self.table, copied = done.rows, loaded = self.loaded, "the commit copied another number of rows than were loaded");
+        }
+        Ok(done.rows)
+    }
+
     /// Replaces the hour in the table with the staged rows in one transaction (a query job
     /// named by the load, so that it runs once), creating the table, partitioned by day on
     /// the hour column, when it is missing; returns the rows the table then holds for the hour.
@@ -307,27 +325,15 @@ impl TableLoad for Load {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<u64, Failure> {
-        self.finish_batches().await?;
-        if let Some((hour, column)) = self.hour.clone() {
-            let held = self.commit_hour(&hour, &column).await;
-            if let Err(e) = self.bq.delete_table(&self.staging).await {
-                tracing::warn!(table = %self.staging, error = %e, "could not delete a staging table; it expires in a day");
-            }
-            return held;
-        }
-        let write = match self.mode {
-            TableMode::Replace => WriteDisposition::Truncate,
-            TableMode::Append | TableMode::Hourly(_) => WriteDisposition::Append,
-        };
-        let done = self.bq.copy_table(&self.commit_job, &self.staging, &self.table, write).await.map_err(|e| self.failure(e))?;
-        failpoint::hit("load:commit", &self.export).await?;
+        let committed = self.commit_all().await;
+        // Whatever the outcome, the staging table holds nothing the table needs any more: a
+        // commit job that ran has copied it, and one that did not run must not later.
+        self.inflight.abort_all();
+        while self.inflight.join_next().await.is_some() {}
         if let Err(e) = self.bq.delete_table(&self.staging).await {
             tracing::warn!(table = %self.staging, error = %e, "could not delete a staging table; it expires in a day");
         }
-        if done.rows != self.loaded {
-            tracing::warn!(table = %self.table, copied = done.rows, loaded = self.loaded, "the commit copied another number of rows than were loaded");
-        }
-        Ok(done.rows)
+        committed
     }
 
     async fn abort(mut self: Box<Self>) {
