@@ -219,31 +219,44 @@ impl BigQuery {
         serde_json::from_slice(&bytes).map_err(|e| BigQueryError::Decode { op, reason: e.to_string() })
     }
 
-    /// One attempt with raw bytes as the body (an upload); the answer as JSON.
-    pub(crate) async fn call_json_raw_once(
+    /// One attempt to send `body` as the bytes `range` (a `Content-Range` value) of a
+    /// resumable upload: `308` says how much the session holds, success gives the job.
+    pub(crate) async fn put_piece_once(
         &self,
-        op: &'static str,
-        method: reqwest::Method,
-        url: &str,
+        location: &str,
+        range: String,
         body: bytes::Bytes,
-    ) -> Result<Value, BigQueryError> {
-        let req = self.tokens.authorize(self.http.request(method, url)).await?;
+    ) -> Result<crate::jobs::Piece, BigQueryError> {
+        const OP: &str = "jobs.insert (load)";
+        let req = self.tokens.authorize(self.http.put(location)).await?;
         let resp = req
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_RANGE, range)
             .body(body)
             .send()
             .await
-            .map_err(|e| BigQueryError::Transport { op, endpoint: self.base.clone(), reason: e.without_url().to_string() })?;
+            .map_err(|e| BigQueryError::Transport { op: OP, endpoint: self.base.clone(), reason: e.without_url().to_string() })?;
         let status = resp.status();
+        // `Range: bytes=0-N`: the session holds N + 1 bytes; no Range: none.
+        let held = resp
+            .headers()
+            .get(reqwest::header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit('-').next())
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .map_or(0, |last| last + 1);
         let bytes = resp.bytes().await.map_err(|e| BigQueryError::Transport {
-            op,
+            op: OP,
             endpoint: self.base.clone(),
             reason: e.without_url().to_string(),
         })?;
-        if !status.is_success() {
-            return Err(BigQueryError::Api { op, api: ApiError::parse(status.as_u16(), &bytes) });
+        if status.as_u16() == 308 {
+            return Ok(crate::jobs::Piece::Incomplete(held));
         }
-        serde_json::from_slice(&bytes).map_err(|e| BigQueryError::Decode { op, reason: e.to_string() })
+        if !status.is_success() {
+            return Err(BigQueryError::Api { op: OP, api: ApiError::parse(status.as_u16(), &bytes) });
+        }
+        serde_json::from_slice(&bytes).map(crate::jobs::Piece::Done).map_err(|e| BigQueryError::Decode { op: OP, reason: e.to_string() })
     }
 
     /// Starts a resumable upload: the session URI (`Location`) to send the bytes to.

@@ -6,6 +6,7 @@
 //! nothing; [`BigQuery::run_job`] then waits for the job of that id and reports its outcome,
 //! so an effect is never applied twice.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ferry_google::{percent_encode, ApiError};
@@ -48,6 +49,40 @@ pub enum JobState {
     Done(JobDone),
     /// Completed with an error: it changed nothing.
     Failed(String),
+}
+
+/// Resumable uploads take pieces whose length is a multiple of this, but for the last.
+pub const UPLOAD_QUANTUM: usize = 256 * 1024;
+
+const LOAD_OP: &str = "jobs.insert (load)";
+
+/// A load job's file being sent through a resumable upload session (see
+/// [`BigQuery::start_load`]).
+#[derive(Debug)]
+pub struct LoadUpload {
+    job_id: String,
+    location: String,
+    /// Bytes the session holds.
+    sent: u64,
+}
+
+impl LoadUpload {
+    /// The id the job will have.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+}
+
+/// What an upload session said to a piece.
+pub(crate) enum Piece {
+    /// It holds this many bytes and waits for more.
+    Incomplete(u64),
+    /// The file is complete: the job resource.
+    Done(Value),
+}
+
+fn lost_bytes(held: u64, sent: u64) -> BigQueryError {
+    BigQueryError::Decode { op: LOAD_OP, reason: format!("the upload holds {held} bytes, fewer than the {sent} it had taken") }
 }
 
 /// Longest wait between two looks at a running job.
@@ -121,43 +156,111 @@ impl BigQuery {
         }
     }
 
-    /// Loads `data` (one file in `format`: `PARQUET`, `CSV`, …) into `table` as job `job_id`,
-    /// through a resumable upload (no size limit), and waits for the job. The table's own
-    /// schema is used; the table must exist.
-    pub async fn load_upload(
+    /// Opens a resumable upload for a Parquet load job named `job_id` into `table`. Nothing
+    /// is loaded and no job exists until [`Self::finish_load`] sends the last piece; a session
+    /// abandoned before then loads nothing. With `fields` (the REST schema) a missing table is
+    /// created with them; without, the table must exist and its own schema is used.
+    pub async fn start_load(
         &self,
         job_id: &str,
         table: &TableRef,
-        format: &str,
         write: WriteDisposition,
-        data: bytes::Bytes,
-    ) -> Result<JobDone, BigQueryError> {
-        const OP: &str = "jobs.insert (load)";
+        fields: Option<&Value>,
+    ) -> Result<LoadUpload, BigQueryError> {
+        let mut load = json!({
+            "destinationTable": {"projectId": table.project, "datasetId": table.dataset, "tableId": table.table},
+            "sourceFormat": "PARQUET",
+            "writeDisposition": write.api_name(),
+            "createDisposition": "CREATE_NEVER",
+        });
+        if let Some(fields) = fields {
+            load["createDisposition"] = json!("CREATE_IF_NEEDED");
+            load["schema"] = json!({"fields": fields});
+        }
         let body = json!({
             "jobReference": {"projectId": self.project(), "jobId": job_id},
-            "configuration": {"load": {
-                "destinationTable": {"projectId": table.project, "datasetId": table.dataset, "tableId": table.table},
-                "sourceFormat": format,
-                "writeDisposition": write.api_name(),
-                "createDisposition": "CREATE_NEVER",
-            }},
+            "configuration": {"load": load},
         });
         let url = format!("{}?uploadType=resumable", self.upload_base());
-        // Each attempt starts a new upload session; a job that the lost answer of an earlier
-        // attempt had already started answers 409, and is waited for instead.
-        let started = self
-            .retried(OP, || async {
-                let location = self.start_upload(OP, &url, &body).await?;
-                match self.call_json_raw_once(OP, reqwest::Method::PUT, &location, data.clone()).await {
+        let location = self.retried(LOAD_OP, || self.start_upload(LOAD_OP, &url, &body)).await?;
+        Ok(LoadUpload { job_id: job_id.to_owned(), location, sent: 0 })
+    }
+
+    /// Sends `piece`, the next bytes of the file; its length is a multiple of
+    /// [`UPLOAD_QUANTUM`]. After a failed attempt the session is asked how much it holds and
+    /// only the rest is sent again, so no byte arrives twice.
+    pub async fn send_piece(&self, upload: &mut LoadUpload, piece: bytes::Bytes) -> Result<(), BigQueryError> {
+        let (start, end) = (upload.sent, upload.sent + piece.len() as u64);
+        let tried = AtomicBool::new(false);
+        let location = upload.location.as_str();
+        self.retried(LOAD_OP, || async {
+            let from = if tried.swap(true, Ordering::Relaxed) { self.upload_held(location).await? } else { start };
+            if from >= end {
+                return Ok(());
+            }
+            if from < start {
+                return Err(lost_bytes(from, start));
+            }
+            let rest = piece.slice((from - start) as usize..);
+            match self.put_piece_once(location, format!("bytes {from}-{}/*", end - 1), rest).await? {
+                Piece::Incomplete(held) if held == end => Ok(()),
+                Piece::Incomplete(held) => Err(BigQueryError::Decode {
+                    op: LOAD_OP,
+                    reason: format!("the upload holds {held} bytes after bytes up to {end} were sent"),
+                }),
+                Piece::Done(_) => Err(BigQueryError::Decode { op: LOAD_OP, reason: "the upload ended before its last piece".into() }),
+            }
+        })
+        .await?;
+        upload.sent = end;
+        Ok(())
+    }
+
+    /// Sends the file's last bytes, `last`, which creates the load job, and waits for it. A
+    /// job of that id that already exists (an attempt whose answer was lost) is waited for,
+    /// not loaded again.
+    pub async fn finish_load(&self, upload: LoadUpload, last: bytes::Bytes) -> Result<JobDone, BigQueryError> {
+        let (start, total) = (upload.sent, upload.sent + last.len() as u64);
+        let tried = AtomicBool::new(false);
+        let location = upload.location.as_str();
+        let answer = self
+            .retried(LOAD_OP, || async {
+                let from = if tried.swap(true, Ordering::Relaxed) {
+                    if self.job_state(&upload.job_id).await?.is_some() {
+                        return Ok(None);
+                    }
+                    self.upload_held(location).await?
+                } else {
+                    start
+                };
+                if from < start {
+                    return Err(lost_bytes(from, start));
+                }
+                let range = if from >= total { format!("bytes */{total}") } else { format!("bytes {from}-{}/{total}", total - 1) };
+                let rest = last.slice((from.min(total) - start) as usize..);
+                match self.put_piece_once(location, range, rest).await {
+                    Ok(Piece::Done(job)) => Ok(Some(job)),
+                    Ok(Piece::Incomplete(held)) => Err(BigQueryError::Decode {
+                        op: LOAD_OP,
+                        reason: format!("the upload holds {held} of the file's {total} bytes after its last piece"),
+                    }),
                     Err(BigQueryError::Api { api: ApiError { status: 409, .. }, .. }) => Ok(None),
-                    other => other.map(Some),
+                    Err(e) => Err(e),
                 }
             })
             .await?;
-        match started.map(|job| state_of(&job)) {
+        match answer.map(|job| state_of(&job)) {
             Some(JobState::Done(d)) => Ok(d),
-            Some(JobState::Failed(message)) => Err(BigQueryError::Job { op: OP, what: "job failed", reason: None, message }),
-            Some(JobState::Running) | None => self.wait_job(OP, job_id).await,
+            Some(JobState::Failed(message)) => Err(BigQueryError::Job { op: LOAD_OP, what: "job failed", reason: None, message }),
+            Some(JobState::Running) | None => self.wait_job(LOAD_OP, &upload.job_id).await,
+        }
+    }
+
+    /// How many bytes the upload session at `location` holds.
+    async fn upload_held(&self, location: &str) -> Result<u64, BigQueryError> {
+        match self.put_piece_once(location, "bytes */*".into(), bytes::Bytes::new()).await? {
+            Piece::Incomplete(held) => Ok(held),
+            Piece::Done(_) => Err(BigQueryError::Decode { op: LOAD_OP, reason: "the upload ended before its last piece".into() }),
         }
     }
 
@@ -179,9 +282,8 @@ impl BigQuery {
     }
 
     /// Creates `table` with `fields` (the REST schema) that expires after `expires_in`; an
-    /// existing table of that name is replaced.
+    /// existing table of that name is left as it is (names given to it are fresh per load).
     pub async fn create_table(&self, table: &TableRef, fields: &Value, expires_in: Option<Duration>) -> Result<(), BigQueryError> {
-        self.delete_table(table).await?;
         let mut body = json!({
             "tableReference": {"projectId": table.project, "datasetId": table.dataset, "tableId": table.table},
             "schema": {"fields": fields},

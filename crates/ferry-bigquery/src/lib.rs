@@ -21,7 +21,7 @@ pub use client::{BigQuery, Cell, Field, Page, QueryJob, QueryParam, TableInfo, T
 pub use error::BigQueryError;
 /// How requests are authorised; shared with the other Google clients.
 pub use ferry_google::Auth;
-pub use jobs::{JobDone, JobState, WriteDisposition};
+pub use jobs::{JobDone, JobState, LoadUpload, WriteDisposition, UPLOAD_QUANTUM};
 pub use source::{BigQueryExport, BigQuerySource, Storage, StorageUse};
 pub use state::MetadataStore;
 pub use table::{schema_fields, BigQueryTable};

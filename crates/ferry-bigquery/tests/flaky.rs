@@ -21,6 +21,8 @@ struct Seen {
     method: String,
     /// Path and query.
     target: String,
+    /// `content-range`, when sent (a piece of a resumable upload).
+    range: Option<String>,
     body: Vec<u8>,
 }
 
@@ -101,17 +103,29 @@ async fn connection(socket: TcpStream, upstream: Option<String>, plan: Plan, log
             log.push(req.clone());
             log.len() - 1
         };
+        let mut extra = String::new();
         let (status, body) = match plan(&req, n) {
             Act::Answer(status, body) => (status, body.into_bytes()),
             act => {
                 let upstream = upstream.as_deref().expect("a proxy that forwards needs an upstream");
                 let method = reqwest::Method::from_bytes(req.method.as_bytes()).expect("method");
                 let mut call = http.request(method, format!("{upstream}{}", req.target));
-                if !req.body.is_empty() {
+                if let Some(range) = &req.range {
+                    call = call.header("content-range", range).body(req.body.clone());
+                } else if !req.body.is_empty() {
                     call = call.header("content-type", "application/json").body(req.body.clone());
                 }
                 let resp = call.send().await.expect("the emulator answers");
                 let status = resp.status().as_u16();
+                // An upload session's address points back at the proxy; `range` says what
+                // the session holds.
+                if let Some(v) = resp.headers().get("location").and_then(|v| v.to_str().ok()) {
+                    let path = v.splitn(4, '/').nth(3).unwrap_or_default();
+                    extra.push_str(&format!("location: {}/{path}\r\n", endpoint_of(&socket)));
+                }
+                if let Some(v) = resp.headers().get("range").and_then(|v| v.to_str().ok()) {
+                    extra.push_str(&format!("range: {v}\r\n"));
+                }
                 let body = resp.bytes().await.expect("body").to_vec();
                 if matches!(act, Act::ForwardThenDrop) {
                     return;
@@ -119,7 +133,7 @@ async fn connection(socket: TcpStream, upstream: Option<String>, plan: Plan, log
                 (status, body)
             }
         };
-        let head = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+        let head = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n", body.len());
         let stream = socket.get_mut();
         if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
             return;
@@ -136,6 +150,7 @@ async fn read_request(socket: &mut BufReader<TcpStream>) -> Option<Seen> {
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
     let mut length = 0;
+    let mut range = None;
     loop {
         let mut header = String::new();
         socket.read_line(&mut header).await.ok()?;
@@ -147,11 +162,19 @@ async fn read_request(socket: &mut BufReader<TcpStream>) -> Option<Seen> {
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().ok()?;
             }
+            if name.eq_ignore_ascii_case("content-range") {
+                range = Some(value.trim().to_owned());
+            }
         }
     }
     let mut body = vec![0; length];
     socket.read_exact(&mut body).await.ok()?;
-    Some(Seen { method, target, body })
+    Some(Seen { method, target, range, body })
+}
+
+/// `http://address` of the proxy that `socket` came in on.
+fn endpoint_of(socket: &BufReader<TcpStream>) -> String {
+    format!("http://{}", socket.get_ref().local_addr().expect("address"))
 }
 
 fn stack_var(name: &str) -> String {
@@ -397,4 +420,63 @@ async fn errors_of_a_job_still_running_do_not_end_it_or_run_it_again() {
     assert_eq!(rows, [vec![Cell::Text("7".into())]]);
     let posts = proxy.seen().iter().filter(|s| s.method == "POST").count();
     assert_eq!(posts, 1, "the statement was sent once, not run again");
+}
+
+/// A Parquet file of `rows` rows of `t (id INT64, name STRING)`, names that do not compress.
+fn parquet_rows(rows: i64) -> Vec<u8> {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    let ids = Int64Array::from_iter_values(1..=rows);
+    let names = StringArray::from_iter_values((1..=rows).map(|i| format!("{:016x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))));
+    let batch = RecordBatch::try_from_iter([("id", Arc::new(ids) as ArrayRef), ("name", Arc::new(names) as ArrayRef)]).expect("batch");
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    out
+}
+
+#[tokio::test]
+async fn a_streamed_load_whose_answers_are_lost_sends_every_byte_once_and_loads_once() {
+    let (direct, t) = table().await;
+    let file = parquet_rows(100_000);
+    let quantum = ferry_bigquery::UPLOAD_QUANTUM;
+    assert!(file.len() > 3 * quantum, "the file must make several pieces: {} bytes", file.len());
+    // The second piece and the last bytes reach the emulator, and their answers are lost.
+    let pieces = Arc::new(Mutex::new(0));
+    let plan: Plan = Arc::new(move |req: &Seen, _| {
+        let Some(range) = &req.range else { return Act::Forward };
+        if range.starts_with("bytes */") {
+            return Act::Forward; // asking what the session holds
+        }
+        let mut n = pieces.lock().expect("lock");
+        *n += 1;
+        if *n == 2 || !range.ends_with("/*") && *n <= 4 {
+            Act::ForwardThenDrop
+        } else {
+            Act::Forward
+        }
+    });
+    let proxy = Proxy::start(Some(emulator()), plan).await;
+    let bq = proxy.client(&project());
+    let job = unique("ferry_stream");
+    let mut upload = bq.start_load(&job, &t, ferry_bigquery::WriteDisposition::Append, None).await.expect("session");
+    let (first, rest) = file.split_at(quantum);
+    let (second, last) = rest.split_at(2 * quantum);
+    bq.send_piece(&mut upload, bytes::Bytes::copy_from_slice(first)).await.expect("first piece");
+    bq.send_piece(&mut upload, bytes::Bytes::copy_from_slice(second)).await.expect("second piece, its answer lost");
+    let done = bq.finish_load(upload, bytes::Bytes::copy_from_slice(last)).await.expect("the job, its answer lost");
+    assert_eq!(done.rows, 100_000);
+    assert_eq!(count(&direct, &t).await, 100_000, "a load job ran twice or took a byte twice");
+
+    let seen = proxy.seen();
+    let ranges: Vec<&str> = seen.iter().filter_map(|s| s.range.as_deref()).collect();
+    let total = file.len();
+    assert_eq!(ranges[0], format!("bytes 0-{}/*", quantum - 1));
+    assert_eq!(ranges[1], format!("bytes {quantum}-{}/*", 3 * quantum - 1));
+    assert_eq!(ranges[2], "bytes */*", "after a lost answer the session is asked what it holds: {ranges:?}");
+    assert_eq!(ranges[3], format!("bytes {}-{}/{total}", 3 * quantum, total - 1));
+    // The last bytes' answer was lost: the job is looked up, not sent again.
+    assert_eq!(ranges.len(), 4, "{ranges:?}");
+    assert!(seen.iter().any(|s| s.is("GET", &format!("/jobs/{job}"))), "the job was not looked up");
+    direct.delete_dataset(&t.dataset).await.expect("cleanup");
 }
