@@ -192,7 +192,7 @@ impl Wiring for Wired {
                     dataset: s.table.dataset.clone(),
                     table: s.table.table.clone(),
                 };
-                Ok(Arc::new(BigQueryTable::new(self.bq.clone(), table, s.mode.clone(), s.batch_rows, &export.name)))
+                Ok(Arc::new(BigQueryTable::new(self.bq.clone(), table, s.mode.clone(), s.batch_rows, s.job_rows, &export.name)))
             }
             _ => Err(mismatch(c)),
         }

@@ -220,8 +220,11 @@ async fn transactional_appends_each_window_once_with_tied_and_late_cursor_values
     ))
     .await;
     let x = json!({"timestamp_column": "updated_at", "incremental": true});
-    let config =
-        f.config(&f.json(json!({"batch_rows": 700}), f.dest("facts", json!({"mode": "transactional", "batch_rows": 1000})), x.clone()));
+    let config = f.config(&f.json(
+        json!({"batch_rows": 700}),
+        f.dest("facts", json!({"mode": "transactional", "batch_rows": 1000, "job_rows": 1000})),
+        x.clone(),
+    ));
     let r = f.run(&config, false).await;
     assert_eq!((r.outcomes[0].status, r.outcomes[0].rows), (RunStatus::Success, 2502), "{:?}", r.outcomes[0].error);
     assert_eq!(f.bq_ids("facts").await, (1..=2502).collect::<Vec<_>>());

@@ -114,12 +114,13 @@ async fn every_bigquery_type_is_loaded_with_its_type_and_value() {
 async fn replace_swaps_the_table_at_once_while_a_reader_watches() {
     let f = Fixture::new("tbl_replace").await;
     seed(&f, "src", 0..10, "2024-01-01 00:00:00+00").await;
-    let dest = json!({"type": "bigquery", "table": format!("{}.snap", f.ds.name), "mode": "catalog", "batch_rows": 100});
+    let dest = json!({"type": "bigquery", "table": format!("{}.snap", f.ds.name), "mode": "catalog", "job_rows": 100});
     let config = f.load(&config_json(&f, export(&f, "src", dest, json!({})))).expect("valid config");
     assert_eq!(f.run(&config, false).await.outcomes[0].status, RunStatus::Success);
     assert_eq!(ids(&f, "snap").await, (0..10).collect::<Vec<_>>());
 
-    // The new snapshot: 300 other rows, loaded in 3 batches, each followed by a stall.
+    // The new snapshot: 300 other rows, loaded into a staging table by 3 jobs, each followed
+    // by a stall.
     f.ds.exec(&format!("DELETE FROM `{}` WHERE true", f.ds.table("src"))).await;
     seed(&f, "src", 1000..1300, "2024-01-02 00:00:00+00").await;
     for _ in 0..3 {
@@ -139,6 +140,41 @@ async fn replace_swaps_the_table_at_once_while_a_reader_watches() {
     assert!(seen.iter().all(|n| *n == 10 || *n == 300), "a reader saw a partial table: counts {seen:?}");
     assert_eq!(ids(&f, "snap").await, (1000..1300).collect::<Vec<_>>());
     assert!(tables_like(&f, "snap__ferry_").await.is_empty(), "the staging table was left behind");
+}
+
+#[tokio::test]
+async fn replace_by_default_is_one_load_job_into_the_table_that_runs_only_with_the_last_bytes() {
+    let f = Fixture::new("tbl_direct").await;
+    seed(&f, "src", 0..10, "2024-01-01 00:00:00+00").await;
+    let dest = json!({"type": "bigquery", "table": format!("{}.snap", f.ds.name), "mode": "catalog", "batch_rows": 7});
+    let config = f.load(&config_json(&f, export(&f, "src", dest, json!({})))).expect("valid config");
+    let r = f.run(&config, false).await;
+    assert_eq!(r.outcomes[0].status, RunStatus::Success, "{:?}", r.outcomes[0].error);
+    assert_eq!(ids(&f, "snap").await, (0..10).collect::<Vec<_>>());
+
+    // A new snapshot, every row of it sent; the run stops before the file's last bytes go.
+    f.ds.exec(&format!("DELETE FROM `{}` WHERE true", f.ds.table("src"))).await;
+    seed(&f, "src", 1000..1300, "2024-01-02 00:00:00+00").await;
+    ferry_core::failpoint::arm("lease:confirm", &f.export);
+    let r = f.run(&config, false).await;
+    assert_eq!(r.outcomes[0].status, RunStatus::Failed);
+    assert_eq!(ids(&f, "snap").await, (0..10).collect::<Vec<_>>(), "an unfinished upload loaded rows");
+
+    // A reader watching the next run sees the old snapshot or the new one.
+    ferry_core::failpoint::arm_sleep("load:commit", &f.export, Duration::from_millis(700));
+    let run = f.run(&config, false);
+    tokio::pin!(run);
+    let mut seen = std::collections::BTreeSet::new();
+    let report = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            n = count(&f, "snap") => { seen.insert(n); }
+        }
+    };
+    assert_eq!(report.outcomes[0].status, RunStatus::Success, "{:?}", report.outcomes[0].error);
+    assert!(seen.iter().all(|n| *n == 10 || *n == 300), "a reader saw a partial table: counts {seen:?}");
+    assert_eq!(ids(&f, "snap").await, (1000..1300).collect::<Vec<_>>());
+    assert!(tables_like(&f, "snap__ferry_").await.is_empty(), "a staging table was made");
 }
 
 #[tokio::test]
@@ -167,10 +203,10 @@ async fn append_adds_each_window_once_with_tied_and_late_cursor_values() {
 async fn a_failure_after_a_batch_was_loaded_loads_nothing_and_the_next_run_loads_each_row_once() {
     let f = Fixture::new("tbl_batchfail").await;
     seed(&f, "src", 0..10, "2024-01-01 00:00:00+00").await;
-    let dest = json!({"type": "bigquery", "table": format!("{}.facts", f.ds.name), "mode": "append", "batch_rows": 4});
+    let dest = json!({"type": "bigquery", "table": format!("{}.facts", f.ds.name), "mode": "append", "job_rows": 4});
     let x = export(&f, "src", dest, json!({"timestamp_column": "updated_at", "incremental": true}));
     let config = f.load(&config_json(&f, x)).expect("valid config");
-    // The first batch's load job ran; then the run fails before anything records it.
+    // The first staging job ran; then the run fails before anything records it.
     ferry_core::failpoint::arm("load:batch", &f.export);
     let r = f.run(&config, false).await;
     assert_eq!(r.outcomes[0].status, RunStatus::Failed);
@@ -221,6 +257,7 @@ async fn table_destination_settings_are_checked() {
             "destination.batch_rows",
             "expected 1 to",
         ),
+        (json!({"type": "bigquery", "table": table, "mode": "append", "job_rows": 0}), json!({}), "destination.job_rows", "at least 1"),
         (
             json!({"type": "bigquery", "table": table, "mode": "replace"}),
             json!({"timestamp_column": "updated_at", "incremental": true}),

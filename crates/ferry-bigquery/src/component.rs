@@ -267,9 +267,15 @@ pub struct RawTableDestination {
     /// `append` (each run's new rows are added, all at once; also `transactional`) or `hourly`
     /// (each complete hour of the timestamp_column replaces that hour, stamped in `hour_column`).
     pub mode: String,
-    /// Rows per load job; 10000 by default (`ETL_BATCH_SIZE` when set).
+    /// Rows per Parquet row group, the unit the rows are encoded and sent in; 10000 by default
+    /// (`ETL_BATCH_SIZE` when set).
     #[serde(default)]
     pub batch_rows: Option<u64>,
+    /// Rows per load job. By default a load is one job whose file is streamed as it is
+    /// written; with a limit, the rows go into a staging table by jobs of at most this many
+    /// and one commit job makes them visible.
+    #[serde(default)]
+    pub job_rows: Option<u64>,
     /// `hourly`: the column that holds each row's hour; `import_hour` by default.
     #[serde(default)]
     pub hour_column: Option<String>,
@@ -283,9 +289,9 @@ pub struct RawTableDestination {
     pub delete_from_source: Option<bool>,
 }
 
-/// Rows per load job unless the destination or `ETL_BATCH_SIZE` says.
+/// Rows per row group unless the destination or `ETL_BATCH_SIZE` says.
 pub const DEFAULT_BATCH_ROWS: usize = 10_000;
-/// The most rows one load job may carry (they are held in memory until loaded).
+/// The most rows of one row group (a row group is held in memory until it is encoded).
 pub const MAX_BATCH_ROWS: u64 = 1_000_000;
 
 /// Validated settings of a `bigquery` destination.
@@ -294,6 +300,8 @@ pub struct TableSettings {
     pub table: TableName,
     pub mode: ferry_core::config::TableMode,
     pub batch_rows: usize,
+    /// Rows per load job; `None`: one job per load.
+    pub job_rows: Option<u64>,
 }
 
 /// Checks a `bigquery` destination; problems go to `cx` (which stands at the destination).
@@ -347,12 +355,19 @@ pub fn validate_table_destination(value: &Value, cx: &Check<'_>) -> Option<ferry
             None
         }
     };
-    let (table, mode, batch_rows) = (table?, mode?, batch_rows?);
+    let job_rows = match raw.job_rows {
+        Some(0) => {
+            cx.err("job_rows", "expected at least 1 row per load job, found 0");
+            None
+        }
+        n => Some(n),
+    };
+    let (table, mode, batch_rows, job_rows) = (table?, mode?, batch_rows?, job_rows?);
     Some(Destination {
         component: Component {
             type_name: "bigquery".into(),
             describe: format!("bigquery://{table} ({})", mode.name()),
-            settings: Arc::new(TableSettings { table, mode: mode.clone(), batch_rows }),
+            settings: Arc::new(TableSettings { table, mode: mode.clone(), batch_rows, job_rows }),
             secrets: Vec::new(),
             staged: None,
         },
