@@ -275,9 +275,12 @@ impl StateStore for MetadataStore {
         let deadline = std::time::Instant::now() + wait;
         let l = &self.leases;
         let who = [QueryParam::new("export", "STRING", export), QueryParam::new("holder", "STRING", holder)];
+        // A claim is inserted only when no live claim is there, so that waiting claims do not
+        // crowd out the one that is about to win; the check and the insert are one statement.
         let insert = format!(
-            "INSERT INTO {l} (export_name, holder, message_id, acquired_at, expires_at, host, pid) VALUES (@export, @holder, @message, \
-             CURRENT_TIMESTAMP(), TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ttl SECOND), @host, @pid)"
+            "INSERT INTO {l} (export_name, holder, message_id, acquired_at, expires_at, host, pid) SELECT @export, @holder, @message, \
+             CURRENT_TIMESTAMP(), TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ttl SECOND), @host, @pid FROM UNNEST([1]) \
+             WHERE NOT EXISTS (SELECT 1 FROM {l} WHERE export_name = @export AND expires_at > CURRENT_TIMESTAMP())"
         );
         let me = HolderProcess::current();
         let mut params = who.to_vec();
@@ -301,29 +304,34 @@ impl StateStore for MetadataStore {
                 expires_at: ts(first.and_then(|r| r.get(2))),
             }
         };
-        let mut inserted = false;
+        // Whether this run's claim may be in the table (it asked to insert it and has not
+        // stepped back since).
+        let mut claiming = false;
         loop {
             let out_of_time = std::time::Instant::now() >= deadline;
+            if !claiming {
+                self.bq.execute(&insert, &params).await.map_err(|e| self.fail(e))?;
+                claiming = true;
+            }
             let all = self.rows(&claims, &who[..1]).await?;
             let is_live = |r: &Vec<Cell>| text(r.get(3)).as_deref() == Some("true");
             let expired = all.iter().any(|r| !is_live(r));
             // Our claim, live or not: with a TTL shorter than the round trip it may have
             // expired by the time it is read back, and the lease is then ours, already run out.
-            let claimed = inserted && all.iter().any(mine);
+            let claimed = all.iter().any(mine);
             let rows: Vec<Vec<Cell>> = all.into_iter().filter(is_live).collect();
-            if !inserted {
-                // Claim only a lease that looks free, so that waiting claims do not crowd out
-                // the one that is about to win.
-                if !rows.is_empty() {
-                    if out_of_time {
-                        return Ok(held(&rows));
-                    }
-                } else {
-                    self.bq.execute(&insert, &params).await.map_err(|e| self.fail(e))?;
-                    inserted = true;
+            if !claimed {
+                // Another claim was live when this one would have gone in.
+                claiming = false;
+                if rows.is_empty() {
+                    // It has expired since: claim again at once (an expired claim stays
+                    // expired, so this happens once per claim that runs out).
                     continue;
                 }
-            } else if claimed && rows.iter().all(mine) {
+                if out_of_time {
+                    return Ok(held(&rows));
+                }
+            } else if rows.iter().all(mine) {
                 // Expired claims (of runs that died) are only clutter now: nobody can hold them.
                 if expired {
                     let purge = format!("DELETE FROM {l} WHERE export_name = @export AND expires_at <= CURRENT_TIMESTAMP()");
@@ -336,7 +344,7 @@ impl StateStore for MetadataStore {
                 // Racing claims: the oldest keeps its row and waits to be alone; younger ones
                 // step back, so two contenders never both give way.
                 self.release(export, holder).await?;
-                inserted = false;
+                claiming = false;
                 if out_of_time {
                     return Ok(held(&rows));
                 }

@@ -68,17 +68,23 @@ impl Runner<'_> {
             o.status = RunStatus::Success;
             return Ok(());
         };
-        let confirmed = match (written, ctx.lease) {
-            (Ok(()), Some(lease)) => lease.confirm().await,
-            (written, _) => written,
-        };
-        if let Err(e) = confirmed {
+        if let Err(e) = written {
             load.abort().await;
             return Err(Stop::record(e));
         }
+        // The lease is confirmed and the PENDING record written at once: a PENDING record of
+        // a run that then stops is settled by the next run as not committed, and nothing is
+        // committed before both are done.
         let t = Instant::now();
         let pending = self.record(export, ctx, RunStatus::Pending, o, None);
-        if let Err(e) = self.state.append(&pending).await {
+        let confirm = async {
+            match ctx.lease {
+                Some(lease) => lease.confirm().await,
+                None => Ok(()),
+            }
+        };
+        let (confirmed, recorded) = tokio::join!(confirm, self.state.append(&pending));
+        if let Err(e) = confirmed.and(recorded) {
             load.abort().await;
             return Err(Stop::record(e));
         }
