@@ -2,7 +2,7 @@
 //! load jobs whose files are streamed as they are written.
 //!
 //! Every load job's file is encoded on a thread of its own, in row groups of `batch_rows`
-//! rows, and sent in pieces of 8 MiB through a resumable upload while the rows are still being
+//! rows, and sent in pieces of 4 MiB through a resumable upload while the rows are still being
 //! read, so memory holds a few pieces and one row group however many rows there are. The job
 //! exists only once the file's last bytes arrive; an upload abandoned before then loads
 //! nothing. After a lost answer the session is asked how much it holds and only the rest is
@@ -73,8 +73,9 @@ const MAX_INFLIGHT: usize = 4;
 const STAGING_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 /// Bytes of Parquet gathered before they are sent as one piece of the upload (a multiple of
-/// [`UPLOAD_QUANTUM`]).
-const PIECE_BYTES: usize = 32 * UPLOAD_QUANTUM;
+/// [`UPLOAD_QUANTUM`]). At most three pieces are held at once: one filling, one waiting and
+/// one being sent.
+const PIECE_BYTES: usize = 16 * UPLOAD_QUANTUM;
 
 /// A BigQuery table that an export loads.
 pub struct BigQueryTable {
@@ -332,7 +333,7 @@ impl Load {
         let upload = self.bq.start_load(job_id, to, write, fields).await.map_err(|e| self.failure(e))?;
         let file_schema = narrowed_schema(&self.schema, &scales);
         let (batches_tx, batches_rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
-        let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
+        let (pieces_tx, mut pieces_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
         let (schema, narrow, rows) = (Arc::clone(&self.schema), scales.clone(), self.batch_rows);
         let encoder = tokio::task::spawn_blocking(move || encode(&schema, &file_schema, &narrow, rows, batches_rx, &pieces_tx));
         let bq = self.bq.clone();
@@ -538,9 +539,15 @@ fn encode(
     use parquet::basic::Compression;
     use parquet::file::properties::WriterProperties;
 
-    let props =
-        WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(group_rows.max(1))).build();
-    let out = Pieces { buf: Vec::with_capacity(PIECE_BYTES * 2), pieces };
+    // No statistics: BigQuery does not read them, and parquet keeps each row group's minimum
+    // and maximum of a FIXED_LEN_BYTE_ARRAY column (a NUMERIC or BIGNUMERIC) as slices of the
+    // whole column's buffer until the file ends, which made memory grow with the rows.
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(group_rows.max(1)))
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
+        .build();
+    let out = Pieces { buf: Vec::with_capacity(PIECE_BYTES), pieces };
     let mut w = ArrowWriter::try_new(out, Arc::clone(file_schema), Some(props)).map_err(|e| format!("Parquet: {e}"))?;
     while let Some(b) = batches.blocking_recv() {
         let b = narrow_batch(schema, file_schema, scales, &b)?;
@@ -557,13 +564,19 @@ struct Pieces<'a> {
 
 impl std::io::Write for Pieces<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        while self.buf.len() >= PIECE_BYTES {
-            let rest = self.buf.split_off(PIECE_BYTES);
-            let piece = std::mem::replace(&mut self.buf, rest);
-            self.pieces
-                .blocking_send(piece.into())
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))?;
+        // Every piece is one allocation of exactly PIECE_BYTES, so the allocator reuses freed
+        // pieces instead of fragmenting over a long upload.
+        let mut rest = data;
+        while !rest.is_empty() {
+            let take = (PIECE_BYTES - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buf.len() == PIECE_BYTES {
+                let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE_BYTES));
+                self.pieces
+                    .blocking_send(piece.into())
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))?;
+            }
         }
         Ok(data.len())
     }
