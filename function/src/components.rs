@@ -71,6 +71,8 @@ pub struct Wired {
     sinks: Mutex<HashMap<String, Connected>>,
     /// The staging bucket, when the config has one.
     staging: Option<Arc<ferry_gcs::Gcs>>,
+    /// How database sources retry, when not by their own policy.
+    retry: Option<ferry_core::RetryPolicy>,
 }
 
 /// How long a shared SFTP connection may take to answer before the next export makes a new one.
@@ -99,7 +101,13 @@ impl Wired {
         });
         let staging =
             config.staging.as_ref().map(|st| Arc::new(ferry_gcs::Gcs::new(&st.endpoint, &st.bucket, crate::auth(&st.auth), b.timeout)));
-        Self { bq, page_size: b.page_size, storage, sinks: Mutex::default(), staging }
+        Self { bq, page_size: b.page_size, storage, sinks: Mutex::default(), staging, retry: None }
+    }
+
+    /// Database sources retried by `policy` (BigQuery's by the client given to [`Wired::new`]).
+    pub fn with_retry(mut self, policy: ferry_core::RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
     }
 }
 
@@ -118,11 +126,19 @@ impl Wiring for Wired {
             }
             "postgres" => {
                 let settings = c.settings::<ferry_postgres::PostgresSettings>().ok_or_else(|| mismatch(c))?;
-                Ok(Box::new(ferry_postgres::PostgresSource::new(settings.clone())))
+                let source = ferry_postgres::PostgresSource::new(settings.clone());
+                Ok(Box::new(match &self.retry {
+                    Some(p) => source.with_retry(*p),
+                    None => source,
+                }))
             }
             "mysql" => {
                 let settings = c.settings::<ferry_mysql::MySqlSettings>().ok_or_else(|| mismatch(c))?;
-                Ok(Box::new(ferry_mysql::MySqlSource::new(settings.clone())))
+                let source = ferry_mysql::MySqlSource::new(settings.clone());
+                Ok(Box::new(match &self.retry {
+                    Some(p) => source.with_retry(*p),
+                    None => source,
+                }))
             }
             // Bounds and counts of a staged export read the same table or query.
             "bigquery_export" => {

@@ -233,6 +233,12 @@ impl Api {
         Ok(Self { http, base, token, retry })
     }
 
+    /// How the run's calls to the database and BigQuery are retried: as the API's, with
+    /// room for attempts that take longer than an API call (at least ferry's own deadline).
+    pub fn operations_retry(&self) -> RetryPolicy {
+        RetryPolicy { deadline: self.retry.deadline.max(RetryPolicy::default().deadline), ..self.retry }
+    }
+
     /// The API's base address, for messages.
     pub fn base(&self) -> &str {
         &self.base
@@ -966,7 +972,9 @@ async fn run_job(job: EtlJob, mut opts: RunOptions, progress: Option<&(dyn Fn(Pr
             rows.send_replace(p.rows);
         }
     };
-    let report = crate::run(&config, &opts, Some(&on_progress)).await;
+    // The seed's retry settings govern the whole run: the database, BigQuery and the
+    // metadata table, not only the API.
+    let report = crate::run_retrying(&config, &opts, Some(&on_progress), Some(api.operations_retry())).await;
     if let Some(reports) = reports {
         reports.stop().await;
     }
@@ -1224,6 +1232,17 @@ mod tests {
         assert_eq!(retry_policy(&env(&[(MAX_RETRIES_ENV, "11")])).unwrap_err(), "ETL_MAX_RETRIES: expected 0 to 10 retries, found \"11\"");
         assert!(retry_policy(&env(&[(RETRY_DELAY_ENV, "-1")])).unwrap_err().starts_with("ETL_RETRY_DELAY: expected 0 to 300 seconds"));
         assert!(retry_policy(&env(&[(RETRY_DELAY_ENV, "NaN")])).is_err());
+    }
+
+    #[test]
+    fn the_runs_calls_retry_as_the_seed_says_with_room_for_long_attempts() {
+        let vars = [(API_URL_ENV, "https://app.example.com"), (MAX_RETRIES_ENV, "1"), (RETRY_DELAY_ENV, "2")];
+        let p = Api::from_env(&env(&vars)).unwrap().operations_retry();
+        assert_eq!((p.max_attempts, p.initial, p.multiplier), (2, Duration::from_secs(2), 2));
+        assert_eq!(p.deadline, RetryPolicy::default().deadline, "an API call's 63 s would cut a slow load's retry");
+        let vars = [(API_URL_ENV, "https://app.example.com"), (MAX_RETRIES_ENV, "10"), (RETRY_DELAY_ENV, "300")];
+        let p = Api::from_env(&env(&vars)).unwrap().operations_retry();
+        assert!(p.deadline > Duration::from_secs(10 * 300), "every retry the count allows fits: {:?}", p.deadline);
     }
 
     #[test]

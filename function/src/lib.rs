@@ -58,6 +58,17 @@ pub async fn plan(config: &Config, opts: &RunOptions) -> Result<Vec<ExportPlan>,
 /// the metadata table cannot be used, no export starts: every selected export is reported
 /// FAILED and the notifiers still hear about it.
 pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(Progress<'_>) + Sync)>) -> RunReport {
+    run_retrying(config, opts, progress, None).await
+}
+
+/// [`run`], with every call to BigQuery (the metadata table's included) and to a database
+/// source retried by `retry` instead of each client's own policy.
+pub async fn run_retrying(
+    config: &Config,
+    opts: &RunOptions,
+    progress: Option<&(dyn Fn(Progress<'_>) + Sync)>,
+    retry: Option<ferry_core::RetryPolicy>,
+) -> RunReport {
     let (notifiers, notify_setup_error) = match ferry_notify::from_config(&config.notifications) {
         Ok(n) => (n, None),
         Err(e) => {
@@ -67,7 +78,10 @@ pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(P
         }
     };
     let setup = async {
-        let bq = bigquery(config)?;
+        let mut bq = bigquery(config)?;
+        if let Some(policy) = &retry {
+            bq = bq.with_retry(*policy);
+        }
         let state = metadata_store(config, &bq).await?;
         Ok::<_, Failure>((bq, state))
     };
@@ -79,7 +93,10 @@ pub async fn run(config: &Config, opts: &RunOptions, progress: Option<&(dyn Fn(P
             report
         }
         Ok((bq, state)) => {
-            let wiring = Wired::new(config, bq);
+            let mut wiring = Wired::new(config, bq);
+            if let Some(policy) = retry {
+                wiring = wiring.with_retry(policy);
+            }
             let runner = Runner { config, wiring: &wiring, state: &state, notifiers, progress };
             let report = runner.run(opts).await;
             wiring.close().await;

@@ -369,6 +369,30 @@ async fn a_wrong_database_password_fails_the_run_without_showing_the_password() 
 }
 
 #[tokio::test]
+async fn the_seeds_retry_settings_govern_the_database_calls_too() {
+    let ds = TestDataset::create("etl_retries").await;
+    // A port nothing listens on: every connect is refused, which is worth retrying.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+    let (id, run) = (new_id(), new_id());
+    serve(id, &job_config("public.anything", "never", "catalog", json!({"connection_params": {"port": port}})));
+
+    let r = ferry(&ds, &seed_args(id, Some(run)), &[("ETL_MAX_RETRIES", "1")]).await;
+    assert_eq!(r.code, 1, "{}", r.all());
+    let end = final_report(run);
+    assert_eq!(end["status"], "failed", "{end}");
+    let message = end["error_message"].as_str().expect("error_message");
+    assert!(message.contains("after 2 attempts"), "one retry, as ETL_MAX_RETRIES says: {message}");
+
+    let (id, run) = (new_id(), new_id());
+    serve(id, &job_config("public.anything", "never", "catalog", json!({"connection_params": {"port": port}})));
+    let r = ferry(&ds, &seed_args(id, Some(run)), &[("ETL_MAX_RETRIES", "0")]).await;
+    assert_eq!(r.code, 1, "{}", r.all());
+    let message = final_report(run)["error_message"].as_str().expect("error_message").to_owned();
+    assert!(!message.contains("attempts"), "no retry at all: {message}");
+    assert!(message.contains(&port.to_string()), "the message names the server: {message}");
+}
+
+#[tokio::test]
 async fn a_failing_status_report_does_not_change_the_runs_outcome() {
     let (pg, ds) = (Pg::connect().await, TestDataset::create("etl_patchfail").await);
     let table = pg.table("etl_pf").await;
