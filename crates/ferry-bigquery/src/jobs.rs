@@ -194,21 +194,28 @@ impl BigQuery {
         let tried = AtomicBool::new(false);
         let location = upload.location.as_str();
         self.retried(LOAD_OP, || async {
-            let from = if tried.swap(true, Ordering::Relaxed) { self.upload_held(location).await? } else { start };
-            if from >= end {
-                return Ok(());
-            }
-            if from < start {
-                return Err(lost_bytes(from, start));
-            }
-            let rest = piece.slice((from - start) as usize..);
-            match self.put_piece_once(location, format!("bytes {from}-{}/*", end - 1), rest).await? {
-                Piece::Incomplete(held) if held == end => Ok(()),
-                Piece::Incomplete(held) => Err(BigQueryError::Decode {
-                    op: LOAD_OP,
-                    reason: format!("the upload holds {held} bytes after bytes up to {end} were sent"),
-                }),
-                Piece::Done(_) => Err(BigQueryError::Decode { op: LOAD_OP, reason: "the upload ended before its last piece".into() }),
+            let mut from = if tried.swap(true, Ordering::Relaxed) { self.upload_held(location).await? } else { start };
+            // A server may take only part of a piece; it says how much, and gets the rest.
+            loop {
+                if from >= end {
+                    return Ok(());
+                }
+                if from < start {
+                    return Err(lost_bytes(from, start));
+                }
+                let rest = piece.slice((from - start) as usize..);
+                match self.put_piece_once(location, format!("bytes {from}-{}/*", end - 1), rest).await? {
+                    Piece::Incomplete(held) if held > from => from = held,
+                    Piece::Incomplete(held) => {
+                        return Err(BigQueryError::Decode {
+                            op: LOAD_OP,
+                            reason: format!("the upload holds {held} bytes after bytes from {from} to {end} were sent"),
+                        })
+                    }
+                    Piece::Done(_) => {
+                        return Err(BigQueryError::Decode { op: LOAD_OP, reason: "the upload ended before its last piece".into() })
+                    }
+                }
             }
         })
         .await?;
@@ -225,7 +232,7 @@ impl BigQuery {
         let location = upload.location.as_str();
         let answer = self
             .retried(LOAD_OP, || async {
-                let from = if tried.swap(true, Ordering::Relaxed) {
+                let mut from = if tried.swap(true, Ordering::Relaxed) {
                     if self.job_state(&upload.job_id).await?.is_some() {
                         return Ok(None);
                     }
@@ -233,19 +240,25 @@ impl BigQuery {
                 } else {
                     start
                 };
-                if from < start {
-                    return Err(lost_bytes(from, start));
-                }
-                let range = if from >= total { format!("bytes */{total}") } else { format!("bytes {from}-{}/{total}", total - 1) };
-                let rest = last.slice((from.min(total) - start) as usize..);
-                match self.put_piece_once(location, range, rest).await {
-                    Ok(Piece::Done(job)) => Ok(Some(job)),
-                    Ok(Piece::Incomplete(held)) => Err(BigQueryError::Decode {
-                        op: LOAD_OP,
-                        reason: format!("the upload holds {held} of the file's {total} bytes after its last piece"),
-                    }),
-                    Err(BigQueryError::Api { api: ApiError { status: 409, .. }, .. }) => Ok(None),
-                    Err(e) => Err(e),
+                loop {
+                    if from < start {
+                        return Err(lost_bytes(from, start));
+                    }
+                    let range = if from >= total { format!("bytes */{total}") } else { format!("bytes {from}-{}/{total}", total - 1) };
+                    let rest = last.slice((from.min(total) - start) as usize..);
+                    match self.put_piece_once(location, range, rest).await {
+                        Ok(Piece::Done(job)) => return Ok(Some(job)),
+                        // Part of the last bytes taken: the rest follows.
+                        Ok(Piece::Incomplete(held)) if held > from && held < total => from = held,
+                        Ok(Piece::Incomplete(held)) => {
+                            return Err(BigQueryError::Decode {
+                                op: LOAD_OP,
+                                reason: format!("the upload holds {held} of the file's {total} bytes after its last piece"),
+                            })
+                        }
+                        Err(BigQueryError::Api { api: ApiError { status: 409, .. }, .. }) => return Ok(None),
+                        Err(e) => return Err(e),
+                    }
                 }
             })
             .await?;
