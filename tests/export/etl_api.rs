@@ -374,7 +374,7 @@ async fn the_seeds_retry_settings_govern_the_database_calls_too() {
     // A port nothing listens on: every connect is refused, which is worth retrying.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
     let (id, run) = (new_id(), new_id());
-    serve(id, &job_config("public.anything", "never", "catalog", json!({"connection_params": {"port": port}})));
+    serve(id, &job_config("anything", "never", "catalog", json!({"connection_params": {"port": port}})));
 
     let r = ferry(&ds, &seed_args(id, Some(run)), &[("ETL_MAX_RETRIES", "1")]).await;
     assert_eq!(r.code, 1, "{}", r.all());
@@ -384,7 +384,7 @@ async fn the_seeds_retry_settings_govern_the_database_calls_too() {
     assert!(message.contains("after 2 attempts"), "one retry, as ETL_MAX_RETRIES says: {message}");
 
     let (id, run) = (new_id(), new_id());
-    serve(id, &job_config("public.anything", "never", "catalog", json!({"connection_params": {"port": port}})));
+    serve(id, &job_config("anything", "never", "catalog", json!({"connection_params": {"port": port}})));
     let r = ferry(&ds, &seed_args(id, Some(run)), &[("ETL_MAX_RETRIES", "0")]).await;
     assert_eq!(r.code, 1, "{}", r.all());
     let message = final_report(run)["error_message"].as_str().expect("error_message").to_owned();

@@ -304,21 +304,21 @@ impl StateStore for MetadataStore {
                 expires_at: ts(first.and_then(|r| r.get(2))),
             }
         };
-        // Whether this run's claim may be in the table (it asked to insert it and has not
-        // stepped back since).
+        // Whether this run's claim is in the table: it inserted one and has not stepped back
+        // since. (A retried insert keeps its request id, so a lost answer still says 1 row.)
         let mut claiming = false;
         loop {
             let out_of_time = std::time::Instant::now() >= deadline;
             if !claiming {
-                self.bq.execute(&insert, &params).await.map_err(|e| self.fail(e))?;
-                claiming = true;
+                let inserted = self.bq.execute(&insert, &params).await.map_err(|e| self.fail(e))?;
+                claiming = inserted.is_none_or(|n| n > 0);
             }
             let all = self.rows(&claims, &who[..1]).await?;
             let is_live = |r: &Vec<Cell>| text(r.get(3)).as_deref() == Some("true");
             let expired = all.iter().any(|r| !is_live(r));
             // Our claim, live or not: with a TTL shorter than the round trip it may have
             // expired by the time it is read back, and the lease is then ours, already run out.
-            let claimed = all.iter().any(mine);
+            let claimed = claiming && all.iter().any(mine);
             let rows: Vec<Vec<Cell>> = all.into_iter().filter(is_live).collect();
             if !claimed {
                 // Another claim was live when this one would have gone in.
