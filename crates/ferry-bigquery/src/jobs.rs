@@ -66,13 +66,6 @@ pub struct LoadUpload {
     sent: u64,
 }
 
-impl LoadUpload {
-    /// The id the job will have.
-    pub fn job_id(&self) -> &str {
-        &self.job_id
-    }
-}
-
 /// What an upload session said to a piece.
 pub(crate) enum Piece {
     /// It holds this many bytes and waits for more.
